@@ -1,0 +1,160 @@
+"""Request and response bodies. Requests forbid unknown fields; responses never carry a secret
+except ``CreatedTokenOut``, the one-time reveal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokensmith.db.models import Cluster, Token, User, Vpc
+from tokensmith.tokens.expiration import PRESETS
+
+T = TypeVar("T")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class TokenCreate(Request):
+    name: str = Field(description="1-100 characters after trimming; any language; no control characters.")
+    note: str | None = Field(default=None, description="0-1000 characters.")
+    expiration: str | None = Field(
+        default=None,
+        description=f"A preset ({', '.join(PRESETS)}) or a duration such as 45m, 12h, 3d. Default 30d.",
+        examples=["30d"],
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="An RFC 3339 instant with a timezone, instead of expiration."
+    )
+
+
+class UserRef(BaseModel):
+    id: str
+    username: str
+
+    @classmethod
+    def of(cls, user: User) -> UserRef:
+        return cls(id=user.public_id, username=user.username)
+
+
+class ClusterRef(BaseModel):
+    id: str
+    name: str
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    note: str
+    hint: str = Field(description="The last 4 characters of the secret, to tell tokens apart.")
+    owner: UserRef
+    created_at: datetime
+    expires_at: datetime | None
+    expired: bool
+    last_used_at: datetime | None
+    clusters: list[ClusterRef]
+
+    @classmethod
+    def of(cls, token: Token, now: datetime) -> TokenOut:
+        return cls(
+            id=token.public_id, name=token.name, note=token.note, hint=token.hint, owner=UserRef.of(token.user),
+            created_at=token.created_at, expires_at=token.expires_at,
+            expired=token.expires_at is not None and now >= token.expires_at, last_used_at=token.last_used_at,
+            clusters=[ClusterRef(id=c.public_id, name=c.name) for c in token.clusters],
+        )
+
+
+class CreatedTokenOut(BaseModel):
+    token: TokenOut
+    secret: str = Field(description="Shown exactly once. Store it now: only a digest is kept.")
+
+
+class LoginRequest(Request):
+    username: str
+    password: str
+    name: str = Field(default="cli", description="Name of the token to create.")
+    expiration: str | None = None
+
+
+class OrgOut(BaseModel):
+    id: str
+    name: str
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    is_admin: bool
+
+
+class WhoAmI(BaseModel):
+    user: UserOut
+    organization: OrgOut
+    token: TokenOut
+
+
+class VpcCreate(Request):
+    name: str
+    region: str
+    cidr: str = Field(examples=["10.0.0.0/16"])
+
+
+class VpcOut(BaseModel):
+    id: str
+    name: str
+    region: str
+    cidr: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, vpc: Vpc) -> VpcOut:
+        return cls(id=vpc.public_id, name=vpc.name, region=vpc.region, cidr=vpc.cidr, created_at=vpc.created_at)
+
+
+class ClusterCreate(Request):
+    name: str
+    server: str = Field(description="The API server URL; https only.", examples=["https://10.0.0.1:6443"])
+    certificate_authority: str = Field(description="PEM-encoded CA certificate(s) of the API server.")
+    region: str
+    vpc: str | None = Field(default=None, description="A VPC id or name.")
+
+
+class ClusterOut(BaseModel):
+    id: str
+    name: str
+    server: str
+    certificate_authority: str
+    region: str
+    vpc: str | None = Field(description="The VPC's id, if any.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> ClusterOut:
+        return cls(
+            id=cluster.public_id, name=cluster.name, server=cluster.server,
+            certificate_authority=cluster.certificate_authority, region=cluster.region,
+            vpc=cluster.vpc.public_id if cluster.vpc else None, created_at=cluster.created_at,
+        )
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """OpenAPI entries for the error statuses a route can answer with."""
+    return {s: {"model": Problem, "content": {"application/problem+json": {}}} for s in statuses}

@@ -1,0 +1,215 @@
+"""``tokensmith``: run the server, manage tokens, and administer the database directly.
+
+Exit codes: 0 success, 1 the request failed, 2 bad usage, 3 not logged in or not authorized.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tokensmith.cli.client import ApiClient, CliError
+from tokensmith.cli.config import ClientConfig
+from tokensmith.cli.output import err, out, print_json, tokens_table
+from tokensmith.errors import TokensmithError
+
+app = typer.Typer(help="Self-hosted API access tokens.", no_args_is_help=True, add_completion=False)
+token_app = typer.Typer(help="Create, list and delete your tokens.", no_args_is_help=True)
+admin_app = typer.Typer(help="Act on the database directly (bootstrapping and scripts).", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(admin_app, name="admin")
+app.add_typer(db_app, name="db")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """Turn expected failures into one clear line and a non-zero exit; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CliError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except TokensmithError as exc:
+            err.print(f"error: {exc.detail}")
+            raise typer.Exit(3 if exc.status in (401, 403) else 1) from None
+        except ValueError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the server (SQLite in ./.tokensmith unless TOKENSMITH_DATABASE_URL is set)."""
+    from tokensmith.server import run
+
+    run(host=host, port=port, workers=workers)
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    from tokensmith.config import Settings
+    from tokensmith.db.database import Database
+    from tokensmith.db.migrate import current_revision, upgrade
+
+    settings = Settings.from_env()
+    settings.ensure_data_dir()
+    database = Database(settings.database_url)
+    upgrade(database.engine)
+    out.print(f"database at revision {current_revision(database.engine)}")
+
+
+@app.command()
+@friendly
+def login(
+    url: Annotated[str, typer.Option(help="The tokensmith server, e.g. http://127.0.0.1:8000")],
+    username: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    expires_in: Annotated[str, typer.Option(help="Lifetime of the CLI's token.")] = "30d",
+) -> None:
+    """Sign in with a password; stores a new token in ~/.config/tokensmith/config.toml (0600)."""
+    import socket
+
+    client = ApiClient(url)
+    created = client.post(
+        "/v1/auth/token",
+        {"username": username, "password": password, "name": f"cli@{socket.gethostname()}"[:100],
+         "expiration": expires_in},
+    )
+    path = ClientConfig(url=url, token=created["secret"]).save()
+    out.print(f"logged in as {username}; token {created['token']['id']} stored in {path}")
+
+
+@app.command()
+@friendly
+def whoami(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show the user, organization and token you are using."""
+    me = ApiClient.from_config().get("/v1/whoami")
+    if as_json:
+        print_json(me)
+        return
+    admin = " (admin)" if me["user"]["is_admin"] else ""
+    out.print(f"{me['user']['username']}{admin} in {me['organization']['name']}, token {me['token']['id']}")
+
+
+@token_app.command("create")
+@friendly
+def token_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the token by.")],
+    expires_in: Annotated[str, typer.Option(help="1h, 1d, 7d, 30d, 90d, 1y, never, or e.g. 12h.")] = "30d",
+    note: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a token; its secret is printed once."""
+    created = ApiClient.from_config().post("/v1/tokens", {"name": name, "note": note, "expiration": expires_in})
+    if as_json:
+        print_json(created)
+        return
+    err.print(f"Created token {created['token']['id']} ({created['token']['name']}). "
+              "Copy the secret now; it is not shown again:")
+    print(created["secret"])
+
+
+@token_app.command("list")
+@friendly
+def token_list(
+    all_org: Annotated[bool, typer.Option("--all", help="Admins: the whole organization.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List your tokens."""
+    client = ApiClient.from_config()
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get("/v1/tokens", all="true" if all_org else None, cursor=cursor, limit=200)
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    if as_json:
+        print_json(items)
+    elif not items:
+        out.print("No tokens yet. Create one with: tokensmith token create --name NAME")
+    else:
+        out.print(tokens_table(items))
+
+
+@token_app.command("delete")
+@friendly
+def token_delete(token_id: Annotated[str, typer.Argument(help="The token id, e.g. tok_...")]) -> None:
+    """Delete (revoke) a token; its secret stops working at once."""
+    ApiClient.from_config().delete(f"/v1/tokens/{token_id}")
+    out.print(f"deleted {token_id}")
+
+
+def _admin_services() -> Any:
+    from tokensmith.bootstrap import prepare
+    from tokensmith.config import Settings
+
+    return prepare(Settings.from_env())
+
+
+@admin_app.command("create-user")
+@friendly
+def admin_create_user(
+    username: Annotated[str, typer.Argument()],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an organization admin.")] = False,
+    org: Annotated[str, typer.Option(help="Organization (created if missing).")] = "default",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Create a user; prints a generated password unless --password-stdin is given."""
+    from tokensmith.accounts.passwords import generate_password
+    from tokensmith.accounts.service import AccountService
+    from tokensmith.clock import SystemClock
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
+    boot = _admin_services()
+    with boot.database.session() as session:
+        accounts = AccountService(session, SystemClock())
+        user = accounts.create_user(accounts.get_or_create_org(org), username, password, is_admin=admin)
+        err.print(f"created user {user.username} ({user.public_id}) in {org}")
+    if not password_stdin:
+        print(password)
+
+
+@admin_app.command("create-token")
+@friendly
+def admin_create_token(
+    user: Annotated[str, typer.Option(help="The user who will own the token.")],
+    name: Annotated[str, typer.Option(help="Token name.")],
+    expires_in: Annotated[str, typer.Option(help="1h, 1d, 7d, 30d, 90d, 1y, never, or e.g. 12h.")] = "30d",
+    note: Annotated[str, typer.Option(help="What the token is for.")] = "",
+) -> None:
+    """Create a token for a user; prints the secret alone on stdout."""
+    from tokensmith.accounts.service import AccountService
+    from tokensmith.clock import SystemClock
+    from tokensmith.tokens.service import TokenService
+
+    boot = _admin_services()
+    with boot.database.session() as session:
+        owner = AccountService(session, SystemClock()).find_user(user)
+        if owner is None:
+            raise CliError(f"user {user!r} not found")
+        created = TokenService(session, SystemClock(), boot.secret_key).create(owner, name, note, expires_in)
+    print(created.secret)
+
+
+def main() -> None:
+    app()

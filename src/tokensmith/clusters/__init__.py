@@ -1,0 +1,1 @@
+"""Kubernetes clusters and VPCs: the resources tokens grant access to."""

@@ -1,0 +1,144 @@
+"""Clusters and VPCs: admins create and delete, every member of the organization reads."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tokensmith import secrets
+from tokensmith.actor import Actor
+from tokensmith.clock import Clock
+from tokensmith.db.models import Cluster, Vpc
+from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
+from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
+from tokensmith.validation import clean_identifier
+
+MAX_CA_BYTES = 64 * 1024
+
+
+def require_admin(actor: Actor, action: str) -> None:
+    if not actor.is_admin:
+        raise Forbidden(f"{action} requires an organization admin")
+
+
+def validate_server_url(server: str) -> str:
+    """An API server URL: https, a host, no credentials, query or fragment."""
+    try:
+        parts = urlsplit(server.strip())
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise InvalidInput("server must be a valid https URL", "server") from None
+    if parts.scheme != "https" or not parts.hostname:
+        raise InvalidInput("server must be an https URL with a host, e.g. https://10.0.0.1:6443", "server")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise InvalidInput("server must not contain credentials, a query or a fragment", "server")
+    return server.strip().rstrip("/")
+
+
+def validate_certificate_authority(pem: str) -> str:
+    """One or more PEM certificates, normalised; InvalidInput if anything does not parse."""
+    if len(pem.encode()) > MAX_CA_BYTES:
+        raise InvalidInput(f"certificate_authority must be at most {MAX_CA_BYTES} bytes", "certificate_authority")
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.strip().encode())
+    except ValueError:
+        raise InvalidInput(
+            "certificate_authority must be PEM-encoded X.509 certificates (-----BEGIN CERTIFICATE-----)",
+            "certificate_authority",
+        ) from None
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
+
+
+def validate_cidr(cidr: str) -> str:
+    try:
+        return str(ipaddress.ip_network(cidr.strip(), strict=True))
+    except ValueError as exc:
+        raise InvalidInput(f"cidr {cidr!r} is not a valid network ({exc}); e.g. 10.0.0.0/16", "cidr") from None
+
+
+class VpcService:
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+
+    def create(self, actor: Actor, name: str, region: str, cidr: str) -> Vpc:
+        """Create a VPC; Forbidden for non-admins, Conflict for a duplicate name."""
+        require_admin(actor, "creating a VPC")
+        name = clean_identifier(name, "name")
+        vpc = Vpc(
+            public_id=secrets.public_id("vpc"), org_id=actor.org_id, name=name,
+            region=clean_identifier(region, "region"), cidr=validate_cidr(cidr), created_at=self.clock.now(),
+        )
+        if self.session.scalar(select(Vpc.id).where(Vpc.org_id == actor.org_id, Vpc.name == name)):
+            raise Conflict(f"a VPC named {name!r} already exists")
+        self.session.add(vpc)
+        self.session.flush()
+        return vpc
+
+    def get(self, actor: Actor, ref: str) -> Vpc:
+        """A VPC of the caller's organization by id or name; NotFound otherwise."""
+        vpc = self.session.scalar(
+            select(Vpc).where(Vpc.org_id == actor.org_id, (Vpc.public_id == ref) | (Vpc.name == ref))
+        )
+        if vpc is None:
+            raise NotFound(f"VPC {ref!r} not found")
+        return vpc
+
+    def list(self, actor: Actor, cursor: str | None = None, limit: int = DEFAULT_LIMIT) -> Page[Vpc]:
+        return paginate(self.session, select(Vpc).where(Vpc.org_id == actor.org_id), Vpc.id, cursor, limit)
+
+    def delete(self, actor: Actor, ref: str) -> None:
+        require_admin(actor, "deleting a VPC")
+        self.session.delete(self.get(actor, ref))
+        self.session.flush()
+
+
+class ClusterService:
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+
+    def create(
+        self, actor: Actor, name: str, server: str, certificate_authority: str, region: str,
+        vpc: str | None = None,
+    ) -> Cluster:
+        """Register a cluster; Forbidden for non-admins, Conflict for a duplicate name."""
+        require_admin(actor, "creating a cluster")
+        name = clean_identifier(name, "name")
+        cluster = Cluster(
+            public_id=secrets.public_id("cls"), org_id=actor.org_id, name=name,
+            server=validate_server_url(server),
+            certificate_authority=validate_certificate_authority(certificate_authority),
+            region=clean_identifier(region, "region"),
+            vpc_id=VpcService(self.session, self.clock).get(actor, vpc).id if vpc else None,
+            created_at=self.clock.now(),
+        )
+        if self.session.scalar(select(Cluster.id).where(Cluster.org_id == actor.org_id, Cluster.name == name)):
+            raise Conflict(f"a cluster named {name!r} already exists")
+        self.session.add(cluster)
+        self.session.flush()
+        return cluster
+
+    def get(self, actor: Actor, ref: str) -> Cluster:
+        """A cluster of the caller's organization by id or name; NotFound otherwise."""
+        cluster = self.session.scalar(
+            select(Cluster).where(Cluster.org_id == actor.org_id, (Cluster.public_id == ref) | (Cluster.name == ref))
+        )
+        if cluster is None:
+            raise NotFound(f"cluster {ref!r} not found")
+        return cluster
+
+    def list(self, actor: Actor, cursor: str | None = None, limit: int = DEFAULT_LIMIT) -> Page[Cluster]:
+        query = select(Cluster).where(Cluster.org_id == actor.org_id)
+        return paginate(self.session, query, Cluster.id, cursor, limit)
+
+    def delete(self, actor: Actor, ref: str) -> None:
+        require_admin(actor, "deleting a cluster")
+        self.session.delete(self.get(actor, ref))
+        self.session.flush()

@@ -1,0 +1,100 @@
+"""The one place that knows what a tokensmith secret looks like.
+
+A secret is ``tsm_`` + 32 random base62 characters + a 6-character base62
+CRC32 of everything before it (the scheme GitHub uses for its tokens).  The
+checksum lets a leaked secret be recognised offline, and lets a mistyped or
+forged one be refused before anything touches the database.
+
+Only an HMAC-SHA256 digest of a secret, under a server key, is ever stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets as _random
+import zlib
+from typing import Final
+
+PREFIX: Final = "tsm_"
+BODY_LENGTH: Final = 32
+CHECKSUM_LENGTH: Final = 6
+SECRET_LENGTH: Final = len(PREFIX) + BODY_LENGTH + CHECKSUM_LENGTH
+HINT_LENGTH: Final = 4
+
+BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# Finds candidates inside arbitrary text (for scanners); the checksum decides.
+SECRET_PATTERN: Final = re.compile(
+    rf"(?<![A-Za-z0-9_]){PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}(?![A-Za-z0-9])"
+)
+_FULL_MATCH: Final = re.compile(rf"{PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}")
+
+
+def base62(number: int, width: int) -> str:
+    """Encode a non-negative integer as exactly ``width`` base62 digits."""
+    digits = []
+    for _ in range(width):
+        number, remainder = divmod(number, 62)
+        digits.append(BASE62[remainder])
+    if number:
+        raise ValueError("number does not fit in the requested width")
+    return "".join(reversed(digits))
+
+
+def random_base62(length: int) -> str:
+    """Return ``length`` characters from the OS CSPRNG, uniformly over base62."""
+    return "".join(_random.choice(BASE62) for _ in range(length))
+
+
+def checksum(text: str) -> str:
+    """The 6-character base62 CRC32 of ``text``."""
+    return base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+
+
+def generate() -> str:
+    """Return a new random secret with a valid checksum."""
+    head = PREFIX + random_base62(BODY_LENGTH)
+    return head + checksum(head)
+
+
+def is_well_formed(candidate: str) -> bool:
+    """True when ``candidate`` has the secret's shape and a correct checksum.
+
+    This is cheap and offline: it is checked before any database lookup.
+    """
+    if len(candidate) != SECRET_LENGTH or not _FULL_MATCH.fullmatch(candidate):
+        return False
+    head, tail = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
+    return hmac.compare_digest(checksum(head), tail)
+
+
+def find_in_text(text: str) -> list[tuple[int, str]]:
+    """Return ``(offset, secret)`` for every well-formed secret inside ``text``."""
+    return [(m.start(), m.group()) for m in SECRET_PATTERN.finditer(text) if is_well_formed(m.group())]
+
+
+def hint(secret: str) -> str:
+    """The last characters of a secret, shown so people can tell tokens apart."""
+    return secret[-HINT_LENGTH:]
+
+
+def mask(secret: str) -> str:
+    """A display form that identifies a secret without revealing it."""
+    return f"{PREFIX}…{hint(secret)}"
+
+
+def digest(secret: str, key: bytes) -> str:
+    """HMAC-SHA256 of the secret under the server key, hex-encoded: what is stored."""
+    return hmac.new(key, secret.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def digests_match(a: str, b: str) -> bool:
+    """Constant-time comparison of two hex digests."""
+    return hmac.compare_digest(a.encode("ascii"), b.encode("ascii"))
+
+
+def public_id(prefix: str, length: int = 16) -> str:
+    """A random identifier that is safe to show and log, e.g. ``tok_3kT...``."""
+    return f"{prefix}_{random_base62(length)}"

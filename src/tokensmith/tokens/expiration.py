@@ -1,0 +1,62 @@
+"""How long a token lives: presets, durations like ``45m``, or an explicit instant."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from tokensmith.errors import InvalidInput
+
+PRESETS = ("1h", "1d", "7d", "30d", "90d", "1y", "never")
+DEFAULT_EXPIRATION = "30d"
+NEVER = "never"
+# Far enough for any real use; keeps arithmetic and storage away from year 9999.
+MAX_LIFETIME = timedelta(days=3650)
+
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
+          "w": timedelta(weeks=1), "y": timedelta(days=365)}
+_DURATION = re.compile(r"(\d{1,7})([mhdwy])")
+ACCEPTED = (
+    "a preset (" + ", ".join(PRESETS) + "), a positive duration such as 45m, 12h, 3d, 2w, "
+    "or an RFC 3339 expires_at with a timezone in the future"
+)
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """Parse ``never`` (None) or ``<n><unit>``; raise InvalidInput naming what is accepted."""
+    value = text.strip().lower()
+    if value == NEVER:
+        return None
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise InvalidInput(f"expiration {text!r} is not understood; use {ACCEPTED}", "expiration")
+    amount = int(match.group(1))
+    if amount <= 0:
+        raise InvalidInput(f"expiration must be a positive duration; use {ACCEPTED}", "expiration")
+    duration = amount * _UNITS[match.group(2)]
+    if duration > MAX_LIFETIME:
+        raise InvalidInput(f"expiration may be at most {MAX_LIFETIME.days} days, or 'never'", "expiration")
+    return duration
+
+
+def resolve_expiry(
+    now: datetime, expiration: str | None = None, expires_at: datetime | None = None
+) -> datetime | None:
+    """The expiry instant for a new token, or None for one that never expires."""
+    if expiration is not None and expires_at is not None:
+        raise InvalidInput("give either expiration or expires_at, not both", "expiration")
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput("expires_at must include a timezone offset, e.g. 2030-01-01T00:00:00Z", "expires_at")
+        if expires_at <= now:
+            raise InvalidInput("expires_at must be in the future", "expires_at")
+        if expires_at - now > MAX_LIFETIME:
+            raise InvalidInput(f"expires_at may be at most {MAX_LIFETIME.days} days ahead", "expires_at")
+        return expires_at
+    duration = parse_duration(expiration if expiration is not None else DEFAULT_EXPIRATION)
+    return None if duration is None else now + duration
+
+
+def is_expired(expires_at: datetime | None, now: datetime) -> bool:
+    """A token stops working at its expiry instant, not a moment later."""
+    return expires_at is not None and now >= expires_at

@@ -1,0 +1,99 @@
+"""The token service: every business rule about tokens lives here, not in the routes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tokensmith import secrets
+from tokensmith.accounts.service import AccountService
+from tokensmith.actor import Actor
+from tokensmith.clock import Clock
+from tokensmith.db.models import Cluster, Token, User
+from tokensmith.errors import Forbidden, NotFound
+from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
+from tokensmith.tokens.expiration import resolve_expiry
+from tokensmith.validation import clean_name, clean_note
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    """A new token and its secret: the only moment the secret exists outside the caller's hands."""
+
+    token: Token
+    secret: str
+
+
+class TokenService:
+    def __init__(self, session: Session, clock: Clock, secret_key: bytes) -> None:
+        self.session = session
+        self.clock = clock
+        self.secret_key = secret_key
+
+    def create(
+        self,
+        owner: User,
+        name: str,
+        note: str | None = None,
+        expiration: str | None = None,
+        expires_at: datetime | None = None,
+        clusters: Sequence[Cluster] = (),
+    ) -> CreatedToken:
+        """Create a token for ``owner``. Raises InvalidInput for a bad name, note or expiry."""
+        now = self.clock.now()
+        name = clean_name(name)
+        note = clean_note(note)
+        expiry = resolve_expiry(now, expiration, expires_at)
+        secret = secrets.generate()
+        token = Token(
+            public_id=secrets.public_id("tok"), user_id=owner.id, org_id=owner.org_id, name=name, note=note,
+            secret_digest=secrets.digest(secret, self.secret_key), hint=secrets.hint(secret),
+            created_at=now, expires_at=expiry, clusters=list(clusters),
+        )
+        self.session.add(token)
+        self.session.flush()
+        return CreatedToken(token, secret)
+
+    def list(
+        self, actor: Actor, *, user: str | None = None, whole_org: bool = False,
+        cursor: str | None = None, limit: int = DEFAULT_LIMIT,
+    ) -> Page[Token]:
+        """Live (not revoked) tokens: the caller's own; admins may ask for a user's or the organization's.
+
+        A non-admin asking for another user gets NotFound, as if the user did not exist.
+        """
+        query = select(Token).where(Token.org_id == actor.org_id, Token.revoked_at.is_(None))
+        if whole_org:
+            if not actor.is_admin:
+                raise Forbidden("listing the whole organization's tokens requires an admin")
+        elif user is not None:
+            owner = AccountService(self.session, self.clock).get_user_in_org(actor.org_id, user)
+            if owner.id != actor.user_id and not actor.is_admin:
+                raise NotFound(f"user {user!r} not found")
+            query = query.where(Token.user_id == owner.id)
+        else:
+            query = query.where(Token.user_id == actor.user_id)
+        return paginate(self.session, query, Token.id, cursor, limit)
+
+    def get(self, actor: Actor, public_id: str) -> Token:
+        """A live token the caller may see (own, or any in the org for admins); NotFound otherwise."""
+        query = select(Token).where(
+            Token.public_id == public_id, Token.org_id == actor.org_id, Token.revoked_at.is_(None)
+        )
+        if not actor.is_admin:
+            query = query.where(Token.user_id == actor.user_id)
+        token = self.session.scalar(query)
+        if token is None:
+            raise NotFound(f"token {public_id!r} not found")
+        return token
+
+    def revoke(self, actor: Actor, public_id: str) -> Token:
+        """Revoke a token the caller may see; its secret is refused from the next request on."""
+        token = self.get(actor, public_id)
+        token.revoked_at = self.clock.now()
+        self.session.flush()
+        return token

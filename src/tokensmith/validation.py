@@ -1,0 +1,50 @@
+"""Text rules shared by every name and note a person types."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from tokensmith.errors import InvalidInput
+
+# Line/paragraph separators break single-line displays just like control characters.
+_FORBIDDEN_IN_NAMES = {"Cc", "Cs", "Zl", "Zp"}
+_ALLOWED_IN_NOTES = {"\n", "\t"}
+
+
+def _bad_characters(text: str, allowed: set[str]) -> bool:
+    return any(unicodedata.category(c) in _FORBIDDEN_IN_NAMES and c not in allowed for c in text)
+
+
+def clean_name(value: str, field: str = "name", max_length: int = 100) -> str:
+    """Trim and check a display name: 1..max_length characters, any language, no control characters."""
+    name = unicodedata.normalize("NFC", value).strip()
+    if not name:
+        raise InvalidInput(f"{field} must not be empty", field)
+    if len(name) > max_length:
+        raise InvalidInput(f"{field} must be at most {max_length} characters (got {len(name)})", field)
+    if _bad_characters(name, set()):
+        raise InvalidInput(f"{field} must not contain control characters", field)
+    return name
+
+
+def clean_note(value: str | None, field: str = "note", max_length: int = 1000) -> str:
+    """A free-text note: 0..max_length characters; newlines and tabs allowed, other control characters not."""
+    note = unicodedata.normalize("NFC", value or "").strip()
+    if len(note) > max_length:
+        raise InvalidInput(f"{field} must be at most {max_length} characters (got {len(note)})", field)
+    if _bad_characters(note, _ALLOWED_IN_NOTES):
+        raise InvalidInput(f"{field} must not contain control characters other than newline and tab", field)
+    return note
+
+
+def clean_identifier(value: str, field: str) -> str:
+    """Names used as identifiers (usernames, cluster and VPC names): letters, digits, ``-._``."""
+    name = value.strip()
+    if not 1 <= len(name) <= 63:
+        raise InvalidInput(f"{field} must be 1 to 63 characters", field)
+    if not all(c.isascii() and (c.isalnum() or c in "-._") for c in name) or not name[0].isalnum():
+        raise InvalidInput(
+            f"{field} may contain only ASCII letters, digits, '-', '.' and '_', and must start with a letter or digit",
+            field,
+        )
+    return name

@@ -1,0 +1,187 @@
+"""Shared fixtures. Every test that touches the database runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from TOKENSMITH_TEST_DATABASE_URL (a server URL; each test session makes
+its own database there). On CI (CI=true) it is mandatory: unreachable means fail, not skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tokensmith.accounts.service import AccountService
+from tokensmith.api.app import create_app
+from tokensmith.clock import FrozenClock
+from tokensmith.config import Settings
+from tokensmith.db.database import Database
+from tokensmith.db.migrate import upgrade
+from tokensmith.db.models import Base, User
+from tokensmith.tokens.service import TokenService
+
+SECRET_KEY = b"test-secret-key-0123456789abcdef-0123456789"
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ENV = "TOKENSMITH_TEST_DATABASE_URL"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run long fuzz, soak and scale tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long run: enable with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally when a mandatory tool is missing; on CI, fail instead."""
+    if condition:
+        return
+    if ON_CI:
+        pytest.fail(f"mandatory on CI: {reason}")
+    pytest.skip(reason)
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database.engine)
+    database.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (per xdist worker)."""
+    server = os.environ.get(PG_ENV)
+    require(bool(server), f"PostgreSQL tests need {PG_ENV}, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    url = make_url(server)
+    name = f"tsm_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        require(False, f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable: {exc}")
+    test_url = url.set(database=name).render_as_string(hide_password=False)
+    database = Database(test_url)
+    upgrade(database.engine)
+    database.dispose()
+    yield test_url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_all_tables(database: Database) -> None:
+    # DELETE beats TRUNCATE by far on a handful of tiny tables.
+    with database.engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "tokensmith.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    if not database.is_sqlite:
+        _empty_all_tables(database)
+    yield database
+    database.dispose()
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: Database) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database.url)
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database, clock: FrozenClock):
+    return create_app(settings, database, SECRET_KEY, clock)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@dataclass
+class Account:
+    """A user with a ready token, as tests use them."""
+
+    user: User
+    secret: str
+    token_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+@pytest.fixture
+def make_account(database: Database, clock: FrozenClock):
+    def make(username: str, *, org: str = "default", admin: bool = False, expiration: str = "30d") -> Account:
+        with database.session() as session:
+            accounts = AccountService(session, clock)
+            # No password: argon2 is deliberately slow, and these users sign in with tokens.
+            user = accounts.create_user(accounts.get_or_create_org(org), username, None, is_admin=admin)
+            created = TokenService(session, clock, SECRET_KEY).create(user, f"{username}'s token",
+                                                                      expiration=expiration)
+            return Account(user, created.secret, created.token.public_id)
+
+    return make
+
+
+@pytest.fixture
+def admin(make_account) -> Account:
+    return make_account("admin", admin=True)
+
+
+@pytest.fixture
+def alice(make_account) -> Account:
+    return make_account("alice")
+
+
+@pytest.fixture
+def bob(make_account) -> Account:
+    return make_account("bob")
+
+
+@pytest.fixture
+def mallory(make_account) -> Account:
+    """An admin of another organization."""
+    return make_account("mallory", org="evil-corp", admin=True)
