@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from tokensmith.api.context import AppContext
 from tokensmith.errors import AuthenticationFailed
+from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
 
 
@@ -30,6 +32,23 @@ def authenticate(request: Request) -> Identity:
     identity = context.verifier.verify(bearer_secret(request.headers.get("authorization")))
     request.state.identity = identity
     return identity
+
+
+def scoped(scope: str) -> Callable[[Request], Identity]:
+    """A dependency: the authenticated caller, who must hold ``scope`` (403 naming it otherwise)."""
+
+    def dependency(request: Request) -> Identity:
+        identity = authenticate(request)
+        require_scope(identity, scope)
+        return identity
+
+    dependency.__name__ = f"requires_{scope.replace(':', '_').replace('-', '_')}"
+    return dependency
+
+
+def requires(scope: str) -> Any:
+    """``caller: Annotated[Identity, requires("tokens:write")]``."""
+    return Depends(scoped(scope))
 
 
 Caller = Annotated[Identity, Depends(authenticate)]

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokensmith import scopes as scope_rules
 from tokensmith.db.models import Cluster, Token, User, Vpc
 from tokensmith.tokens.expiration import PRESETS
 
@@ -33,6 +34,10 @@ class TokenCreate(Request):
     )
     expires_at: datetime | None = Field(
         default=None, description="An RFC 3339 instant with a timezone, instead of expiration."
+    )
+    scopes: list[str] | None = Field(
+        default=None, description="Limit the token to these scopes; default: all of the owner's.",
+        examples=[["tokens:read", "clusters:read"]],
     )
 
 
@@ -61,6 +66,7 @@ class TokenOut(BaseModel):
     expired: bool
     last_used_at: datetime | None
     clusters: list[ClusterRef]
+    scopes: list[str] = Field(description="What the token can do now: its scopes cut to its owner's permissions.")
 
     @classmethod
     def of(cls, token: Token, now: datetime) -> TokenOut:
@@ -69,6 +75,7 @@ class TokenOut(BaseModel):
             created_at=token.created_at, expires_at=token.expires_at,
             expired=token.expires_at is not None and now >= token.expires_at, last_used_at=token.last_used_at,
             clusters=[ClusterRef(id=c.public_id, name=c.name) for c in token.clusters],
+            scopes=sorted(scope_rules.effective(scope_rules.deserialize(token.scopes), token.user.is_admin)),
         )
 
 

@@ -97,6 +97,8 @@ class Token(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_ip: Mapped[str | None] = mapped_column(String(64))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # Space-separated scope names; NULL means "all of the owner's" (see tokensmith.scopes).
+    scopes: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(lazy="joined")
     clusters: Mapped[list[Cluster]] = relationship(secondary=token_clusters, lazy="selectin", order_by="Cluster.name")

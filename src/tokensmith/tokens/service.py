@@ -9,12 +9,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tokensmith import scopes as scope_rules
 from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
 from tokensmith.db.models import Cluster, Token, User
-from tokensmith.errors import Forbidden, NotFound
+from tokensmith.errors import Forbidden, InvalidInput, NotFound
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.tokens.expiration import resolve_expiry
 from tokensmith.validation import clean_name, clean_note
@@ -42,9 +43,16 @@ class TokenService:
         expiration: str | None = None,
         expires_at: datetime | None = None,
         clusters: Sequence[Cluster] = (),
+        scopes: Sequence[str] | None = None,
+        grant_service_scopes: bool = False,
     ) -> CreatedToken:
-        """Create a token for ``owner``. Raises InvalidInput for a bad name, note or expiry."""
+        """Create a token for ``owner``. Raises InvalidInput for a bad name, note, expiry or scope.
+
+        ``scopes`` None means all of the owner's. Service scopes (introspect, object-storage:verify)
+        may be put on a member's token only with ``grant_service_scopes`` (admin paths).
+        """
         now = self.clock.now()
+        stored_scopes = self._check_scopes(owner, scopes, grant_service_scopes)
         name = clean_name(name)
         note = clean_note(note)
         expiry = resolve_expiry(now, expiration, expires_at)
@@ -53,10 +61,24 @@ class TokenService:
             public_id=secrets.public_id("tok"), user_id=owner.id, org_id=owner.org_id, name=name, note=note,
             secret_digest=secrets.digest(secret, self.secret_key), hint=secrets.hint(secret),
             created_at=now, expires_at=expiry, clusters=list(clusters),
+            scopes=scope_rules.serialize(stored_scopes),
         )
         self.session.add(token)
         self.session.flush()
         return CreatedToken(token, secret)
+
+    @staticmethod
+    def _check_scopes(owner: User, scopes: Sequence[str] | None, grant_service_scopes: bool) -> frozenset[str] | None:
+        if scopes is None:
+            return None
+        requested = scope_rules.parse(scopes)
+        allowed = scope_rules.permitted(owner.is_admin)
+        if not grant_service_scopes and not owner.is_admin:
+            allowed = allowed - scope_rules.SERVICE
+        beyond = sorted(requested - allowed)
+        if beyond:
+            raise InvalidInput(f"a token cannot hold more than its owner: {', '.join(beyond)} not permitted", "scopes")
+        return requested
 
     def list(
         self, actor: Actor, *, user: str | None = None, whole_org: bool = False,

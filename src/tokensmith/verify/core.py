@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from tokensmith import secrets
+from tokensmith import scopes, secrets
 from tokensmith.clock import Clock
 from tokensmith.db.database import Database
 from tokensmith.db.models import Organization, Token, User, token_clusters
@@ -39,6 +39,7 @@ class Identity:
     created_at: datetime
     expires_at: datetime | None
     cluster_ids: frozenset[int]
+    scopes: frozenset[str]
 
 
 class Verifier:
@@ -80,4 +81,5 @@ class Verifier:
                 user_id=user.id, user_public_id=user.public_id, username=user.username,
                 org_id=org.id, org_public_id=org.public_id, org_name=org.name, is_admin=user.is_admin,
                 created_at=token.created_at, expires_at=token.expires_at, cluster_ids=cluster_ids,
+                scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
             )

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from tokensmith.api.auth import Caller, Context
+from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import (
     ClusterCreate,
     ClusterOut,
@@ -15,14 +15,19 @@ from tokensmith.api.schemas import (
     VpcOut,
     problem_responses,
 )
+from tokensmith.verify.core import Identity
 
-clusters = APIRouter(prefix="/v1/clusters", tags=["clusters"], responses=problem_responses(401))
-vpcs = APIRouter(prefix="/v1/vpcs", tags=["vpcs"], responses=problem_responses(401))
+clusters = APIRouter(prefix="/v1/clusters", tags=["clusters"], responses=problem_responses(401, 403))
+vpcs = APIRouter(prefix="/v1/vpcs", tags=["vpcs"], responses=problem_responses(401, 403))
 Limit = Annotated[int, Query(ge=1, le=200)]
+ClusterReader = Annotated[Identity, requires("clusters:read")]
+ClusterWriter = Annotated[Identity, requires("clusters:write")]
+VpcReader = Annotated[Identity, requires("vpcs:read")]
+VpcWriter = Annotated[Identity, requires("vpcs:write")]
 
 
 @clusters.post("", status_code=201, response_model=ClusterOut, responses=problem_responses(400, 403, 404, 409, 422))
-def create_cluster(body: ClusterCreate, caller: Caller, ctx: Context) -> ClusterOut:
+def create_cluster(body: ClusterCreate, caller: ClusterWriter, ctx: Context) -> ClusterOut:
     with ctx.services() as s:
         cluster = s.clusters.create(
             caller, body.name, body.server, body.certificate_authority, body.region, body.vpc
@@ -31,46 +36,48 @@ def create_cluster(body: ClusterCreate, caller: Caller, ctx: Context) -> Cluster
 
 
 @clusters.get("", response_model=Page[ClusterOut], responses=problem_responses(422))
-def list_clusters(caller: Caller, ctx: Context, cursor: str | None = None, limit: Limit = 50) -> Page[ClusterOut]:
+def list_clusters(
+    caller: ClusterReader, ctx: Context, cursor: str | None = None, limit: Limit = 50
+) -> Page[ClusterOut]:
     with ctx.services() as s:
         page = s.clusters.list(caller, cursor, limit)
         return Page[ClusterOut](items=[ClusterOut.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 
 @clusters.get("/{cluster}", response_model=ClusterOut, responses=problem_responses(404))
-def get_cluster(cluster: str, caller: Caller, ctx: Context) -> ClusterOut:
+def get_cluster(cluster: str, caller: ClusterReader, ctx: Context) -> ClusterOut:
     with ctx.services() as s:
         return ClusterOut.of(s.clusters.get(caller, cluster))
 
 
 @clusters.delete("/{cluster}", status_code=204, responses=problem_responses(403, 404))
-def delete_cluster(cluster: str, caller: Caller, ctx: Context) -> Response:
+def delete_cluster(cluster: str, caller: ClusterWriter, ctx: Context) -> Response:
     with ctx.services() as s:
         s.clusters.delete(caller, cluster)
     return Response(status_code=204)
 
 
 @vpcs.post("", status_code=201, response_model=VpcOut, responses=problem_responses(400, 403, 409, 422))
-def create_vpc(body: VpcCreate, caller: Caller, ctx: Context) -> VpcOut:
+def create_vpc(body: VpcCreate, caller: VpcWriter, ctx: Context) -> VpcOut:
     with ctx.services() as s:
         return VpcOut.of(s.vpcs.create(caller, body.name, body.region, body.cidr))
 
 
 @vpcs.get("", response_model=Page[VpcOut], responses=problem_responses(422))
-def list_vpcs(caller: Caller, ctx: Context, cursor: str | None = None, limit: Limit = 50) -> Page[VpcOut]:
+def list_vpcs(caller: VpcReader, ctx: Context, cursor: str | None = None, limit: Limit = 50) -> Page[VpcOut]:
     with ctx.services() as s:
         page = s.vpcs.list(caller, cursor, limit)
         return Page[VpcOut](items=[VpcOut.of(v) for v in page.items], next_cursor=page.next_cursor)
 
 
 @vpcs.get("/{vpc}", response_model=VpcOut, responses=problem_responses(404))
-def get_vpc(vpc: str, caller: Caller, ctx: Context) -> VpcOut:
+def get_vpc(vpc: str, caller: VpcReader, ctx: Context) -> VpcOut:
     with ctx.services() as s:
         return VpcOut.of(s.vpcs.get(caller, vpc))
 
 
 @vpcs.delete("/{vpc}", status_code=204, responses=problem_responses(403, 404))
-def delete_vpc(vpc: str, caller: Caller, ctx: Context) -> Response:
+def delete_vpc(vpc: str, caller: VpcWriter, ctx: Context) -> Response:
     with ctx.services() as s:
         s.vpcs.delete(caller, vpc)
     return Response(status_code=204)

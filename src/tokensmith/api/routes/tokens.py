@@ -6,18 +6,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from tokensmith.api.auth import Caller, Context
+from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenCreate, TokenOut, problem_responses
+from tokensmith.verify.core import Identity
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problem_responses(401))
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problem_responses(401, 403))
+Reader = Annotated[Identity, requires("tokens:read")]
+Writer = Annotated[Identity, requires("tokens:write")]
 
 
 @router.post("", status_code=201, response_model=CreatedTokenOut, responses=problem_responses(400, 422))
-def create_token(body: TokenCreate, caller: Caller, ctx: Context, response: Response) -> CreatedTokenOut:
+def create_token(body: TokenCreate, caller: Writer, ctx: Context, response: Response) -> CreatedTokenOut:
     """Create a token for the caller. The response is the only one that ever carries the secret."""
     with ctx.services() as s:
         owner = s.accounts.get_user_in_org(caller.org_id, caller.user_public_id)
-        created = s.tokens.create(owner, body.name, body.note, body.expiration, body.expires_at)
+        created = s.tokens.create(
+            owner, body.name, body.note, body.expiration, body.expires_at, scopes=body.scopes
+        )
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
     response.headers["Cache-Control"] = "no-store"
     return out
@@ -25,7 +30,7 @@ def create_token(body: TokenCreate, caller: Caller, ctx: Context, response: Resp
 
 @router.get("", response_model=Page[TokenOut], responses=problem_responses(403, 404, 422))
 def list_tokens(
-    caller: Caller,
+    caller: Reader,
     ctx: Context,
     user: Annotated[str | None, Query(description="Admins: a user's id or name.")] = None,
     all: Annotated[bool, Query(description="Admins: the whole organization's tokens.")] = False,
@@ -40,13 +45,13 @@ def list_tokens(
 
 
 @router.get("/{token_id}", response_model=TokenOut, responses=problem_responses(404))
-def get_token(token_id: str, caller: Caller, ctx: Context) -> TokenOut:
+def get_token(token_id: str, caller: Reader, ctx: Context) -> TokenOut:
     with ctx.services() as s:
         return TokenOut.of(s.tokens.get(caller, token_id), ctx.clock.now())
 
 
 @router.delete("/{token_id}", status_code=204, responses=problem_responses(404))
-def delete_token(token_id: str, caller: Caller, ctx: Context) -> Response:
+def delete_token(token_id: str, caller: Writer, ctx: Context) -> Response:
     """Revoke a token: its secret is refused from the very next request on."""
     with ctx.services() as s:
         s.tokens.revoke(caller, token_id)
