@@ -81,3 +81,11 @@ def test_hint_and_mask_show_only_the_last_four_characters():
     secret = secrets.generate()
     assert secrets.hint(secret) == secret[-4:]
     assert secrets.mask(secret) == "tsm_…" + secret[-4:]
+
+
+def test_other_credentials_share_the_format_under_their_own_prefix():
+    webhook = secrets.generate(secrets.WEBHOOK_PREFIX)
+    assert webhook.startswith("tsw_")
+    assert secrets.is_well_formed(webhook, secrets.WEBHOOK_PREFIX)
+    assert not secrets.is_well_formed(webhook)
+    assert not secrets.is_well_formed(secrets.generate(), secrets.WEBHOOK_PREFIX)

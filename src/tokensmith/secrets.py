@@ -18,6 +18,10 @@ import zlib
 from typing import Final
 
 PREFIX: Final = "tsm_"
+# Other credentials tokensmith mints share the format under their own prefix, so scanners
+# and logs can tell them apart: webhook credentials of cluster API servers, leak reporters.
+WEBHOOK_PREFIX: Final = "tsw_"
+REPORTER_PREFIX: Final = "tsr_"
 BODY_LENGTH: Final = 32
 CHECKSUM_LENGTH: Final = 6
 SECRET_LENGTH: Final = len(PREFIX) + BODY_LENGTH + CHECKSUM_LENGTH
@@ -29,7 +33,7 @@ BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SECRET_PATTERN: Final = re.compile(
     rf"(?<![A-Za-z0-9_]){PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}(?![A-Za-z0-9])"
 )
-_FULL_MATCH: Final = re.compile(rf"{PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}")
+_BODY: Final = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}")
 
 
 def base62(number: int, width: int) -> str:
@@ -53,18 +57,20 @@ def checksum(text: str) -> str:
     return base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
 
 
-def generate() -> str:
+def generate(prefix: str = PREFIX) -> str:
     """Return a new random secret with a valid checksum."""
-    head = PREFIX + random_base62(BODY_LENGTH)
+    head = prefix + random_base62(BODY_LENGTH)
     return head + checksum(head)
 
 
-def is_well_formed(candidate: str) -> bool:
-    """True when ``candidate`` has the secret's shape and a correct checksum.
+def is_well_formed(candidate: str, prefix: str = PREFIX) -> bool:
+    """True when ``candidate`` has the secret's shape, ``prefix`` and a correct checksum.
 
     This is cheap and offline: it is checked before any database lookup.
     """
-    if len(candidate) != SECRET_LENGTH or not _FULL_MATCH.fullmatch(candidate):
+    if len(candidate) != len(prefix) + BODY_LENGTH + CHECKSUM_LENGTH or not candidate.startswith(prefix):
+        return False
+    if not _BODY.fullmatch(candidate, len(prefix)):
         return False
     head, tail = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
     return hmac.compare_digest(checksum(head), tail)

@@ -1,0 +1,1 @@
+"""Kubernetes: kubeconfigs for tokens, and webhook token authentication for API servers."""
