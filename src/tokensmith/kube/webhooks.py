@@ -86,6 +86,7 @@ class WebhookCredentialService:
         if (
             credential is None
             or credential.revoked_at is not None
+            or credential.cluster is None
             or not secrets.digests_match(credential.secret_digest, digest)
             or cluster_ref not in (credential.cluster.public_id, credential.cluster.name)
         ):
