@@ -132,7 +132,13 @@ def kubeconfig_build(
         raise CliError("give either -o FILE or --merge [FILE], not both", 2)
     config = _server_url()
     secret = _read_secret(token_file)
-    me = ApiClient(config.url or "", secret).get("/v1/whoami")
+    try:
+        me = ApiClient(config.url or "", secret).get("/v1/whoami")
+    except CliError as exc:
+        if exc.exit_code != NOT_LOGGED_IN:
+            raise
+        raise CliError(f"tokensmith refused that secret ({exc}); it is deleted, expired or unknown",
+                       NOT_LOGGED_IN) from None
     # Listing clusters needs clusters:read; a kubernetes-only token may lack it, the CLI login has it.
     chosen = _pick(_all_clusters(ApiClient(config.url or "", config.token or secret)), cluster)
     granted = {c["id"] for c in me["token"]["clusters"]}
