@@ -97,10 +97,29 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+TOKENREVIEW_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": list(tokenreview.API_VERSIONS)},
+        "kind": {"type": "string", "enum": [tokenreview.KIND]},
+        "spec": {
+            "type": "object",
+            "required": ["token"],
+            "properties": {"token": {"type": "string", "minLength": 1},
+                           "audiences": {"type": "array", "items": {"type": "string"},
+                                         "maxItems": tokenreview.MAX_AUDIENCES}},
+        },
+    },
+}
+
+
 @router.post(
     "/{cluster}/tokenreview",
     responses={200: {"description": "A TokenReview with status filled in (authenticated or not)."},
                **problem_responses(400, 401, 413)},
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": TOKENREVIEW_SCHEMA}}}},
 )
 async def review_token(cluster: str, request: Request) -> JSONResponse:
     """Kubernetes webhook token authentication (authentication.k8s.io/v1 or v1beta1).
