@@ -293,8 +293,9 @@ def test_malformed_reviews_are_400(client, kube, body, fragment):
     assert fragment in response.json()["detail"]
 
 
-def test_a_body_that_is_not_json_is_400(client, kube):
-    response = client.post(f"/v1/clusters/{kube['prod']['id']}/tokenreview", content=b"\xff{not json",
+@pytest.mark.parametrize("body", [b"\xff{not json", b"", b"[" * 30000 + b"]" * 30000, b"null"])
+def test_a_body_that_is_not_a_json_object_is_400(client, kube, body):
+    response = client.post(f"/v1/clusters/{kube['prod']['id']}/tokenreview", content=body,
                            headers={"Authorization": f"Bearer {kube['credential']}"})
     assert response.status_code == 400
 
@@ -326,3 +327,30 @@ def test_deleting_the_cluster_revokes_its_credentials(client, admin, kube):
                            headers={"Authorization": f"Bearer {kube['credential']}"},
                            json={"apiVersion": V1, "kind": "TokenReview", "spec": {"token": kube["secret"]}})
     assert response.status_code == 401
+
+
+def test_any_json_is_either_a_review_or_a_clear_400():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tokensmith.kube.tokenreview import MalformedReview, Review, parse
+
+    leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.sampled_from(["apiVersion", "kind", "spec", "token", "audiences", "x"]),
+                                            inner, max_size=5), max_leaves=20)
+    reviews = st.fixed_dictionaries({}, optional={
+        "apiVersion": st.sampled_from([V1, V1BETA1, "v1"]) | values, "kind": st.just("TokenReview") | values,
+        "spec": st.fixed_dictionaries({}, optional={"token": st.text(max_size=50) | values, "audiences": values})
+        | values})
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.one_of(values, reviews))
+    def check(document):
+        import contextlib
+        import json
+
+        with contextlib.suppress(MalformedReview):
+            assert isinstance(parse(json.dumps(document).encode()), Review)
+
+    check()

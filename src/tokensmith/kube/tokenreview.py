@@ -56,7 +56,7 @@ def parse(body: bytes) -> Review:
     """A TokenReview from raw JSON; MalformedReview (400) naming what is wrong."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise MalformedReview("the body is not JSON; send a TokenReview") from None
     if not isinstance(document, dict):
         raise MalformedReview("the body must be a TokenReview object")
