@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
+from tests.kubetools import kubectl_binary
 from tests.pki import make_pki
 from tests.servers import ServerProcess, free_port, server_env
-from tests.test_kubeconfig_files import kubectl_binary
 from tokensmith import secrets
 
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "0" * 40, "gitTreeState": "clean",

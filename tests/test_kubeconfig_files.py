@@ -1,7 +1,6 @@
 """Kubeconfig files: what kubectl reads, merging into an existing file, atomic 0600 writes, and check."""
 
 import os
-import shutil
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -10,20 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require
+from tests.kubetools import kubectl_binary
 from tests.pki import CA_PEM
 from tokensmith import secrets
 from tokensmith.kube import kubeconfig
 from tokensmith.kube.kubeconfig import ClusterEntry, KubeconfigError, TokenState
-
-PINNED_KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
-
-
-def kubectl_binary() -> str:
-    """The real kubectl; the gcloud dispatcher's pinned binary when present (no pre-flight requests)."""
-    found = PINNED_KUBECTL if os.access(PINNED_KUBECTL, os.X_OK) else shutil.which("kubectl")
-    require(found is not None, "kubectl is not installed (Debian: apt-get install kubernetes-client)")
-    return found
 
 
 def kubectl(config: Path, *args: str, cache: Path) -> str:
