@@ -354,3 +354,9 @@ def test_any_json_is_either_a_review_or_a_clear_400():
             assert isinstance(parse(json.dumps(document).encode()), Review)
 
     check()
+
+
+def test_an_overlong_cluster_reference_is_422(client, alice):
+    response = create_token(client, alice, clusters=["x" * 5000])
+    assert response.status_code == 422
+    assert "x" * 200 not in response.text

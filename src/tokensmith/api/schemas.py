@@ -4,7 +4,7 @@ except ``CreatedTokenOut``, the one-time reveal."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +39,7 @@ class TokenCreate(Request):
         default=None, description="Limit the token to these scopes; default: all of the owner's.",
         examples=[["tokens:read", "clusters:read"]],
     )
-    clusters: list[str] = Field(
+    clusters: list[Annotated[str, Field(max_length=100)]] = Field(
         default=[], max_length=100, description="Cluster ids or names of your organization the token grants.",
     )
     kubeconfig: bool = Field(
