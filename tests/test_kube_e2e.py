@@ -213,6 +213,24 @@ def test_kubectl_works_with_the_kubeconfig_from_creation_until_the_token_is_dele
     assert "Unauthorized" in result.stderr
 
 
+def test_kubectl_reads_the_kubeconfig_from_the_create_response(server, admin_secret, stub, tmp_path):
+    created = create(server, admin_secret, clusters=["kind", "elsewhere"], kubeconfig=True)
+    path = write_kubeconfig(tmp_path, created)
+
+    def config(*args: str) -> str:
+        result = subprocess.run([kubectl_binary(), "--kubeconfig", str(path), "config", *args], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "KUBECACHEDIR": str(tmp_path / "cache")})
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert config("view", "--raw", "-o", "jsonpath={.users[0].user.token}") == created["secret"]
+    assert sorted(config("get-contexts", "-o", "name").split()) == ["tokensmith-default-elsewhere",
+                                                                   "tokensmith-default-kind"]
+    assert config("current-context").strip() == "tokensmith-default-kind"
+    config("use-context", "tokensmith-default-elsewhere")
+    assert config("current-context").strip() == "tokensmith-default-elsewhere"
+
+
 def test_the_reviewed_user_is_the_tokensmith_user(server, admin_secret, stub, tmp_path):
     created = create(server, admin_secret, clusters=["kind"], kubeconfig=True)
     assert kubectl_version(write_kubeconfig(tmp_path, created), tmp_path).returncode == 0
