@@ -14,6 +14,7 @@ import typer
 
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
+from tokensmith.cli.kube import cluster_app, kubeconfig_app
 from tokensmith.cli.output import err, out, print_json, tokens_table
 from tokensmith.errors import TokensmithError
 
@@ -24,6 +25,8 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(admin_app, name="admin")
 app.add_typer(db_app, name="db")
+app.add_typer(kubeconfig_app, name="kubeconfig")
+admin_app.add_typer(cluster_app, name="cluster")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -133,3 +133,20 @@ class Cluster(Base):
 
     organization: Mapped[Organization] = relationship(lazy="joined")
     vpc: Mapped[Vpc | None] = relationship(lazy="joined")
+
+
+class WebhookCredential(Base):
+    """How a cluster's API server authenticates its TokenReview calls; only the digest is kept."""
+
+    __tablename__ = "webhook_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    secret_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    cluster: Mapped[Cluster] = relationship(lazy="joined")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenCreate, TokenOut, problem_responses
+from tokensmith.kube import access
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=problem_responses(401, 403))
@@ -15,15 +16,21 @@ Reader = Annotated[Identity, requires("tokens:read")]
 Writer = Annotated[Identity, requires("tokens:write")]
 
 
-@router.post("", status_code=201, response_model=CreatedTokenOut, responses=problem_responses(400, 422))
+@router.post("", status_code=201, response_model=CreatedTokenOut, responses=problem_responses(400, 404, 422))
 def create_token(body: TokenCreate, caller: Writer, ctx: Context, response: Response) -> CreatedTokenOut:
     """Create a token for the caller. The response is the only one that ever carries the secret."""
     with ctx.services() as s:
         owner = s.accounts.get_user_in_org(caller.org_id, caller.user_public_id)
+        granted = access.resolve_clusters(
+            s.clusters, caller, body.clusters, want_kubeconfig=body.kubeconfig, scopes=body.scopes
+        )
         created = s.tokens.create(
-            owner, body.name, body.note, body.expiration, body.expires_at, scopes=body.scopes
+            owner, body.name, body.note, body.expiration, body.expires_at, clusters=granted, scopes=body.scopes
         )
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
+        if body.kubeconfig:
+            issued = access.issue(created.token, created.secret, granted)
+            out.kubeconfig, out.kubeconfig_filename = issued.text, issued.filename
     response.headers["Cache-Control"] = "no-store"
     return out
 
