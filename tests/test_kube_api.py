@@ -223,7 +223,10 @@ def test_an_expired_token_is_refused(client, kube, clock):
     assert status == {"authenticated": False, "error": "token expired"}
 
 
-@pytest.mark.parametrize("token", ["tsm_garbage", "not-a-token", "x" * 5000, secrets.generate()])
+@pytest.mark.parametrize(
+    "token", ["tsm_garbage", "not-a-token", "x" * 5000, secrets.generate()],
+    ids=["bad-checksum", "not-a-token", "huge", "unknown-well-formed"],
+)
 def test_unknown_or_malformed_tokens_are_refused(client, kube, token):
     status = review(client, kube["prod"], kube["credential"], token).json()["status"]
     assert status == {"authenticated": False, "error": "invalid token"}
