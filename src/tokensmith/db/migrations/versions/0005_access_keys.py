@@ -29,7 +29,8 @@ def upgrade() -> None:
     sa.Column('expires_at', UTCDateTime(), nullable=True),
     sa.Column('revoked_at', UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_access_keys_org_id_organizations')),
-    sa.ForeignKeyConstraint(['token_id'], ['tokens.id'], name=op.f('fk_access_keys_token_id_tokens'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['token_id'], ['tokens.id'], name=op.f('fk_access_keys_token_id_tokens'),
+                            ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_access_keys_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_access_keys')),
     sa.UniqueConstraint('access_key_id', name=op.f('uq_access_keys_access_key_id'))
