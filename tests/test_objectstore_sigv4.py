@@ -164,6 +164,10 @@ def case_unknown_key(w):
     return put_with_body(w, {**w.permanent, "accessKeyId": "TSMP" + "A" * 16})
 
 
+def case_garbage_key_id(w):
+    return put_with_body(w, {**w.permanent, "accessKeyId": "AKIA'; DROP TABLE x"})
+
+
 def case_body_differs_from_signed_hash(w):
     return {**put_with_body(w), "bodySha256": hashlib.sha256(BODY + b"!").hexdigest()}
 
@@ -193,6 +197,7 @@ INVALID = {
     "expired temporary key": (case_expired_temporary_key, "access key expired"),
     "wrong secret": (case_wrong_secret, "signature mismatch"),
     "unknown access key": (case_unknown_key, "unknown access key"),
+    "access key id that is not ours": (case_garbage_key_id, "unknown access key"),
     "body differs from the signed hash": (case_body_differs_from_signed_hash, "payload hash mismatch"),
 }
 

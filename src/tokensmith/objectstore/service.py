@@ -140,6 +140,8 @@ class AccessKeyService:
 
     def get(self, actor: Actor, access_key_id: str) -> AccessKey:
         """A live key of the caller's (admins: any in their organization); NotFound otherwise."""
+        if not secrets.is_access_key_id(access_key_id):
+            raise NotFound("access key not found")
         query = select(AccessKey).where(
             AccessKey.access_key_id == access_key_id, AccessKey.org_id == actor.org_id,
             AccessKey.revoked_at.is_(None),
@@ -176,9 +178,9 @@ class AccessKeyService:
         """
         request = sigv4.parse(method, path, query, headers)
         now = self.clock.now()
-        key = self.session.scalar(
-            select(AccessKey).where(AccessKey.access_key_id == request.credential.access_key_id)
-        )
+        key_id = request.credential.access_key_id
+        key = self.session.scalar(select(AccessKey).where(AccessKey.access_key_id == key_id)) \
+            if secrets.is_access_key_id(key_id) else None
         state = self._key_state(key, now)
         if state is not None:
             return Verdict(False, state)
