@@ -44,7 +44,10 @@ class AccessKeyAttributes(RequestBody):
 
 class AccessKeyCreate(RequestBody):
     durationSeconds: Any = Field(
-        description=DURATION_RULE + ".", json_schema_extra={"type": "integer", "minimum": 0, "maximum": MAX_DURATION},
+        description=DURATION_RULE + ".", json_schema_extra={"anyOf": [
+            {"type": "integer", "const": 0},
+            {"type": "integer", "minimum": MIN_DURATION, "maximum": MAX_DURATION},
+        ]},
         examples=[0, MIN_DURATION, 3600],
     )
     attributes: AccessKeyAttributes = Field(default_factory=AccessKeyAttributes)
