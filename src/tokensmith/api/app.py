@@ -8,7 +8,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 from tokensmith import __version__
 from tokensmith.api import problems
 from tokensmith.api.context import AppContext
-from tokensmith.api.routes import clusters, identity, kube, tokens
+from tokensmith.api.routes import clusters, identity, kube, objectstore, tokens
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
@@ -26,7 +26,8 @@ def create_app(settings: Settings, database: Database, secret_key: bytes, clock:
         verifier=Verifier(database, secret_key, clock),
     )
     problems.install(app)
-    for router in (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router):
+    routers = (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router, objectstore.router)
+    for router in routers:
         app.include_router(router)
 
     @app.middleware("http")

@@ -57,9 +57,23 @@ def get_token(token_id: str, caller: Reader, ctx: Context) -> TokenOut:
         return TokenOut.of(s.tokens.get(caller, token_id), ctx.clock.now())
 
 
+SURVIVING_KEYS_HEADER = "Tokensmith-Surviving-Access-Keys"
+
+
 @router.delete("/{token_id}", status_code=204, responses=problem_responses(404))
-def delete_token(token_id: str, caller: Writer, ctx: Context) -> Response:
-    """Revoke a token: its secret is refused from the very next request on."""
+def delete_token(
+    token_id: str,
+    caller: Writer,
+    ctx: Context,
+    revoke_access_keys: Annotated[
+        bool, Query(description="Also revoke the permanent S3 access keys this token minted.")
+    ] = False,
+) -> Response:
+    """Revoke a token: its secret is refused from the very next request on.
+
+    The temporary S3 access keys it minted are revoked with it. The response header
+    Tokensmith-Surviving-Access-Keys says how many permanent keys it minted are still live.
+    """
     with ctx.services() as s:
-        s.tokens.revoke(caller, token_id)
-    return Response(status_code=204)
+        outcome = s.tokens.revoke_with_report(caller, token_id, revoke_access_keys=revoke_access_keys)
+    return Response(status_code=204, headers={SURVIVING_KEYS_HEADER: str(outcome.surviving_access_keys)})
