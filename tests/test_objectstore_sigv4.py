@@ -122,18 +122,21 @@ def case_changed_presigned_path(w):
 
 def case_expired_presign(w):
     p = presigned_get(w, expires=60)
+    w.clock.set(datetime.now(UTC))  # botocore signed with the real time, maybe seconds after setup
     w.clock.advance(timedelta(seconds=61))
     return p
 
 
 def case_request_too_old(w):
     p = put_with_body(w)
+    w.clock.set(datetime.now(UTC))
     w.clock.advance(timedelta(minutes=15, seconds=1))
     return p
 
 
 def case_request_from_the_future(w):
     p = put_with_body(w)
+    w.clock.set(datetime.now(UTC))
     w.clock.advance(timedelta(minutes=-16))
     return p
 
