@@ -30,6 +30,8 @@ from tokensmith.tokens.service import TokenService
 SECRET_KEY = b"test-secret-key-0123456789abcdef-0123456789"
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ENV = "TOKENSMITH_TEST_DATABASE_URL"
+# Secret hygiene for the whole suite: DEBUG logs, responses and database files scanned for secrets.
+pytest_plugins = ["tests.hygiene"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

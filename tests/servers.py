@@ -72,6 +72,7 @@ class ServerProcess:
 def server_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
     env["TOKENSMITH_DATA_DIR"] = str(data_dir)
+    env["TOKENSMITH_LOG_LEVEL"] = "DEBUG"  # the secret-hygiene check scans these logs (tests/hygiene.py)
     if database_url and not database_url.startswith("sqlite"):
         env["TOKENSMITH_DATABASE_URL"] = database_url
     env.update(extra)

@@ -166,3 +166,10 @@ def test_a_bad_trusted_proxy_entry_is_refused_with_its_name():
 
 def test_sign_in_documents_429(client):
     assert "429" in client.get("/openapi.json").json()["paths"]["/v1/auth/token"]["post"]["responses"]
+
+
+def test_malformed_secrets_are_refused_offline_and_not_counted(app, alice):
+    client = client_at(app, ATTACKER)
+    mangled = {"Authorization": "Bearer " + alice.secret[:-1] + ("A" if alice.secret[-1] != "A" else "B")}
+    assert {guess(client, mangled).status_code for _ in range(PER_IP * 2)} == {401}
+    assert guess(client, alice.headers).status_code == 200

@@ -31,9 +31,8 @@ def bearer_secret(authorization: str | None) -> str:
 def authenticate(request: Request) -> Identity:
     context: AppContext = request.app.state.context
     # Brute-force limit per client IP (only failures count) and verification metrics.
-    identity = guarded_verify(
-        request, "api", lambda: context.verifier.verify(bearer_secret(request.headers.get("authorization")))
-    )
+    secret = bearer_secret(request.headers.get("authorization"))
+    identity = guarded_verify(request, "api", secret, context.verifier.verify)
     request.state.identity = identity
     return identity
 

@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from tokensmith import metrics
+from tokensmith import metrics, secrets
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, user_key
 from tokensmith.verify.core import Identity
+
+CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 
 
 def limiter_of(request: Request) -> FailureLimiter:
@@ -22,16 +24,16 @@ def request_ip(request: Request) -> str:
                      request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
 
 
-def guarded_verify(request: Request, door: str, verify: Callable[[], Identity]) -> Identity:
-    """Run ``verify`` under the brute-force limit for the client's IP, and record the metrics.
+def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], Identity]) -> Identity:
+    """``verify(secret)`` under the brute-force limit for the client's IP, with verification metrics.
 
-    Only failures are counted; a client already over its limit is refused before ``verify`` runs.
-    A request without any credential is not a guess and is not counted.
+    Only failures are counted, and only for well-formed secrets: a malformed one is refused offline
+    and costs nothing. A client already over its limit is refused before ``verify`` runs.
     """
     limiter, key, started = limiter_of(request), ip_key(request_ip(request)), time.perf_counter()
     try:
         limiter.check_local(key)
-        identity = verify()
+        identity = verify(secret)
     except RateLimited:
         metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
         metrics.observe_rate_limited()
@@ -39,7 +41,7 @@ def guarded_verify(request: Request, door: str, verify: Callable[[], Identity]) 
     except AuthenticationFailed as exc:
         outcome = "expired" if exc.detail == "token expired" else "invalid"
         metrics.observe_verification(door, outcome, time.perf_counter() - started)
-        if exc.error is not None:  # a credential was presented and refused
+        if any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES):
             try:
                 limiter.record_failure(key)
             except RateLimited:
