@@ -53,7 +53,7 @@ class ServerProcess:
             [sys.executable, "-m", "tokensmith", "serve", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
-        wait_for_http(f"{self.url}/openapi.json", process=self.process)
+        wait_for_http(f"{self.url}/openapi.json", timeout=90.0, process=self.process)  # slow on a busy CI box
         return self
 
     def stop(self) -> None:
