@@ -34,7 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance]
 QUICK = settings(max_examples=6, deadline=None, derandomize=True,
                  suppress_health_check=list(HealthCheck))
-LONG = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+LONG = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
