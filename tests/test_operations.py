@@ -275,3 +275,27 @@ def test_backup_explains_postgresql_is_pg_dump(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tokensmith", "admin", "backup", str(tmp_path / "b")], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "pg_dump" in result.stderr
+
+
+# --- a real server: JSON logs and graceful stop ------------------------------------------------
+
+
+def test_a_real_server_logs_json_lines_and_stops_cleanly_on_sigterm(tmp_path):
+    import httpx
+
+    from tests.servers import ServerProcess, free_port, server_env
+
+    data = tmp_path / "data"
+    server = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_LOG_FORMAT="json")).start()
+    try:
+        bad = "Bearer " + secrets.generate()
+        assert httpx.get(f"{server.url}/v1/whoami", headers={"Authorization": bad}).status_code == 401
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.process.terminate()
+        # uvicorn finishes, runs the lifespan shutdown (our hooks), then re-raises SIGTERM.
+        assert server.process.wait(30) in (0, -15)
+    entries = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    assert any(e["logger"] == "uvicorn.access" and "/v1/whoami" in e["message"] for e in entries)
+    assert any(e["message"] == "Application shutdown complete." for e in entries)
+    assert all(line.startswith("{") for line in server.output().splitlines() if " INFO " in line)

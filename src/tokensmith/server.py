@@ -18,6 +18,7 @@ log = logging.getLogger("tokensmith")
 def build_app() -> FastAPI:
     """Factory used by uvicorn (also with several workers): every worker prepares idempotently."""
     settings = Settings.from_env()
+    logs.configure(settings.log_format, settings.log_level)  # again: --workers N spawns fresh processes
     boot = prepare(settings)
     if boot.initial_admin_password is not None:
         # Printed once, on the start that created the admin; also kept in a 0600 file.
