@@ -35,6 +35,8 @@ hypothesis_settings.load_profile("tokensmith")
 SECRET_KEY = b"test-secret-key-0123456789abcdef-0123456789"
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ENV = "TOKENSMITH_TEST_DATABASE_URL"
+# Secret hygiene for the whole suite: DEBUG logs, responses and database files scanned for secrets.
+pytest_plugins = ["tests.hygiene"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

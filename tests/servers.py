@@ -53,7 +53,7 @@ class ServerProcess:
             [sys.executable, "-m", "tokensmith", "serve", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
-        wait_for_http(f"{self.url}/openapi.json", process=self.process)
+        wait_for_http(f"{self.url}/openapi.json", timeout=90.0, process=self.process)  # slow on a busy CI box
         return self
 
     def stop(self) -> None:
@@ -72,6 +72,7 @@ class ServerProcess:
 def server_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
     env["TOKENSMITH_DATA_DIR"] = str(data_dir)
+    env["TOKENSMITH_LOG_LEVEL"] = "DEBUG"  # the secret-hygiene check scans these logs (tests/hygiene.py)
     if database_url and not database_url.startswith("sqlite"):
         env["TOKENSMITH_DATABASE_URL"] = database_url
     env.update(extra)

@@ -28,20 +28,47 @@ def write_private_file(path: Path, content: str | bytes) -> None:
     os.chmod(path, 0o600)
 
 
+def _positive_int(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if text is None or not text.strip():
+        return default
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ValueError(f"{name} must be a positive whole number")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str
     secret_key_env: str | None = field(default=None, repr=False)
     encryption_keys_env: str | None = field(default=None, repr=False)
+    # Hardening (docs/operations.md): who may set X-Forwarded-For, log format, brute-force limits.
+    trusted_proxies: tuple[str, ...] = ()
+    log_format: str = "text"
+    log_level: str = "INFO"
+    failures_per_ip: int = 30
+    failures_per_user: int = 10
+    failure_window_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("TOKENSMITH_DATA_DIR", "./.tokensmith")).resolve()
         database_url = env.get("TOKENSMITH_DATABASE_URL") or f"sqlite:///{data_dir / DATABASE_FILE}"
-        return cls(data_dir=data_dir, database_url=database_url, secret_key_env=env.get("TOKENSMITH_SECRET_KEY"),
-                   encryption_keys_env=env.get("TOKENSMITH_ENCRYPTION_KEYS"))
+        proxies = tuple(p.strip() for p in env.get("TOKENSMITH_TRUSTED_PROXIES", "").split(",") if p.strip())
+        log_format = env.get("TOKENSMITH_LOG_FORMAT", "text").strip().lower()
+        if log_format not in ("text", "json"):
+            raise ValueError("TOKENSMITH_LOG_FORMAT must be 'text' or 'json'")
+        return cls(
+            data_dir=data_dir, database_url=database_url, secret_key_env=env.get("TOKENSMITH_SECRET_KEY"),
+            encryption_keys_env=env.get("TOKENSMITH_ENCRYPTION_KEYS"),
+            trusted_proxies=proxies, log_format=log_format,
+            log_level=env.get("TOKENSMITH_LOG_LEVEL", "INFO").strip().upper(),
+            failures_per_ip=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_IP", 30),
+            failures_per_user=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_USER", 10),
+            failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
+        )
 
     @property
     def is_sqlite(self) -> bool:

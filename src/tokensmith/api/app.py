@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
 from tokensmith import __version__
-from tokensmith.api import problems
+from tokensmith.api import operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.routes import clusters, identity, kube, objectstore, tokens
 from tokensmith.clock import Clock, SystemClock
@@ -20,7 +20,7 @@ Errors are RFC 9457 `application/problem+json`."""
 
 def create_app(settings: Settings, database: Database, secret_key: bytes, clock: Clock | None = None) -> FastAPI:
     clock = clock or SystemClock()
-    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION)
+    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=operations.lifespan)
     app.state.context = AppContext(
         settings=settings, database=database, clock=clock, secret_key=secret_key,
         verifier=Verifier(database, secret_key, clock),
@@ -29,6 +29,7 @@ def create_app(settings: Settings, database: Database, secret_key: bytes, clock:
     routers = (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router, objectstore.router)
     for router in routers:
         app.include_router(router)
+    operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
 
     @app.middleware("http")
     async def no_store_for_api(request: Request, call_next: RequestResponseEndpoint) -> Response:

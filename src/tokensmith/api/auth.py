@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import guarded_verify
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
@@ -29,7 +30,9 @@ def bearer_secret(authorization: str | None) -> str:
 
 def authenticate(request: Request) -> Identity:
     context: AppContext = request.app.state.context
-    identity = context.verifier.verify(bearer_secret(request.headers.get("authorization")))
+    # Brute-force limit per client IP (only failures count) and verification metrics.
+    secret = bearer_secret(request.headers.get("authorization"))
+    identity = guarded_verify(request, "api", secret, context.verifier.verify)
     request.state.identity = identity
     return identity
 

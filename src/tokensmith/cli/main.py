@@ -223,6 +223,36 @@ def admin_create_token(
 
 
 app.add_typer(access_keys.register(friendly, admin_app), name="access-key")
+@admin_app.command("backup")
+@friendly
+def admin_backup(
+    file: Annotated[str, typer.Argument(help="Where to write the copy.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+) -> None:
+    """Copy the SQLite database to FILE while the server runs (SQLite online backup)."""
+    from pathlib import Path
+
+    from tokensmith.backup import backup
+    from tokensmith.config import Settings
+
+    backup(Settings.from_env(), Path(file), force=force)
+    err.print(f"backed up to {file}")
+
+
+@admin_app.command("restore")
+@friendly
+def admin_restore(
+    file: Annotated[str, typer.Argument(help="A backup written by tokensmith admin backup.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a database that holds data.")] = False,
+) -> None:
+    """Replace the SQLite database with FILE (stop the server first); refuses to clobber data without --force."""
+    from pathlib import Path
+
+    from tokensmith.backup import restore
+    from tokensmith.config import Settings
+
+    restore(Settings.from_env(), Path(file), force=force)
+    err.print(f"restored from {file}")
 
 
 def main() -> None:

@@ -171,3 +171,14 @@ class AccessKey(Base):
 
     user: Mapped[User] = relationship(lazy="joined")
     token: Mapped[Token | None] = relationship(lazy="joined")
+class AuthFailure(Base):
+    """Failed authentications per client key (``ip:…`` or ``user:<digest>``) in fixed time windows.
+
+    Shared by every replica through the database, so a brute-force limit holds across them.
+    """
+
+    __tablename__ = "auth_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -33,7 +33,11 @@ def parse_duration(text: str) -> timedelta | None:
     amount = int(match.group(1))
     if amount <= 0:
         raise InvalidInput(f"expiration must be a positive duration; use {ACCEPTED}", "expiration")
-    duration = amount * _UNITS[match.group(2)]
+    unit = _UNITS[match.group(2)]
+    # Compared before multiplying: 9999999y would overflow timedelta (a 500, found by fuzzing).
+    if amount > MAX_LIFETIME // unit:
+        raise InvalidInput(f"expiration may be at most {MAX_LIFETIME.days} days, or 'never'", "expiration")
+    duration = amount * unit
     if duration > MAX_LIFETIME:
         raise InvalidInput(f"expiration may be at most {MAX_LIFETIME.days} days, or 'never'", "expiration")
     return duration

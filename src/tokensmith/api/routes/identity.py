@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from tokensmith.api.auth import Caller, Context
+from tokensmith.api.guard import guarded_password
 from tokensmith.api.schemas import (
     CreatedTokenOut,
     LoginRequest,
@@ -32,12 +33,12 @@ def whoami(caller: Caller, ctx: Context) -> WhoAmI:
 
 @router.post(
     "/auth/token", status_code=201, response_model=CreatedTokenOut, tags=["tokens"],
-    responses=problem_responses(400, 401, 422),
+    responses=problem_responses(400, 401, 422, 429),
 )
-def login(body: LoginRequest, ctx: Context, response: Response) -> CreatedTokenOut:
-    """Exchange a username and password for a new token of that user."""
+def login(body: LoginRequest, ctx: Context, request: Request, response: Response) -> CreatedTokenOut:
+    """Exchange a username and password for a new token of that user (429 after repeated failures)."""
     with ctx.services() as s:
-        user = s.accounts.authenticate(body.username, body.password)
+        user = guarded_password(request, body.username, lambda: s.accounts.authenticate(body.username, body.password))
         created = s.tokens.create(user, body.name, expiration=body.expiration)
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
     response.headers["Cache-Control"] = "no-store"

@@ -1,0 +1,71 @@
+"""Prometheus metrics: a small API every door and the verification cache can feed.
+
+    metrics.observe_verification("api", "ok", seconds)   # outcome: ok, invalid, expired, rate_limited
+    metrics.observe_cache(hit=True)                      # the verification cache, when it lands
+    metrics.set_active_tokens(n)                         # refreshed from the database at scrape time
+
+Counters live in one module-level registry (per process). With several uvicorn workers each worker
+answers for itself; scale with replicas of one worker each (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+OUTCOMES = ("ok", "invalid", "expired", "rate_limited")
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+VERIFICATIONS = Counter(
+    "tokensmith_verifications", "Credential verifications by door and outcome.", ["door", "outcome"],
+    registry=REGISTRY,
+)
+VERIFY_SECONDS = Histogram(
+    "tokensmith_verification_seconds", "Time to verify a credential, by door.", ["door"], registry=REGISTRY,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CACHE_LOOKUPS = Counter(
+    "tokensmith_verification_cache_lookups", "Verification cache lookups by result (hit or miss).", ["result"],
+    registry=REGISTRY,
+)
+CACHE_HIT_RATIO = Gauge(
+    "tokensmith_verification_cache_hit_ratio", "Hits / lookups of the verification cache since start.",
+    registry=REGISTRY,
+)
+ACTIVE_TOKENS = Gauge(
+    "tokensmith_active_tokens", "Tokens neither revoked nor expired, all organizations.", registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "tokensmith_rate_limited", "Requests refused with 429 by the brute-force limits.", registry=REGISTRY,
+)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_cache = {"hit": 0, "miss": 0}
+for _door in ("api",):
+    for _outcome in OUTCOMES:
+        VERIFICATIONS.labels(_door, _outcome)
+
+
+def observe_verification(door: str, outcome: str, seconds: float) -> None:
+    VERIFICATIONS.labels(door, outcome).inc()
+    VERIFY_SECONDS.labels(door).observe(seconds)
+
+
+def observe_cache(hit: bool) -> None:
+    result = "hit" if hit else "miss"
+    CACHE_LOOKUPS.labels(result).inc()
+    _cache[result] += 1
+    CACHE_HIT_RATIO.set(_cache["hit"] / (_cache["hit"] + _cache["miss"]))
+
+
+def observe_rate_limited() -> None:
+    RATE_LIMITED.inc()
+
+
+def set_active_tokens(count: int) -> None:
+    ACTIVE_TOKENS.set(count)
+
+
+def exposition() -> bytes:
+    """The Prometheus text exposition of every metric."""
+    return generate_latest(REGISTRY)

@@ -1,0 +1,165 @@
+"""Secret hygiene for the whole test suite (a pytest plugin, loaded by conftest).
+
+Every secret tokensmith mints in-process is registered (``tokensmith.secrets.generate`` is
+wrapped); tests add others with ``hygiene.register(value)``. While the suite runs:
+
+* the root logger is at DEBUG and every record is scanned,
+* every HTTP response received through httpx (TestClient, schemathesis, real servers) is scanned,
+  except the one-time reveals: a POST answered 200/201 with ``Cache-Control: no-store``,
+* at the end, SQLite files and server logs under the session's temporary directory are scanned.
+
+A hit on anything shaped like a tokensmith credential (any prefix, valid checksum) or on a
+registered value fails the run, as an error in the teardown of the worker's last test. Redaction
+(tokensmith.logs) is not installed here on purpose: this check must see what code really logs.
+New kinds of reveal (a kubeconfig download, say) are allowed with ``allow_reveal(predicate)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tokensmith import secrets
+
+PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
+_SHAPE = re.compile(
+    "(?<![A-Za-z0-9_])(?:" + "|".join(PREFIXES) + rf")[0-9A-Za-z]{{{secrets.BODY_LENGTH + secrets.CHECKSUM_LENGTH}}}"
+    "(?![A-Za-z0-9])"
+)
+SCANNED_FILES = ("*.db", "*.db-wal", "*.sqlite", "serve-*.log")
+
+_registered: set[str] = set()
+_other_formats: set[str] = set()  # registered values not shaped like tsm_/tsw_/tsr_: checked literally
+hits: list[str] = []
+_reveal_rules: list[Callable[[httpx.Response], bool]] = []
+
+
+def register(value: str | bytes) -> None:
+    """Treat ``value`` as a secret that must never leak (server keys, S3 secret keys, ...)."""
+    text = value.decode() if isinstance(value, bytes) else value
+    _registered.add(text)
+    if not _SHAPE.fullmatch(text):
+        _other_formats.add(text)
+
+
+def allow_reveal(rule: Callable[[httpx.Response], bool]) -> None:
+    """Allow responses for which ``rule`` is true to carry a secret (they must still be no-store)."""
+    _reveal_rules.append(rule)
+
+
+def _is_credential(candidate: str) -> bool:
+    return any(candidate.startswith(p) and secrets.is_well_formed(candidate, p) for p in PREFIXES)
+
+
+def find_secrets(text: str) -> list[str]:
+    found = [m.group() for m in _SHAPE.finditer(text) if _is_credential(m.group())]
+    return found + [value for value in _other_formats if value in text]
+
+
+def _report(where: str, found: list[str]) -> None:
+    for secret in found:
+        hits.append(f"{where}: {secret[:4]}…{secret[-4:]}")
+
+
+def is_one_time_reveal(response: httpx.Response) -> bool:
+    if "no-store" not in response.headers.get("cache-control", ""):
+        return False
+    default = response.request.method == "POST" and response.status_code in (200, 201)
+    return default or any(rule(response) for rule in _reveal_rules)
+
+
+def check_response(response: httpx.Response) -> None:
+    """Record a hit when a response that is not a one-time reveal carries a secret."""
+    try:
+        text = response.text
+    except (httpx.ResponseNotRead, UnicodeDecodeError):
+        return
+    found = find_secrets(text) + find_secrets(str(dict(response.headers)))
+    if found and not is_one_time_reveal(response):
+        _report(f"response to {response.request.method} {response.request.url.path} ({response.status_code})",
+                found)
+
+
+class _ScanningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            text = f"{record.msg} {record.args}"
+        found = find_secrets(text)
+        if found:
+            _report(f"log {record.name}:{record.levelname}", found)
+
+
+def _wrap_generate() -> None:
+    original = secrets.generate
+    if getattr(original, "_hygiene", False):
+        return
+
+    @functools.wraps(original)
+    def generate(prefix: str = secrets.PREFIX) -> str:
+        secret = original(prefix)
+        _registered.add(secret)
+        return secret
+
+    generate._hygiene = True  # type: ignore[attr-defined]
+    secrets.generate = generate
+
+
+def _wrap_httpx() -> None:
+    original = httpx.Client.send
+    if getattr(original, "_hygiene", False):
+        return
+
+    @functools.wraps(original)
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+        response = original(self, request, **kwargs)
+        if not kwargs.get("stream"):
+            check_response(response)
+        return response
+
+    send._hygiene = True  # type: ignore[attr-defined]
+    httpx.Client.send = send  # type: ignore[method-assign]
+
+
+def scan_files(root: Path) -> None:
+    for pattern in SCANNED_FILES:
+        for path in root.rglob(pattern):
+            try:
+                text = path.read_bytes().decode("latin-1")
+            except OSError:
+                continue
+            found = find_secrets(text)
+            if found:
+                _report(f"file {path.relative_to(root)}", found)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _wrap_generate()
+    _wrap_httpx()
+    handler = _ScanningHandler(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    # Uvicorn's access log, when a server runs in-process, is scanned like everything else.
+    logging.getLogger("uvicorn.access").setLevel(logging.DEBUG)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_hygiene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The final check: fails the session if any secret leaked into a log, a response or a file."""
+    from tests.conftest import SECRET_KEY
+
+    register(SECRET_KEY)
+    yield
+    scan_files(tmp_path_factory.getbasetemp())
+    if hits:
+        listed = "\n  ".join(sorted(set(hits))[:50])
+        pytest.fail(f"secret hygiene: {len(set(hits))} leak(s) found:\n  {listed}", pytrace=False)

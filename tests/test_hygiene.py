@@ -1,0 +1,69 @@
+"""The secret-hygiene plugin (tests/hygiene.py) itself: it sees leaks and lets one-time reveals pass."""
+
+import logging
+
+import httpx
+import pytest
+
+from tests import hygiene
+from tokensmith import secrets
+
+
+@pytest.fixture
+def isolated_hits():
+    """Let a test provoke hits without failing the session, and hand them over."""
+    saved = list(hygiene.hits)
+    hygiene.hits.clear()
+    yield hygiene.hits
+    hygiene.hits[:] = saved
+
+
+def response(method: str, status: int, body: str, **headers: str) -> httpx.Response:
+    return httpx.Response(status, text=body, headers=headers, request=httpx.Request(method, "http://t/v1/x"))
+
+
+def test_every_minted_secret_is_registered():
+    assert secrets.generate() in hygiene._registered
+
+
+@pytest.mark.parametrize("prefix", hygiene.PREFIXES)
+def test_a_secret_of_any_kind_in_a_get_response_is_a_hit(isolated_hits, prefix):
+    hygiene.check_response(response("GET", 200, f'{{"x": "{secrets.generate(prefix)}"}}'))
+    assert len(isolated_hits) == 1 and "GET /v1/x" in isolated_hits[0]
+
+
+def test_a_one_time_reveal_is_allowed(isolated_hits):
+    hygiene.check_response(response("POST", 201, secrets.generate(), **{"Cache-Control": "no-store"}))
+    assert isolated_hits == []
+
+
+def test_a_reveal_without_no_store_is_a_hit(isolated_hits):
+    hygiene.check_response(response("POST", 201, secrets.generate()))
+    assert len(isolated_hits) == 1
+
+
+def test_registered_values_of_other_formats_are_found(isolated_hits):
+    hygiene.register("AKIA-not-a-tsm-secret-0123456789")
+    hygiene.check_response(response("GET", 200, "key=AKIA-not-a-tsm-secret-0123456789"))
+    assert len(isolated_hits) == 1
+    hygiene._other_formats.discard("AKIA-not-a-tsm-secret-0123456789")
+
+
+def test_a_logged_secret_is_a_hit(isolated_hits):
+    logging.getLogger("tokensmith.careless").debug("got %s", secrets.generate())
+    assert len(isolated_hits) == 1 and "tokensmith.careless" in isolated_hits[0]
+    assert secrets.PREFIX not in isolated_hits[0][isolated_hits[0].index(":") + 1:].replace("tsm_…", "")
+
+
+def test_a_secret_in_a_database_file_is_a_hit(isolated_hits, tmp_path):
+    leaky = tmp_path / "leaky.db"
+    leaky.write_bytes(b"\x00\x01" + secrets.generate().encode() + b"\x00")
+    hygiene.scan_files(tmp_path)
+    leaky.unlink()  # or the session's own final scan finds it too
+    assert len(isolated_hits) == 1 and "leaky.db" in isolated_hits[0]
+
+
+def test_digests_and_hints_are_not_hits(isolated_hits):
+    secret = secrets.generate()
+    hygiene.check_response(response("GET", 200, f"{secrets.digest(secret, b'k' * 32)} {secrets.mask(secret)}"))
+    assert isolated_hits == []

@@ -1,0 +1,118 @@
+"""Isolation matrix: every core endpoint x every kind of caller gets its documented status.
+
+Callers: no token, a malformed one, an unknown one, an expired one, a revoked one (all 401),
+an admin of another organization (other organizations' resources are 404, lists hold none of
+them) and a member who is not an admin (403 for admin-only actions, 404 for other users' tokens).
+No answer to an outsider contains any identifier of the organization it probes.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from tests.pki import CA_PEM
+from tokensmith import secrets
+
+REJECTED = ("none", "malformed", "unknown", "expired", "revoked")
+CALLERS = (*REJECTED, "other_org", "non_admin")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # {token}, {cluster}, {vpc}: the default organization's admin's resources
+    other_org: int  # what an admin of another organization gets
+    non_admin: int  # what a member of the same organization gets
+    body: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+ENDPOINTS = (
+    Endpoint("GET", "/v1/whoami", 200, 200),
+    Endpoint("GET", "/v1/tokens", 200, 200),
+    Endpoint("GET", "/v1/tokens?all=true", 200, 403),
+    Endpoint("GET", "/v1/tokens?user=admin", 404, 404),
+    Endpoint("POST", "/v1/tokens", 201, 201, body="token"),
+    Endpoint("GET", "/v1/tokens/{token}", 404, 404),
+    Endpoint("DELETE", "/v1/tokens/{token}", 404, 404),
+    Endpoint("GET", "/v1/clusters", 200, 200),
+    Endpoint("POST", "/v1/clusters", 201, 403, body="cluster"),
+    Endpoint("GET", "/v1/clusters/{cluster}", 404, 200),
+    Endpoint("DELETE", "/v1/clusters/{cluster}", 404, 403),
+    Endpoint("GET", "/v1/vpcs", 200, 200),
+    Endpoint("POST", "/v1/vpcs", 201, 403, body="vpc"),
+    Endpoint("GET", "/v1/vpcs/{vpc}", 404, 200),
+    Endpoint("DELETE", "/v1/vpcs/{vpc}", 404, 403),
+    Endpoint("GET", "/metrics", 200, 403),
+)
+BODIES = {
+    "token": {"name": "probe"},
+    "cluster": {"name": "probe", "server": "https://10.0.0.9:6443", "certificate_authority": CA_PEM,
+                "region": "eu-1"},
+    "vpc": {"name": "probe", "region": "eu-1", "cidr": "10.9.0.0/16"},
+}
+
+
+@pytest.fixture
+def world(client, clock, make_account, admin, alice, mallory):
+    """The default organization's resources, and a credential of every kind."""
+    cluster = client.post("/v1/clusters", json=BODIES["cluster"] | {"name": "prod"}, headers=admin.headers).json()
+    vpc = client.post("/v1/vpcs", json=BODIES["vpc"] | {"name": "net"}, headers=admin.headers).json()
+    expired = make_account("old-timer", expiration="1h")
+    revoked = make_account("leaver")
+    assert client.delete(f"/v1/tokens/{revoked.token_id}", headers=revoked.headers).status_code == 204
+    clock.advance(timedelta(hours=2))
+    unknown = secrets.generate()
+    credentials = {
+        "none": {},
+        "malformed": {"Authorization": "Bearer " + unknown[:-1] + ("A" if unknown[-1] != "A" else "B")},
+        "unknown": {"Authorization": "Bearer " + unknown},
+        "expired": expired.headers,
+        "revoked": revoked.headers,
+        "other_org": mallory.headers,
+        "non_admin": alice.headers,
+    }
+    paths = {"{token}": admin.token_id, "{cluster}": cluster["id"], "{vpc}": vpc["id"]}
+    whoami = client.get("/v1/whoami", headers=admin.headers).json()
+    secrets_of_org = {admin.token_id, alice.token_id, cluster["id"], vpc["id"], whoami["organization"]["id"],
+                      whoami["user"]["id"]}
+    return credentials, paths, secrets_of_org
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+def test_isolation_matrix(client, world, endpoint):
+    """One endpoint against all seven callers (one test per endpoint keeps the fixtures affordable)."""
+    credentials, paths, organization_ids = world
+    path = endpoint.path
+    for placeholder, value in paths.items():
+        path = path.replace(placeholder, value)
+    body = BODIES[endpoint.body] if endpoint.body else None
+    wrong = []
+    for caller in CALLERS:
+        response = client.request(endpoint.method, path, json=body, headers=credentials[caller])
+        expected = 401 if caller in REJECTED else getattr(endpoint, caller)
+        if response.status_code != expected:
+            wrong.append(f"{caller}: {response.status_code}, expected {expected}: {response.text[:200]}")
+        if expected == 401 and not response.headers.get("WWW-Authenticate", "").startswith('Bearer realm='):
+            wrong.append(f"{caller}: 401 without a WWW-Authenticate challenge")
+        if response.status_code >= 400 and response.headers["content-type"] != "application/problem+json":
+            wrong.append(f"{caller}: error {response.status_code} is not a problem document")
+        if caller == "other_org":
+            # Echoing the id the caller sent reveals nothing; any other of the organization's ids does.
+            leaked = {value for value in organization_ids if value in response.text and value not in path}
+            if leaked:
+                wrong.append(f"{caller}: showed another organization's {sorted(leaked)}")
+    assert not wrong, f"{endpoint}:\n" + "\n".join(wrong)
+
+
+def test_the_matrix_covers_every_core_route(app):
+    from fastapi.routing import APIRoute
+
+    documented = {(m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods
+                  if r.path.startswith("/v1/") or r.path == "/metrics"}
+    covered = {(e.method, e.path.split("?")[0].replace("{token}", "{token_id}")) for e in ENDPOINTS}
+    # POST /v1/auth/token takes passwords, not tokens: tests/test_ratelimit.py and test_tokens_api.py.
+    assert documented - covered <= {("POST", "/v1/auth/token")}
