@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
 from tokensmith import __version__
 from tokensmith.api import problems
 from tokensmith.api.context import AppContext
-from tokensmith.api.routes import clusters, identity, tokens
+from tokensmith.api.routes import clusters, identity, lifecycle, tokens
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.verify.core import Verifier
+from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
 
 DESCRIPTION = """Self-hosted API access tokens. Authenticate with `Authorization: Bearer <secret>`.
 Errors are RFC 9457 `application/problem+json`."""
 
 
-def create_app(settings: Settings, database: Database, secret_key: bytes, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, database: Database, secret_key: bytes, clock: Clock | None = None,
+    *, background_worker: bool = False,
+) -> FastAPI:
+    """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
     clock = clock or SystemClock()
-    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = BackgroundWorker(DeliveryWorker(database, clock)) if background_worker else None
+        if worker is not None:
+            worker.start()
+        yield
+        if worker is not None:
+            worker.stop()
+
+    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = AppContext(
         settings=settings, database=database, clock=clock, secret_key=secret_key,
         verifier=Verifier(database, secret_key, clock),
     )
     problems.install(app)
-    for router in (identity.router, tokens.router, clusters.clusters, clusters.vpcs):
+    for router in (identity.router, tokens.router, clusters.clusters, clusters.vpcs, lifecycle.router):
         app.include_router(router)
 
     @app.middleware("http")

@@ -211,5 +211,9 @@ def admin_create_token(
     print(created.secret)
 
 
+# Lifecycle commands (rotate, scan, create-reporter, audit export) register themselves on the apps above.
+from tokensmith.cli import lifecycle as _lifecycle  # noqa: E402, F401
+
+
 def main() -> None:
     app()

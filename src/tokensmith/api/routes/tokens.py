@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from tokensmith import audit
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenCreate, TokenOut, problem_responses
 from tokensmith.verify.core import Identity
@@ -16,13 +17,17 @@ Writer = Annotated[Identity, requires("tokens:write")]
 
 
 @router.post("", status_code=201, response_model=CreatedTokenOut, responses=problem_responses(400, 422))
-def create_token(body: TokenCreate, caller: Writer, ctx: Context, response: Response) -> CreatedTokenOut:
+def create_token(
+    body: TokenCreate, caller: Writer, ctx: Context, response: Response, request: Request
+) -> CreatedTokenOut:
     """Create a token for the caller. The response is the only one that ever carries the secret."""
     with ctx.services() as s:
         owner = s.accounts.get_user_in_org(caller.org_id, caller.user_public_id)
         created = s.tokens.create(
             owner, body.name, body.note, body.expiration, body.expires_at, scopes=body.scopes
         )
+        audit.record_request(s.session, request, "token.created", target=created.token.public_id,
+                             details={"name": created.token.name})
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
     response.headers["Cache-Control"] = "no-store"
     return out
@@ -51,8 +56,10 @@ def get_token(token_id: str, caller: Reader, ctx: Context) -> TokenOut:
 
 
 @router.delete("/{token_id}", status_code=204, responses=problem_responses(404))
-def delete_token(token_id: str, caller: Writer, ctx: Context) -> Response:
+def delete_token(token_id: str, caller: Writer, ctx: Context, request: Request) -> Response:
     """Revoke a token: its secret is refused from the very next request on."""
     with ctx.services() as s:
-        s.tokens.revoke(caller, token_id)
+        token = s.tokens.revoke(caller, token_id)
+        audit.record_request(s.session, request, "token.deleted", target=token.public_id,
+                             details={"name": token.name})
     return Response(status_code=204)

@@ -52,7 +52,8 @@ def upgrade() -> None:
     sa.Column('allow_never', sa.Boolean(), nullable=False),
     sa.Column('default_expiration', sa.String(length=16), nullable=True),
     sa.Column('updated_at', UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_org_policies_org_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'],
+                            name=op.f('fk_org_policies_org_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('org_id', name=op.f('pk_org_policies'))
     )
     op.create_table('webhooks',
@@ -63,7 +64,8 @@ def upgrade() -> None:
     sa.Column('signing_secret', sa.String(length=100), nullable=False),
     sa.Column('events', sa.Text(), nullable=True),
     sa.Column('created_at', UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_webhooks_org_id_organizations'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'],
+                            name=op.f('fk_webhooks_org_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhooks')),
     sa.UniqueConstraint('public_id', name=op.f('uq_webhooks_public_id'))
     )
@@ -84,7 +86,8 @@ def upgrade() -> None:
     sa.Column('last_error', sa.String(length=500), nullable=True),
     sa.Column('delivered_at', UTCDateTime(), nullable=True),
     sa.Column('created_at', UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['webhook_id'], ['webhooks.id'], name=op.f('fk_webhook_deliveries_webhook_id_webhooks'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['webhook_id'], ['webhooks.id'],
+                            name=op.f('fk_webhook_deliveries_webhook_id_webhooks'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries')),
     sa.UniqueConstraint('public_id', name=op.f('uq_webhook_deliveries_public_id'))
     )
@@ -97,14 +100,16 @@ def upgrade() -> None:
     sa.Column('token_id', sa.Integer(), nullable=False),
     sa.Column('ip', sa.String(length=64), nullable=False),
     sa.Column('first_seen_at', UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['token_id'], ['tokens.id'], name=op.f('fk_token_addresses_token_id_tokens'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['token_id'], ['tokens.id'],
+                            name=op.f('fk_token_addresses_token_id_tokens'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('token_id', 'ip', name=op.f('pk_token_addresses'))
     )
     op.create_table('token_notices',
     sa.Column('token_id', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('created_at', UTCDateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['token_id'], ['tokens.id'], name=op.f('fk_token_notices_token_id_tokens'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['token_id'], ['tokens.id'],
+                            name=op.f('fk_token_notices_token_id_tokens'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('token_id', 'kind', name=op.f('pk_token_notices'))
     )
     with op.batch_alter_table('tokens', schema=None) as batch_op:
