@@ -12,6 +12,7 @@ from tokensmith import __version__
 from tokensmith.api import problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.routes import clusters, identity, lifecycle, tokens
+from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
@@ -43,6 +44,7 @@ def create_app(
         settings=settings, database=database, clock=clock, secret_key=secret_key,
         verifier=Verifier(database, secret_key, clock),
     )
+    app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
     problems.install(app)
     for router in (identity.router, tokens.router, clusters.clusters, clusters.vpcs, lifecycle.router):
         app.include_router(router)

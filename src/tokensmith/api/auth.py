@@ -8,12 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from tokensmith.api.context import AppContext
-from tokensmith.audit.addresses import AddressBook
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
-
-ADDRESSES = AddressBook()
 
 
 def get_context(request: Request) -> AppContext:
@@ -34,7 +31,7 @@ def authenticate(request: Request) -> Identity:
     context: AppContext = request.app.state.context
     identity = context.verifier.verify(bearer_secret(request.headers.get("authorization")))
     request.state.identity = identity
-    ADDRESSES.note(context, identity, request)  # audits a first use from a new IP, once
+    request.app.state.addresses.note(context, identity, request)  # audits a first use from a new IP, once
     return identity
 
 

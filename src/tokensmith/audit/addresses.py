@@ -7,6 +7,7 @@ was the first and writes the audit event.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any, Final
@@ -17,6 +18,7 @@ from tokensmith import audit
 from tokensmith.db.models import TokenAddress
 
 REMEMBERED: Final = 50_000
+log = logging.getLogger("tokensmith.audit")
 
 
 class AddressBook:
@@ -53,4 +55,9 @@ class AddressBook:
                 )
         except IntegrityError:
             return False  # seen before (by another process, or before a restart)
+        except Exception:  # auditing must never turn a valid request into an error
+            log.exception("could not record a first use from a new address")
+            with self._lock:
+                self._seen.pop((identity.token_id, ip), None)
+            return False
         return True
