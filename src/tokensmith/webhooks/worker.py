@@ -9,6 +9,7 @@ replica dies mid-delivery, the row becomes due again when the lease ends.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ BACKOFF_BASE: Final = timedelta(seconds=30)
 BACKOFF_CAP: Final = timedelta(hours=6)
 MAX_ATTEMPTS: Final = 8
 LEASE: Final = timedelta(minutes=2)
+INTERVAL_ENV: Final = "TOKENSMITH_WEBHOOK_INTERVAL"  # seconds between worker passes
 WARNINGS: Final = (("expiring-1d", timedelta(days=1)), ("expiring-7d", timedelta(days=7)))
 
 
@@ -171,9 +173,9 @@ class DeliveryWorker:
 class BackgroundWorker:
     """Runs ``DeliveryWorker.run_once`` every ``interval`` seconds in a daemon thread (app lifespan)."""
 
-    def __init__(self, worker: DeliveryWorker, interval: float = 10.0) -> None:
+    def __init__(self, worker: DeliveryWorker, interval: float | None = None) -> None:
         self.worker = worker
-        self.interval = interval
+        self.interval = interval if interval is not None else float(os.environ.get(INTERVAL_ENV, "10"))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tokensmith-webhooks", daemon=True)
 
