@@ -1,6 +1,16 @@
 """Rotation without downtime: a new secret for the same token, the old one works for a grace period."""
 
+import os
+import shutil
+import subprocess
 from datetime import timedelta
+
+from sqlalchemy import select
+
+from tests.conftest import SECRET_KEY, require
+from tests.pki import CA_PEM
+from tokensmith.db.models import Cluster, User
+from tokensmith.tokens.service import TokenService
 
 
 def bearer(secret):
@@ -84,3 +94,28 @@ def test_revoking_a_rotated_token_refuses_both_secrets(client, alice):
     assert client.delete(f"/v1/tokens/{alice.token_id}", headers=bearer(rotated["secret"])).status_code == 204
     assert whoami_token(client, alice.secret).status_code == 401
     assert whoami_token(client, rotated["secret"]).status_code == 401
+
+
+def test_rotation_can_reissue_a_kubeconfig_that_kubectl_reads(client, admin, database, clock, tmp_path):
+    require(shutil.which("kubectl") is not None, "kubectl checks the re-issued kubeconfig")
+    body = {"name": "prod", "server": "https://10.0.0.1:6443", "certificate_authority": CA_PEM, "region": "eu-1"}
+    assert client.post("/v1/clusters", json=body, headers=admin.headers).status_code == 201
+    with database.session() as session:
+        owner = session.scalar(select(User).where(User.username == "admin"))
+        cluster = session.scalar(select(Cluster))
+        token_id = TokenService(session, clock, SECRET_KEY).create(owner, "kube", clusters=[cluster]).token.public_id
+    rotated = rotate(client, admin, token_id, grace="0s", kubeconfig=True).json()
+    path = tmp_path / "kubeconfig.yaml"
+    path.write_text(rotated["kubeconfig"])
+    result = subprocess.run(
+        ["kubectl", "config", "view", "--raw", "--kubeconfig", str(path), "-o", "jsonpath={.users[0].user.token}"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECACHEDIR": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == rotated["secret"]
+
+
+def test_kubeconfig_for_a_token_without_clusters_is_422(client, alice):
+    response = rotate(client, alice, alice.token_id, kubeconfig=True)
+    assert response.status_code == 422
+    assert whoami_token(client, alice.secret).status_code == 200  # nothing half-done
