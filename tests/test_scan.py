@@ -1,5 +1,6 @@
 """`tokensmith scan`: finds real secrets offline by format and checksum, respects .gitignore."""
 
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,17 @@ def test_cli_exits_0_on_a_clean_tree(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_large_trees_show_a_progress_bar_on_a_terminal(tmp_path):
+    for n in range(600):
+        (tmp_path / f"f{n}.txt").write_text("x\n")
+    leak = secrets.generate()
+    (tmp_path / "f7.txt").write_text(f"x\n{leak}\n")
+    env = {**os.environ, "FORCE_COLOR": "1"}  # rich then treats stderr as a terminal
+    result = subprocess.run([sys.executable, "-m", "tokensmith", "scan", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "scanning" in result.stderr
+    assert f"f7.txt:2: {secrets.mask(leak)}" in result.stdout
+    assert "1 secret(s) found in 600 file(s)" in result.stderr
