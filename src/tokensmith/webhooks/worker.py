@@ -33,7 +33,7 @@ log = logging.getLogger("tokensmith.webhooks")
 BACKOFF_BASE: Final = timedelta(seconds=30)
 BACKOFF_CAP: Final = timedelta(hours=6)
 MAX_ATTEMPTS: Final = 8
-LEASE: Final = timedelta(minutes=2)
+LEASE_MARGIN: Final = timedelta(minutes=1)
 INTERVAL_ENV: Final = "TOKENSMITH_WEBHOOK_INTERVAL"  # seconds between worker passes
 WARNINGS: Final = (("expiring-1d", timedelta(days=1)), ("expiring-7d", timedelta(days=7)))
 
@@ -52,6 +52,7 @@ class Claimed:
     attempts: int
     url: str
     signing_secret: str
+    claim: str
 
 
 class DeliveryWorker:
@@ -62,6 +63,9 @@ class DeliveryWorker:
         self.database = database
         self.clock = clock
         self.batch = batch
+        # A claim outlives the slowest possible pass over a batch, so no other worker can take a row over
+        # while this one may still be sending it.
+        self.lease = timedelta(seconds=batch * timeout) + LEASE_MARGIN
         self.http = http or httpx.Client(timeout=timeout, follow_redirects=False)
 
     def run_once(self) -> int:
@@ -124,7 +128,7 @@ class DeliveryWorker:
                 due = select(WebhookDelivery.id).where(self._due(now)).order_by(WebhookDelivery.id).limit(self.batch)
                 session.execute(
                     update(WebhookDelivery).where(WebhookDelivery.id.in_(due), self._due(now))
-                    .values(claimed_by=claim, claimed_until=now + LEASE)
+                    .values(claimed_by=claim, claimed_until=now + self.lease)
                 )
             else:
                 ids = session.scalars(
@@ -133,12 +137,12 @@ class DeliveryWorker:
                 ).all()
                 if ids:
                     session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids))
-                                    .values(claimed_by=claim, claimed_until=now + LEASE))
+                                    .values(claimed_by=claim, claimed_until=now + self.lease))
             rows = session.execute(
                 select(WebhookDelivery, Webhook).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
                 .where(WebhookDelivery.claimed_by == claim).order_by(WebhookDelivery.id)
             ).all()
-            return [Claimed(d.id, d.public_id, d.event, d.payload, d.attempts, h.url, h.signing_secret)
+            return [Claimed(d.id, d.public_id, d.event, d.payload, d.attempts, h.url, h.signing_secret, claim)
                     for d, h in rows]
 
     def deliver(self, delivery: Claimed) -> bool:
@@ -164,7 +168,8 @@ class DeliveryWorker:
             values = {"attempts": attempts, "last_error": error, "next_attempt_at": now + backoff(attempts),
                       "claimed_by": None, "claimed_until": None}
         with self.database.session() as session:
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
+            session.execute(update(WebhookDelivery).where(
+                WebhookDelivery.id == delivery.id, WebhookDelivery.claimed_by == delivery.claim).values(**values))
         if not ok:
             log.warning("webhook delivery %s failed (%s), attempt %d", delivery.public_id, error, attempts)
         return ok
