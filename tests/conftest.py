@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -26,6 +27,10 @@ from tokensmith.db.database import Database
 from tokensmith.db.migrate import upgrade
 from tokensmith.db.models import Base, User
 from tokensmith.tokens.service import TokenService
+
+# Timing belongs in bench/, not in tests: no per-example deadline on a shared, noisy machine.
+hypothesis_settings.register_profile("tokensmith", deadline=None)
+hypothesis_settings.load_profile("tokensmith")
 
 SECRET_KEY = b"test-secret-key-0123456789abcdef-0123456789"
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -104,3 +104,32 @@ def digests_match(a: str, b: str) -> bool:
 def public_id(prefix: str, length: int = 16) -> str:
     """A random identifier that is safe to show and log, e.g. ``tok_3kT...``."""
     return f"{prefix}_{random_base62(length)}"
+
+
+# --- S3 access keys ----------------------------------------------------------------------------
+# Like AWS's AKIA/ASIA, the first four characters of an access key id say what kind it is.
+ACCESS_KEY_PERMANENT_PREFIX: Final = "TSMP"
+ACCESS_KEY_TEMPORARY_PREFIX: Final = "TSMT"
+ACCESS_KEY_ID_LENGTH: Final = 20
+ACCESS_KEY_SECRET_LENGTH: Final = 40
+_UPPER_ALNUM: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ACCESS_KEY_ID_PATTERN: Final = re.compile(r"TSM[PT][0-9A-Z]{16}")
+
+
+def access_key_id(permanent: bool) -> str:
+    """A new 20-character uppercase alphanumeric access key id; the prefix tells permanent from temporary."""
+    prefix = ACCESS_KEY_PERMANENT_PREFIX if permanent else ACCESS_KEY_TEMPORARY_PREFIX
+    return prefix + "".join(_random.choice(_UPPER_ALNUM) for _ in range(ACCESS_KEY_ID_LENGTH - len(prefix)))
+
+
+def access_key_secret() -> str:
+    """A new 40-character base62 S3 secret key (safe in env vars, config files and URLs)."""
+    return random_base62(ACCESS_KEY_SECRET_LENGTH)
+
+
+def is_access_key_id(candidate: str) -> bool:
+    return ACCESS_KEY_ID_PATTERN.fullmatch(candidate) is not None
+
+
+def is_permanent_access_key_id(candidate: str) -> bool:
+    return candidate.startswith(ACCESS_KEY_PERMANENT_PREFIX)

@@ -11,7 +11,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 from tokensmith import __version__
 from tokensmith.api import problems
 from tokensmith.api.context import AppContext
-from tokensmith.api.routes import clusters, identity, lifecycle, tokens
+from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens
 from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
@@ -46,7 +46,9 @@ def create_app(
     )
     app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
     problems.install(app)
-    for router in (identity.router, tokens.router, clusters.clusters, clusters.vpcs, lifecycle.router):
+    routers = (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router, objectstore.router,
+               lifecycle.router)
+    for router in routers:
         app.include_router(router)
 
     @app.middleware("http")

@@ -4,7 +4,7 @@ except ``CreatedTokenOut``, the one-time reveal."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,12 @@ class TokenCreate(Request):
     scopes: list[str] | None = Field(
         default=None, description="Limit the token to these scopes; default: all of the owner's.",
         examples=[["tokens:read", "clusters:read"]],
+    )
+    clusters: list[Annotated[str, Field(max_length=100)]] = Field(
+        default=[], max_length=100, description="Cluster ids or names of your organization the token grants.",
+    )
+    kubeconfig: bool = Field(
+        default=False, description="Also return a kubeconfig for the granted clusters (needs at least one).",
     )
 
 
@@ -82,6 +88,8 @@ class TokenOut(BaseModel):
 class CreatedTokenOut(BaseModel):
     token: TokenOut
     secret: str = Field(description="Shown exactly once. Store it now: only a digest is kept.")
+    kubeconfig: str | None = Field(default=None, description="With kubeconfig=true: YAML holding the secret.")
+    kubeconfig_filename: str | None = Field(default=None, description="A safe file name for the kubeconfig.")
 
 
 class LoginRequest(Request):

@@ -12,8 +12,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from tokensmith.cli import access_keys
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
+from tokensmith.cli.kube import cluster_app, kubeconfig_app
 from tokensmith.cli.output import err, out, print_json, tokens_table
 from tokensmith.errors import TokensmithError
 
@@ -24,6 +26,8 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(admin_app, name="admin")
 app.add_typer(db_app, name="db")
+app.add_typer(kubeconfig_app, name="kubeconfig")
+admin_app.add_typer(cluster_app, name="cluster")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -196,6 +200,8 @@ def admin_create_token(
     name: Annotated[str, typer.Option(help="Token name.")],
     expires_in: Annotated[str, typer.Option(help="1h, 1d, 7d, 30d, 90d, 1y, never, or e.g. 12h.")] = "30d",
     note: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    verify_s3: Annotated[bool, typer.Option("--verify-s3", help="Also grant object-storage:verify (S3 gateways).")]
+    = False,
 ) -> None:
     """Create a token for a user; prints the secret alone on stdout."""
     from tokensmith.accounts.service import AccountService
@@ -207,10 +213,16 @@ def admin_create_token(
         owner = AccountService(session, SystemClock()).find_user(user)
         if owner is None:
             raise CliError(f"user {user!r} not found")
-        created = TokenService(session, SystemClock(), boot.secret_key).create(owner, name, note, expires_in)
+        from tokensmith.scopes import default_scopes
+
+        scopes = sorted(default_scopes(owner.is_admin) | {"object-storage:verify"}) if verify_s3 else None
+        created = TokenService(session, SystemClock(), boot.secret_key).create(
+            owner, name, note, expires_in, scopes=scopes, grant_service_scopes=verify_s3
+        )
     print(created.secret)
 
 
+app.add_typer(access_keys.register(friendly, admin_app), name="access-key")
 # Lifecycle commands (rotate, scan, create-reporter, audit export) register themselves on the apps above.
 from tokensmith.cli import lifecycle as _lifecycle  # noqa: E402, F401
 

@@ -138,6 +138,44 @@ class Cluster(Base):
     vpc: Mapped[Vpc | None] = relationship(lazy="joined")
 
 
+class WebhookCredential(Base):
+    """How a cluster's API server authenticates its TokenReview calls; only the digest is kept."""
+
+    __tablename__ = "webhook_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    secret_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    cluster: Mapped[Cluster] = relationship(lazy="joined")
+class AccessKey(Base):
+    """An S3 access key. The secret key is stored only as AES-256-GCM ciphertext (see tokensmith.objectstore.crypto)."""
+
+    __tablename__ = "access_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    access_key_id: Mapped[str] = mapped_column(String(20), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    # The token that minted the key: deleting it revokes the temporary keys it minted.
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # "api" (minted by a person) or "exchange" (the SDK token exchange, which reuses its keys).
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    secret_ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # NULL: permanent
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+
+    user: Mapped[User] = relationship(lazy="joined")
+    token: Mapped[Token | None] = relationship(lazy="joined")
+
+
 # --- token lifecycle (issue 7): policy, webhooks, leak reporters, audit -----------------------
 
 

@@ -7,12 +7,20 @@ Names are deterministic and unique across organizations (``<org>-<cluster>``, us
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import re
-from collections.abc import Sequence
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tokensmith import secrets
 
 
 @dataclass(frozen=True)
@@ -68,3 +76,182 @@ def filename(token_public_id: str, token_name: str) -> str:
     """``kubeconfig-<token id>-<name>.yaml``, safe on every OS (ASCII, no separators or reserved chars)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", token_name).strip("-._")[:40] or "token"
     return f"kubeconfig-{token_public_id}-{slug}.yaml"
+
+
+# --- merging into an existing kubeconfig -------------------------------------------------------
+
+SECTIONS = ("clusters", "users", "contexts")
+TOKENSMITH_PREFIX = "tokensmith-"
+
+
+class KubeconfigError(ValueError):
+    """A kubeconfig that cannot be read or safely written; the message names the file and the fix."""
+
+
+def parse(text: str, source: str = "kubeconfig") -> dict[str, Any]:
+    """A kubeconfig document from YAML text; KubeconfigError if it is not one. Empty text is an empty config."""
+    try:
+        document = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise KubeconfigError(f"{source} is not valid YAML{where}; fix or move it, it was left untouched") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise KubeconfigError(f"{source} is not a kubeconfig (expected a mapping); it was left untouched")
+    for section in SECTIONS:
+        entries = document.get(section)
+        if entries is None:
+            continue
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) for e in entries
+        ):
+            raise KubeconfigError(f"{source}: {section} must be a list of named entries; it was left untouched")
+    return document
+
+
+def merge(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``existing`` with ``new``'s clusters, users and contexts added; same-named entries are replaced in place.
+
+    Everything else in ``existing`` survives as it was, including its current-context (``new``'s is
+    used only when there is none). tokensmith users no context refers to any more (older secrets
+    for the same clusters) are dropped, so no stale secret lingers in the file.
+    """
+    merged = dict(existing)
+    merged.setdefault("apiVersion", "v1")
+    merged.setdefault("kind", "Config")
+    for section in SECTIONS:
+        entries = list(existing.get(section) or [])
+        index = {entry["name"]: i for i, entry in enumerate(entries)}
+        for entry in new.get(section) or []:
+            if entry["name"] in index:
+                entries[index[entry["name"]]] = entry
+            else:
+                index[entry["name"]] = len(entries)
+                entries.append(entry)
+        merged[section] = entries
+    used = {(c.get("context") or {}).get("user") for c in merged["contexts"]}
+    merged["users"] = [u for u in merged["users"] if not u["name"].startswith(TOKENSMITH_PREFIX) or u["name"] in used]
+    if not merged.get("current-context") and new.get("current-context"):
+        merged["current-context"] = new["current-context"]
+    return merged
+
+
+def default_path(environ: dict[str, str] | None = None) -> Path:
+    """Where kubectl reads by default: ``$KUBECONFIG``'s first file, else ``~/.kube/config``."""
+    env = os.environ if environ is None else environ
+    for item in (env.get("KUBECONFIG") or "").split(os.pathsep):
+        if item:
+            return Path(item).expanduser()
+    return Path.home() / ".kube" / "config"
+
+
+def write_atomic(path: Path, text: str, *, backup: bool = True) -> Path | None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same directory, then rename).
+
+    A new file gets mode 0600; an existing one keeps its mode minus any group/other bits, so
+    permissions are never loosened. With ``backup``, an existing file is first copied to
+    ``<name>.<UTC time>.bak`` (mode 0600), whose path is returned. A crash before the rename
+    leaves the original untouched.
+    """
+    path = Path(os.path.realpath(path))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = 0o600
+    backup_path = None
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode) & 0o600
+        if backup:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            backup_path = path.with_name(f"{path.name}.{stamp}.bak")
+            _write_new(backup_path, path.read_bytes())
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return backup_path
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def merge_into_file(path: Path, new: dict[str, Any]) -> Path | None:
+    """Merge ``new`` into the kubeconfig at ``path`` (created if missing); returns the backup's path.
+
+    Raises KubeconfigError, before writing anything, if the existing file is not a kubeconfig.
+    """
+    existing: dict[str, Any] = {}
+    if path.exists():
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KubeconfigError(f"cannot read {path}: {exc}") from None
+        existing = parse(text, str(path))
+    return write_atomic(path, render(merge(existing, new)), backup=path.exists())
+
+
+# --- best-practice check -------------------------------------------------------------------------
+
+EXPIRY_WARNING = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What tokensmith says about a secret: live (with its expiry), expired, revoked or unknown."""
+
+    state: str  # "live", "expired", "invalid", "unchecked"
+    expires_at: datetime | None = None
+    token_id: str | None = None
+
+
+def find_git_worktree(path: Path) -> Path | None:
+    """The root of the git working tree containing ``path``, if any (a leaked kubeconfig's usual way out)."""
+    for directory in Path(os.path.realpath(path)).parents:
+        if (directory / ".git").exists():
+            return directory
+    return None
+
+
+def check(path: Path, token_state: Callable[[str], TokenState], now: datetime) -> list[str]:
+    """The best-practice problems of the kubeconfig at ``path``, one sentence each (empty: none).
+
+    ``token_state`` asks tokensmith about each tokensmith secret in the file (GET /v1/whoami).
+    Raises KubeconfigError if the file cannot be read as a kubeconfig.
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KubeconfigError(f"cannot read {path}: {exc}") from None
+    document = parse(text, str(path))
+    problems = []
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        problems.append(f"{path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}")
+    worktree = find_git_worktree(path)
+    if worktree is not None:
+        problems.append(f"{path} is inside the git working tree {worktree}; move it out so it is never committed")
+    for user in document.get("users") or []:
+        token = (user.get("user") or {}).get("token")
+        if not isinstance(token, str) or not secrets.is_well_formed(token):
+            continue
+        state = token_state(token)
+        label = f"user {user['name']!r} (tokensmith token {state.token_id or secrets.mask(token)})"
+        if state.state == "expired":
+            problems.append(f"{label} has expired; create a new token and run tokensmith kubeconfig --merge")
+        elif state.state == "invalid":
+            problems.append(f"{label} is revoked or unknown; remove it or replace it with a live token")
+        elif state.state == "live" and state.expires_at is not None and state.expires_at - now <= EXPIRY_WARNING:
+            days = max(0, (state.expires_at - now).days)
+            problems.append(f"{label} expires within 7 days ({state.expires_at:%Y-%m-%d %H:%M} UTC, {days} d left)")
+    return problems

@@ -16,6 +16,7 @@ from tokensmith.actor import Actor
 from tokensmith.clock import Clock
 from tokensmith.db.models import Cluster, Token, User
 from tokensmith.errors import Forbidden, InvalidInput, NotFound
+from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
 from tokensmith.tokens.expiration import resolve_expiry
@@ -30,6 +31,15 @@ class CreatedToken:
 
     token: Token
     secret: str
+
+
+@dataclass(frozen=True)
+class RevokedToken:
+    """A revoked token and what became of the S3 access keys it minted."""
+
+    token: Token
+    revoked_access_keys: int
+    surviving_access_keys: int  # permanent keys it minted that are still live
 
 
 class TokenService:
@@ -119,13 +129,23 @@ class TokenService:
             raise NotFound(f"token {public_id!r} not found")
         return token
 
-    def revoke(self, actor: Actor, public_id: str) -> Token:
-        """Revoke a token the caller may see; its secret is refused from the next request on."""
+    def revoke(self, actor: Actor, public_id: str, *, revoke_access_keys: bool = False) -> Token:
+        """Revoke a token the caller may see; its secret is refused from the next request on.
+
+        The temporary S3 access keys it minted are revoked with it; permanent ones only with
+        ``revoke_access_keys``. NotFound if the caller may not see the token.
+        """
+        return self.revoke_with_report(actor, public_id, revoke_access_keys=revoke_access_keys).token
+
+    def revoke_with_report(self, actor: Actor, public_id: str, *, revoke_access_keys: bool = False) -> RevokedToken:
+        """``revoke``, also saying how many access keys were revoked and how many permanent ones survive."""
         token = self.get(actor, public_id)
-        token.revoked_at = self.clock.now()
-        emit(self.session, token.org_id, "token.revoked", {"token": token_data(token)}, token.revoked_at)
+        now = self.clock.now()
+        token.revoked_at = now
+        outcome = revoke_keys_minted_by(self.session, token.id, now, include_permanent=revoke_access_keys)
+        emit(self.session, token.org_id, "token.revoked", {"token": token_data(token)}, now)
         self.session.flush()
-        return token
+        return RevokedToken(token, outcome.revoked, outcome.surviving)
 
     def rotate(
         self, actor: Actor, public_id: str, grace: str = "0s",

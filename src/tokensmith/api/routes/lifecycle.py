@@ -15,7 +15,7 @@ from tokensmith.api.schemas import CreatedTokenOut, Page, TokenOut, problem_resp
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.errors import Forbidden, InvalidInput
-from tokensmith.kube.kubeconfig import ClusterEntry, build, render
+from tokensmith.kube import access
 from tokensmith.leaks import MAX_REPORTS, LeakService, Report
 from tokensmith.pagination import paginate
 from tokensmith.policy import ExpiryPolicy, PolicyService
@@ -44,16 +44,12 @@ class RotateRequest(RequestBody):
     kubeconfig: bool = Field(default=False, description="Also return a kubeconfig for the token's clusters.")
 
 
-class RotatedTokenOut(CreatedTokenOut):
-    kubeconfig: str | None = Field(default=None, description="YAML carrying the new secret, if asked for.")
-
-
-@router.post("/tokens/{token_id}/rotate", tags=["tokens"], response_model=RotatedTokenOut,
+@router.post("/tokens/{token_id}/rotate", tags=["tokens"], response_model=CreatedTokenOut,
              responses=problem_responses(404, 422))
 def rotate_token(
     token_id: str, caller: Writer, ctx: Context, request: Request, response: Response,
     body: RotateRequest | None = None,
-) -> RotatedTokenOut:
+) -> CreatedTokenOut:
     """A new secret for the same token; the old one works until the grace period ends."""
     body = body or RotateRequest()
     with ctx.services() as s:
@@ -61,16 +57,14 @@ def rotate_token(
         token = rotated.token
         audit.record_request(s.session, request, "token.rotated", target=token.public_id,
                              details={"grace": body.grace, "name": token.name})
-        config = None
+        out = CreatedTokenOut(token=TokenOut.of(token, ctx.clock.now()), secret=rotated.secret)
         if body.kubeconfig:
             if not token.clusters:
                 raise InvalidInput("this token grants no clusters, so there is no kubeconfig to issue", "kubeconfig")
-            entries = [ClusterEntry(c.organization.name, c.name, c.server, c.certificate_authority)
-                       for c in token.clusters]
-            config = render(build(entries, rotated.secret, caller.org_name, token.public_id))
+            issued = access.issue(token, rotated.secret, token.clusters)
+            out.kubeconfig, out.kubeconfig_filename = issued.text, issued.filename
             audit.record_request(s.session, request, "kubeconfig.issued", target=token.public_id,
                                  details={"clusters": [c.public_id for c in token.clusters]})
-        out = RotatedTokenOut(token=TokenOut.of(token, ctx.clock.now()), secret=rotated.secret, kubeconfig=config)
     response.headers["Cache-Control"] = "no-store"
     return out
 

@@ -1,7 +1,7 @@
 """token lifecycle
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0005
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from tokensmith.db.models import UTCDateTime
 
 revision = '0007'
-down_revision = '0002'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,140 @@
+"""Kubernetes: webhook credentials of clusters (admins), and the TokenReview webhook API servers call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.context import AppContext
+from tokensmith.api.schemas import problem_responses
+from tokensmith.db.models import WebhookCredential
+from tokensmith.kube import tokenreview
+from tokensmith.kube.webhooks import WebhookCredentialService
+from tokensmith.verify.core import Identity
+
+router = APIRouter(prefix="/v1/clusters", tags=["kubernetes"])
+ClusterWriter = Annotated[Identity, requires("clusters:write")]
+
+
+class WebhookCredentialOut(BaseModel):
+    id: str
+    cluster: str = Field(description="The cluster's id.")
+    hint: str = Field(description="The last 4 characters of the credential.")
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, credential: WebhookCredential) -> WebhookCredentialOut:
+        return cls(id=credential.public_id, cluster=credential.cluster.public_id, hint=credential.hint,
+                   created_at=credential.created_at, last_used_at=credential.last_used_at)
+
+
+class MintedWebhookCredentialOut(BaseModel):
+    credential: WebhookCredentialOut
+    secret: str = Field(description="Shown exactly once: put it in the API server's webhook kubeconfig now.")
+    tokenreview_path: str = Field(description="Where the API server sends TokenReviews, relative to tokensmith.")
+
+
+def _webhooks(ctx: AppContext, session: Any) -> WebhookCredentialService:
+    return WebhookCredentialService(session, ctx.clock, ctx.secret_key)
+
+
+@router.post(
+    "/{cluster}/webhook-credentials", status_code=201, response_model=MintedWebhookCredentialOut,
+    responses=problem_responses(401, 403, 404),
+)
+def mint_webhook_credential(
+    cluster: str, caller: ClusterWriter, ctx: Context, response: Response
+) -> MintedWebhookCredentialOut:
+    """Mint a webhook credential for a cluster's API server; the cluster's other credentials keep working."""
+    with ctx.services() as s:
+        target = s.clusters.get(caller, cluster)
+        minted = _webhooks(ctx, s.session).mint(target)
+        out = MintedWebhookCredentialOut(
+            credential=WebhookCredentialOut.of(minted.credential), secret=minted.secret,
+            tokenreview_path=f"/v1/clusters/{target.public_id}/tokenreview",
+        )
+    response.headers["Cache-Control"] = "no-store"
+    return out
+
+
+@router.get(
+    "/{cluster}/webhook-credentials", response_model=list[WebhookCredentialOut],
+    responses=problem_responses(401, 403, 404),
+)
+def list_webhook_credentials(cluster: str, caller: ClusterWriter, ctx: Context) -> list[WebhookCredentialOut]:
+    """The cluster's live webhook credentials (never their secrets)."""
+    with ctx.services() as s:
+        return [WebhookCredentialOut.of(c) for c in _webhooks(ctx, s.session).list(s.clusters.get(caller, cluster))]
+
+
+@router.delete(
+    "/{cluster}/webhook-credentials/{credential}", status_code=204, responses=problem_responses(401, 403, 404)
+)
+def revoke_webhook_credential(cluster: str, credential: str, caller: ClusterWriter, ctx: Context) -> Response:
+    """Revoke a webhook credential: the API server using it is refused from its next review on."""
+    with ctx.services() as s:
+        _webhooks(ctx, s.session).revoke(s.clusters.get(caller, cluster), credential)
+    return Response(status_code=204)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise tokenreview.ReviewTooLarge(f"a TokenReview is at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise tokenreview.ReviewTooLarge(f"a TokenReview is at most {limit} bytes")
+    return bytes(body)
+
+
+TOKENREVIEW_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": list(tokenreview.API_VERSIONS)},
+        "kind": {"type": "string", "enum": [tokenreview.KIND]},
+        "spec": {
+            "type": "object",
+            "required": ["token"],
+            "properties": {"token": {"type": "string", "minLength": 1},
+                           "audiences": {"type": "array", "items": {"type": "string"},
+                                         "maxItems": tokenreview.MAX_AUDIENCES}},
+        },
+    },
+}
+
+
+@router.post(
+    "/{cluster}/tokenreview",
+    responses={200: {"description": "A TokenReview with status filled in (authenticated or not)."},
+               **problem_responses(400, 401, 413)},
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": TOKENREVIEW_SCHEMA}}}},
+)
+async def review_token(cluster: str, request: Request) -> JSONResponse:
+    """Kubernetes webhook token authentication (authentication.k8s.io/v1 or v1beta1).
+
+    The cluster's API server calls this with its webhook credential as bearer token.
+    """
+    ctx: AppContext = request.app.state.context
+    credential = bearer_secret(request.headers.get("authorization"))
+    body = await _read_limited(request, tokenreview.MAX_BODY_BYTES)
+
+    def decide() -> dict[str, Any]:
+        with ctx.services() as s:
+            target = _webhooks(ctx, s.session).authenticate(cluster, credential)
+            cluster_id, audience = target.id, target.server
+        review = tokenreview.parse(body)
+        return tokenreview.decide(review, cluster_id, audience, ctx.verifier.verify)
+
+    return JSONResponse(await run_in_threadpool(decide), headers={"Cache-Control": "no-store"})

@@ -1,0 +1,220 @@
+"""Object storage routes: S3 access keys, the AWS SDK token exchange, SigV4 verification for gateways."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from tokensmith.api.auth import Context, requires
+from tokensmith.api.context import AppContext
+from tokensmith.api.schemas import Page, problem_responses
+from tokensmith.api.schemas import Request as RequestBody
+from tokensmith.db.models import AccessKey
+from tokensmith.errors import AuthenticationFailed
+from tokensmith.objectstore.crypto import KeyRing
+from tokensmith.objectstore.service import (
+    DURATION_RULE,
+    MAX_DURATION,
+    MIN_DURATION,
+    AccessKeyService,
+    CreatedAccessKey,
+)
+from tokensmith.scopes import require_scope
+from tokensmith.verify.core import Identity
+
+router = APIRouter(prefix="/v1/object-storage", tags=["object storage"], responses=problem_responses(401, 403))
+Reader = Annotated[Identity, requires("object-storage:read")]
+Writer = Annotated[Identity, requires("object-storage:write")]
+Gateway = Annotated[Identity, requires("object-storage:verify")]
+
+
+def access_keys(session: Any, ctx: AppContext) -> AccessKeyService:
+    return AccessKeyService(session, ctx.clock, KeyRing.from_settings(ctx.settings))
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+
+class AccessKeyAttributes(RequestBody):
+    name: str | None = Field(default=None, description="1-100 characters, no control characters.")
+
+
+class AccessKeyCreate(RequestBody):
+    durationSeconds: Any = Field(
+        description=DURATION_RULE + ".", json_schema_extra={"anyOf": [
+            {"type": "integer", "const": 0},
+            {"type": "integer", "minimum": MIN_DURATION, "maximum": MAX_DURATION},
+        ]},
+        examples=[0, MIN_DURATION, 3600],
+    )
+    attributes: AccessKeyAttributes = Field(default_factory=AccessKeyAttributes)
+
+
+class AccessKeyOut(BaseModel):
+    accessKeyId: str
+    name: str
+    permanent: bool
+    expiry: datetime | None = Field(description="RFC 3339; null for a permanent key.")
+    expired: bool
+    createdAt: datetime
+    mintedByToken: str | None = Field(description="Id of the token that minted the key.")
+
+    @classmethod
+    def of(cls, key: AccessKey, now: datetime) -> AccessKeyOut:
+        return cls(
+            accessKeyId=key.access_key_id, name=key.name, permanent=key.expires_at is None, expiry=key.expires_at,
+            expired=key.expires_at is not None and now >= key.expires_at, createdAt=key.created_at,
+            mintedByToken=key.token.public_id if key.token is not None else None,
+        )
+
+
+class CreatedAccessKeyOut(BaseModel):
+    accessKeyId: str
+    secretKey: str = Field(description="Shown exactly once.")
+    expiry: datetime | None
+    name: str
+    createdAt: datetime
+
+    @classmethod
+    def of(cls, created: CreatedAccessKey) -> CreatedAccessKeyOut:
+        key = created.key
+        return cls(accessKeyId=key.access_key_id, secretKey=created.secret, expiry=key.expires_at, name=key.name,
+                   createdAt=key.created_at)
+
+
+class ContainerCredentials(BaseModel):
+    """The AWS container-credentials format every AWS SDK reads."""
+
+    AccessKeyId: str
+    SecretAccessKey: str
+    Token: str = Field(description="Not a secret and not checked: tokensmith keys need no session token.")
+    Expiration: str
+
+
+class VerifyRequest(RequestBody):
+    method: str = Field(max_length=20, examples=["PUT"])
+    path: str = Field(max_length=8192, description="The request path as sent, percent-encoded.")
+    query: str = Field(default="", max_length=16384, description="The raw query string, without '?'.")
+    headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
+        max_length=200, description="Request headers as seen, including Host, X-Amz-Date, X-Amz-Content-Sha256 "
+                                    "and Authorization when present.",
+    )
+    bodySha256: str | None = Field(
+        default=None, pattern="^[0-9a-fA-F]{64}$",
+        description="Optional: the hex SHA-256 of the body the gateway received, checked against "
+                    "X-Amz-Content-Sha256 (the gateway can also check it itself).",
+    )
+
+
+class VerifyResult(BaseModel):
+    valid: bool
+    accessKeyId: str | None = None
+    user: str | None = None
+    org: str | None = None
+    reason: str | None = Field(default=None, description="Which check failed; never a secret.")
+
+
+# --- access keys ----------------------------------------------------------------------------
+
+
+@router.post("/access-keys", status_code=201, response_model=CreatedAccessKeyOut,
+             responses=problem_responses(400, 422))
+def create_access_key(body: AccessKeyCreate, caller: Writer, ctx: Context, response: Response) -> CreatedAccessKeyOut:
+    """Mint an S3 access key: durationSeconds 0 for a permanent key, else a temporary one.
+
+    The response is the only one that ever carries the secret key.
+    """
+    with ctx.services() as s:
+        created = access_keys(s.session, ctx).create(caller, body.durationSeconds, body.attributes.name)
+        out = CreatedAccessKeyOut.of(created)
+    response.headers["Cache-Control"] = "no-store"
+    return out
+
+
+@router.get("/access-keys", response_model=Page[AccessKeyOut], responses=problem_responses(422))
+def list_access_keys(
+    caller: Reader, ctx: Context, cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[AccessKeyOut]:
+    """The caller's live access keys, newest first (no secrets)."""
+    with ctx.services() as s:
+        page = access_keys(s.session, ctx).list(caller, cursor=cursor, limit=limit)
+        now = ctx.clock.now()
+        return Page[AccessKeyOut](items=[AccessKeyOut.of(k, now) for k in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/access-keys/{access_key_id}", response_model=AccessKeyOut, responses=problem_responses(404))
+def get_access_key(access_key_id: str, caller: Reader, ctx: Context) -> AccessKeyOut:
+    with ctx.services() as s:
+        return AccessKeyOut.of(access_keys(s.session, ctx).get(caller, access_key_id), ctx.clock.now())
+
+
+@router.delete("/access-keys/{access_key_id}", status_code=204, responses=problem_responses(404))
+def delete_access_key(access_key_id: str, caller: Writer, ctx: Context) -> Response:
+    """Revoke an access key: signatures made with it are invalid from now on."""
+    with ctx.services() as s:
+        access_keys(s.session, ctx).revoke(caller, access_key_id)
+    return Response(status_code=204)
+
+
+# --- the AWS SDK exchange -----------------------------------------------------------------------
+
+
+def _exchange_secret(authorization: str | None) -> str:
+    # AWS SDKs send AWS_CONTAINER_AUTHORIZATION_TOKEN verbatim: accept "Bearer <t>" and the bare secret.
+    value = (authorization or "").strip()
+    if not value:
+        raise AuthenticationFailed("authentication required: send Authorization: Bearer <token>", error=None)
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "bearer":
+        value = rest.strip()
+    if not value or " " in value:
+        raise AuthenticationFailed("invalid token")
+    return value
+
+
+@router.get("/temporary-credentials", response_model=ContainerCredentials)
+def temporary_credentials(request: Request, ctx: Context, response: Response) -> ContainerCredentials:
+    """Exchange a token for temporary S3 credentials in the AWS container-credentials format.
+
+    Point AWS_CONTAINER_CREDENTIALS_FULL_URI here and put the token in AWS_CONTAINER_AUTHORIZATION_TOKEN
+    (with or without "Bearer "). Needs the object-storage:write scope. Repeated calls reuse a key
+    that still has at least 20 minutes to live.
+    """
+    identity = request.app.state.context.verifier.verify(_exchange_secret(request.headers.get("authorization")))
+    request.state.identity = identity
+    require_scope(identity, "object-storage:write")
+    with ctx.services() as s:
+        created = access_keys(s.session, ctx).exchange(identity)
+        key = created.key
+        assert key.expires_at is not None
+        out = ContainerCredentials(
+            AccessKeyId=key.access_key_id, SecretAccessKey=created.secret, Token=key.access_key_id,
+            Expiration=key.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    response.headers["Cache-Control"] = "no-store"
+    return out
+
+
+# --- SigV4 verification for S3 gateways -------------------------------------------------------
+
+
+@router.post("/verify", response_model=VerifyResult, response_model_exclude_none=True,
+             responses=problem_responses(400, 422))
+def verify_signature(body: VerifyRequest, caller: Gateway, ctx: Context) -> VerifyResult:
+    """Is this S3 request's AWS Signature Version 4 genuine, by a live key? For S3 gateways.
+
+    200 with valid true/false for every well-formed request; 4xx only when the request described is
+    not a SigV4 request at all (missing headers, malformed Authorization).
+    """
+    with ctx.services() as s:
+        verdict = access_keys(s.session, ctx).verify_signature(
+            body.method, body.path, body.query, body.headers, body.bodySha256
+        )
+        if not verdict.valid or verdict.key is None:
+            return VerifyResult(valid=False, reason=verdict.reason)
+        key = verdict.key
+        return VerifyResult(valid=True, accessKeyId=key.access_key_id, user=key.user.username,
+                            org=key.user.organization.name)

@@ -1,0 +1,108 @@
+"""``tokensmith access-key create|list|delete`` and ``tokensmith admin reencrypt``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tokensmith.cli.client import ApiClient, CliError
+from tokensmith.cli.output import err, out, print_json, when
+
+app = typer.Typer(help="Create, list and delete S3 access keys for object storage.", no_args_is_help=True)
+PATH = "/v1/object-storage/access-keys"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """'permanent' → 0; '3600', '15m', '12h', '7d' → seconds (the server checks the range)."""
+    value = text.strip().lower()
+    if value in ("permanent", "never", "0"):
+        return 0
+    match = re.fullmatch(r"(\d{1,9})([smhd]?)", value)
+    if match is None:
+        raise CliError(f"--duration must be 'permanent' or a duration such as 900, 15m, 12h or 7d (got {text!r})", 2)
+    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def keys_table(keys: list[dict[str, Any]]) -> Table:
+    table = Table(title="Access keys")
+    for column in ("Name", "Access key id", "Kind", "Created", "Expires"):
+        table.add_column(column)
+    for k in keys:
+        expires = when(k["expiry"]) + (" (expired)" if k.get("expired") else "")
+        table.add_row(k["name"], k["accessKeyId"], "permanent" if k["permanent"] else "temporary",
+                      when(k["createdAt"]), expires)
+    return table
+
+
+def create(
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
+    duration: Annotated[str, typer.Option(help="'permanent', or a lifetime from 15m to 7d (e.g. 900, 12h).")] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Mint an S3 access key; its secret key is printed once, as AWS environment variables."""
+    created = ApiClient.from_config().post(PATH, {"durationSeconds": parse_duration(duration),
+                                                  "attributes": {"name": name}})
+    if as_json:
+        print_json(created)
+        return
+    lifetime = f"expires {when(created['expiry'])}" if created["expiry"] else "permanent"
+    err.print(f"Created access key {created['accessKeyId']} ({created['name']}, {lifetime}). "
+              "Copy the secret key now; it is not shown again:")
+    print(f"AWS_ACCESS_KEY_ID={created['accessKeyId']}")
+    print(f"AWS_SECRET_ACCESS_KEY={created['secretKey']}")
+
+
+def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List your access keys (never their secrets)."""
+    client = ApiClient.from_config()
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get(PATH, cursor=cursor, limit=200)
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    if as_json:
+        print_json(items)
+    elif not items:
+        out.print("No access keys yet. Create one with: tokensmith access-key create --name NAME")
+    else:
+        out.print(keys_table(items))
+
+
+def delete(access_key_id: Annotated[str, typer.Argument(help="The access key id, e.g. TSMT...")]) -> None:
+    """Delete (revoke) an access key; signatures made with it stop verifying at once."""
+    ApiClient.from_config().delete(f"{PATH}/{access_key_id}")
+    out.print(f"deleted {access_key_id}")
+
+
+def admin_reencrypt() -> None:
+    """Re-encrypt every stored S3 secret key under the first key of TOKENSMITH_ENCRYPTION_KEYS."""
+    from tokensmith.bootstrap import prepare
+    from tokensmith.clock import SystemClock
+    from tokensmith.config import Settings
+    from tokensmith.objectstore.crypto import DecryptionError, KeyRing
+    from tokensmith.objectstore.service import AccessKeyService
+
+    settings = Settings.from_env()
+    boot = prepare(settings)
+    try:
+        with boot.database.session() as session:
+            changed = AccessKeyService(session, SystemClock(), KeyRing.from_settings(settings)).reencrypt_all()
+    except DecryptionError as exc:
+        raise CliError(f"{exc}; nothing was changed (keep the old key in the list until reencrypt succeeds)") from None
+    out.print(f"re-encrypted {changed} access key(s) under the first encryption key")
+
+
+def register(friendly: Any, admin_app: typer.Typer) -> typer.Typer:
+    """Attach the commands, wrapped in the CLI's error handling, and return the access-key group."""
+    app.command("create")(friendly(create))
+    app.command("list")(friendly(list_keys))
+    app.command("delete")(friendly(delete))
+    admin_app.command("reencrypt")(friendly(admin_reencrypt))
+    return app

@@ -1,0 +1,251 @@
+"""``tokensmith kubeconfig`` (build, merge, check) and ``tokensmith admin cluster webhook-config``.
+
+Kubeconfigs are built here, client-side, from the secret the user holds and ``GET /v1/clusters``:
+the server never sees a secret again after creating it.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import httpx
+import typer
+from typer.core import TyperGroup
+
+from tokensmith import secrets
+from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
+from tokensmith.cli.config import ClientConfig
+from tokensmith.cli.output import err, out
+from tokensmith.errors import TokensmithError
+from tokensmith.kube import kubeconfig
+from tokensmith.kube.kubeconfig import TokenState
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(func: F) -> F:
+    """One clear line and the documented exit code instead of a traceback (as in cli.main)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CliError as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except TokensmithError as exc:
+            err.print(f"error: {exc.detail}")
+            raise typer.Exit(3 if exc.status in (401, 403) else 1) from None
+        except (ValueError, OSError) as exc:
+            err.print(f"error: {exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _OptionalMergeValue(TyperGroup):
+    """Lets ``--merge`` stand alone (default file) or take a FILE, as ``--merge [FILE]``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        fixed = [
+            "--merge=" if arg == "--merge" and (i + 1 == len(args) or args[i + 1].startswith("-")) else arg
+            for i, arg in enumerate(args)
+        ]
+        return super().parse_args(ctx, fixed)
+
+
+kubeconfig_app = typer.Typer(
+    cls=_OptionalMergeValue, invoke_without_command=True,
+    help="Build a kubeconfig from a token secret you hold, merge it into ~/.kube/config, or check one.",
+)
+cluster_app = typer.Typer(help="Clusters: webhook set-up for their API servers.", no_args_is_help=True)
+
+
+def _read_secret(token_file: Path | None) -> str:
+    if token_file is not None:
+        secret = token_file.read_text().strip()
+    elif sys.stdin.isatty():
+        secret = getpass.getpass("token secret: ").strip()
+    else:
+        secret = sys.stdin.readline().strip()
+    if not secrets.is_well_formed(secret):
+        raise CliError("that is not a tokensmith token secret (tsm_...); pass --token-file FILE or pipe it on stdin", 2)
+    return secret
+
+
+def _server_url() -> ClientConfig:
+    config = ClientConfig.load()
+    if not config.url:
+        raise CliError("no tokensmith server: run 'tokensmith login --url URL' or set TOKENSMITH_URL", NOT_LOGGED_IN)
+    return config
+
+
+def _all_clusters(client: ApiClient) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get("/v1/clusters", cursor=cursor, limit=200)
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+def _pick(available: list[dict[str, Any]], wanted: list[str]) -> list[dict[str, Any]]:
+    chosen: list[dict[str, Any]] = []
+    for ref in wanted:
+        match = next((c for c in available if ref in (c["id"], c["name"])), None)
+        if match is None:
+            names = ", ".join(sorted(c["name"] for c in available)) or "none"
+            raise CliError(f"cluster {ref!r} not found; your organization's clusters: {names}")
+        if match not in chosen:
+            chosen.append(match)
+    return chosen
+
+
+@kubeconfig_app.callback()
+@friendly
+def kubeconfig_build(
+    ctx: typer.Context,
+    cluster: Annotated[list[str] | None, typer.Option("--cluster", help="A cluster name or id; repeat for more.")]
+    = None,
+    token_file: Annotated[Path | None, typer.Option(help="Read the secret from this file (default: stdin).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE (0600, atomic).")] = None,
+    merge: Annotated[str | None, typer.Option(
+        "--merge", metavar="[FILE]",
+        help="Merge into FILE (default: $KUBECONFIG's first file or ~/.kube/config), with a backup first.",
+    )] = None,
+) -> None:
+    """Build a kubeconfig for the secret you hold and the clusters you name; prints it unless -o/--merge."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not cluster:
+        raise CliError("name at least one cluster: tokensmith kubeconfig --cluster NAME [--cluster NAME ...]", 2)
+    if output is not None and merge is not None:
+        raise CliError("give either -o FILE or --merge [FILE], not both", 2)
+    config = _server_url()
+    secret = _read_secret(token_file)
+    try:
+        me = ApiClient(config.url or "", secret).get("/v1/whoami")
+    except CliError as exc:
+        if exc.exit_code != NOT_LOGGED_IN:
+            raise
+        raise CliError(f"tokensmith refused that secret ({exc}); it is deleted, expired or unknown",
+                       NOT_LOGGED_IN) from None
+    # Listing clusters needs clusters:read; a kubernetes-only token may lack it, the CLI login has it.
+    chosen = _pick(_all_clusters(ApiClient(config.url or "", config.token or secret)), cluster)
+    granted = {c["id"] for c in me["token"]["clusters"]}
+    for c in chosen:
+        if c["id"] not in granted:
+            err.print(f"warning: token {me['token']['id']} does not grant cluster {c['name']}; "
+                      "its API server will refuse it")
+    org = me["organization"]["name"]
+    entries = [kubeconfig.ClusterEntry(org, c["name"], c["server"], c["certificate_authority"]) for c in chosen]
+    document = kubeconfig.build(entries, secret, org, me["token"]["id"])
+    if merge is not None:
+        path = Path(merge).expanduser() if merge else kubeconfig.default_path()
+        backup = kubeconfig.merge_into_file(path, document)
+        saved = f" (backup: {backup})" if backup else ""
+        err.print(f"merged {len(chosen)} cluster(s) into {path}{saved}; current context unchanged unless it was unset")
+    elif output is not None:
+        kubeconfig.write_atomic(output, kubeconfig.render(document), backup=output.exists())
+        err.print(f"wrote {output} (mode 0600); use it with: kubectl --kubeconfig {output} get --raw /version")
+    else:
+        sys.stdout.write(kubeconfig.render(document))
+
+
+def _token_state(url: str | None) -> Callable[[str], TokenState]:
+    def state(secret: str) -> TokenState:
+        if not url:
+            return TokenState("unchecked")
+        try:
+            response = httpx.get(f"{url.rstrip('/')}/v1/whoami", headers={"Authorization": f"Bearer {secret}"},
+                                 timeout=15.0)
+        except httpx.HTTPError:
+            return TokenState("unchecked")
+        if response.status_code == 200:
+            token = response.json()["token"]
+            expires = datetime.fromisoformat(token["expires_at"]) if token["expires_at"] else None
+            return TokenState("live", expires, token["id"])
+        if response.status_code == 401:
+            expired = response.json().get("detail") == "token expired"
+            return TokenState("expired" if expired else "invalid")
+        return TokenState("unchecked")
+
+    return state
+
+
+@kubeconfig_app.command("check")
+@friendly
+def kubeconfig_check(
+    file: Annotated[Path | None, typer.Argument(help="Default: $KUBECONFIG's first file or ~/.kube/config.")] = None,
+) -> None:
+    """Report a kubeconfig's problems: loose permissions, inside a git tree, tokens expired, revoked or expiring."""
+    path = file or kubeconfig.default_path()
+    if not path.exists():
+        raise CliError(f"{path} does not exist")
+    url = ClientConfig.load().url
+    problems = kubeconfig.check(path, _token_state(url), datetime.now(UTC))
+    if not url:
+        err.print("note: tokensmith tokens were not checked: run 'tokensmith login' or set TOKENSMITH_URL")
+    for problem in problems:
+        out.print(f"problem: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"{path}: no problems found")
+
+
+@cluster_app.command("webhook-config")
+@friendly
+def webhook_config(
+    cluster: Annotated[str, typer.Argument(help="The cluster's name or id.")],
+    url: Annotated[str, typer.Option(help="tokensmith's URL as the cluster's API server reaches it.")],
+    org: Annotated[str | None, typer.Option(help="The cluster's organization (if its name is not unique).")] = None,
+    certificate_authority: Annotated[Path | None, typer.Option(
+        help="PEM CA file of tokensmith's TLS certificate, embedded in the webhook kubeconfig.")] = None,
+    config_path: Annotated[str, typer.Option(help="Where the file will live on the API server's host.")]
+    = "/etc/kubernetes/tokensmith-webhook.yaml",
+) -> None:
+    """Mint a webhook credential for CLUSTER; print, once, the API server's webhook kubeconfig and flags."""
+    from sqlalchemy import select
+
+    from tokensmith.bootstrap import prepare
+    from tokensmith.clock import SystemClock
+    from tokensmith.config import Settings
+    from tokensmith.db.models import Cluster, Organization
+    from tokensmith.kube import webhooks
+
+    if not url.startswith(("https://", "http://")):
+        raise CliError("--url must be tokensmith's http(s) URL, e.g. https://tokensmith.example.com", 2)
+    ca = certificate_authority.read_text() if certificate_authority else None
+    boot = prepare(Settings.from_env())
+    with boot.database.session() as session:
+        query = select(Cluster).join(Organization, Organization.id == Cluster.org_id).where(
+            (Cluster.public_id == cluster) | (Cluster.name == cluster))
+        if org is not None:
+            query = query.where(Organization.name == org)
+        found = list(session.scalars(query))
+        if not found:
+            raise CliError(f"cluster {cluster!r} not found")
+        if len(found) > 1:
+            raise CliError(f"several organizations have a cluster named {cluster!r}; pass --org", 2)
+        target = found[0]
+        minted = webhooks.WebhookCredentialService(session, SystemClock(), boot.secret_key).mint(target)
+        endpoint = webhooks.tokenreview_url(url, target)
+        document = webhooks.webhook_kubeconfig(endpoint, minted.secret, ca)
+        flags = webhooks.apiserver_flags(config_path, target.server)
+        header = [
+            f"# tokensmith webhook kubeconfig for cluster {target.name} ({target.public_id}),",
+            f"# credential {minted.credential.public_id}. The credential is shown only now.",
+            f"# Save this as {config_path} (mode 0600) on the API server's host and start kube-apiserver with:",
+            *[f"#   {flag}" for flag in flags],
+            "# (the cache TTL keeps a deleted token working at most that long; the default is 2 minutes)",
+        ]
+    sys.stdout.write("\n".join(header) + "\n" + kubeconfig.render(document))

@@ -1,0 +1,49 @@
+"""Which clusters a new token grants, and the kubeconfig handed out with it at creation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tokensmith.actor import Actor
+from tokensmith.clusters.service import ClusterService
+from tokensmith.db.models import Cluster, Token
+from tokensmith.errors import InvalidInput
+from tokensmith.kube import kubeconfig
+from tokensmith.kube.tokenreview import SCOPE
+
+
+def resolve_clusters(
+    clusters: ClusterService, actor: Actor, refs: Sequence[str], *, want_kubeconfig: bool,
+    scopes: Sequence[str] | None,
+) -> list[Cluster]:
+    """The caller's organization's clusters named by ``refs`` (ids or names), each once, in order.
+
+    Raises NotFound for an unknown or other-organization cluster, InvalidInput when a kubeconfig is
+    asked for without clusters, or when explicit scopes leave out ``kubernetes`` for a token that
+    grants clusters (it could never be used on them). Nothing is written.
+    """
+    if want_kubeconfig and not refs:
+        raise InvalidInput("a kubeconfig needs at least one cluster: list them in clusters", "kubeconfig")
+    resolved: dict[int, Cluster] = {}
+    for ref in refs:
+        cluster = clusters.get(actor, ref)
+        resolved.setdefault(cluster.id, cluster)
+    if resolved and scopes is not None and SCOPE not in {s.strip() for s in scopes}:
+        raise InvalidInput(f"a token that grants clusters needs the {SCOPE!r} scope", "scopes")
+    return list(resolved.values())
+
+
+@dataclass(frozen=True)
+class IssuedKubeconfig:
+    text: str
+    filename: str
+
+
+def issue(token: Token, secret: str, clusters: Sequence[Cluster]) -> IssuedKubeconfig:
+    """The kubeconfig for a just-created token, in the order its clusters were asked for."""
+    entries = [kubeconfig.ClusterEntry(c.organization.name, c.name, c.server, c.certificate_authority)
+               for c in clusters]
+    org = clusters[0].organization.name
+    config = kubeconfig.build(entries, secret, org, token.public_id)
+    return IssuedKubeconfig(kubeconfig.render(config), kubeconfig.filename(token.public_id, token.name))

@@ -1,0 +1,245 @@
+"""S3 access keys: mint (permanent or temporary), list, revoke, exchange a token, verify SigV4.
+
+Every rule about access keys lives here; the routes, CLI and console call these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tokensmith import secrets
+from tokensmith.actor import Actor
+from tokensmith.clock import Clock
+from tokensmith.db.models import AccessKey, Token, User
+from tokensmith.errors import InvalidInput, NotFound
+from tokensmith.objectstore import sigv4
+from tokensmith.objectstore.crypto import DecryptionError, KeyRing
+from tokensmith.objectstore.revocation import surviving_permanent_keys
+from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
+from tokensmith.validation import clean_name
+
+MIN_DURATION: Final = 900
+MAX_DURATION: Final = 7 * 24 * 3600
+DURATION_RULE: Final = (
+    f"durationSeconds must be 0 (a permanent key) or a whole number of seconds from {MIN_DURATION} "
+    f"to {MAX_DURATION} (7 days)"
+)
+# The SDK exchange mints one-hour keys and hands the same key out while it has 20 minutes left:
+# botocore refreshes 15 minutes before expiry, so it always receives a key it can use.
+EXCHANGE_LIFETIME: Final = timedelta(hours=1)
+EXCHANGE_REUSE_MARGIN: Final = timedelta(minutes=20)
+CLOCK_SKEW: Final = timedelta(minutes=15)
+SOURCE_API: Final = "api"
+SOURCE_EXCHANGE: Final = "exchange"
+
+
+class Minter(Actor, Protocol):
+    """A caller who can mint keys: an Identity (user, org, and the token presenting itself)."""
+
+    @property
+    def token_id(self) -> int: ...
+
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+    @property
+    def token_name(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class CreatedAccessKey:
+    """A key and its secret: the only moment the secret leaves tokensmith."""
+
+    key: AccessKey
+    secret: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to an S3 gateway: valid with whose key, or invalid naming the failed check."""
+
+    valid: bool
+    reason: str | None = None
+    key: AccessKey | None = None
+
+
+def parse_duration(value: object) -> int:
+    """``durationSeconds`` as a JSON value: 0 or MIN..MAX seconds, an integer. InvalidInput otherwise."""
+    # bool is an int in Python and a float may be fractional: both are refused, as are strings.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(DURATION_RULE, "durationSeconds")
+    if value != 0 and not MIN_DURATION <= value <= MAX_DURATION:
+        raise InvalidInput(DURATION_RULE, "durationSeconds")
+    return value
+
+
+class AccessKeyService:
+    def __init__(self, session: Session, clock: Clock, keyring: KeyRing) -> None:
+        self.session = session
+        self.clock = clock
+        self.keyring = keyring
+
+    # --- minting and reading --------------------------------------------------------------------
+
+    def create(self, minter: Minter, duration_seconds: object, name: str | None = None) -> CreatedAccessKey:
+        """Mint a key for the caller: permanent for 0, else living ``duration_seconds``.
+
+        Raises InvalidInput for a bad duration (the message states the range) or name.
+        """
+        duration = parse_duration(duration_seconds)
+        now = self.clock.now()
+        default = "permanent key" if duration == 0 else "temporary key"
+        cleaned = clean_name(name if name is not None else default)
+        expiry = None if duration == 0 else now + timedelta(seconds=duration)
+        return self._mint(minter, cleaned, expiry, SOURCE_API)
+
+    def exchange(self, minter: Minter) -> CreatedAccessKey:
+        """Temporary credentials for an SDK: a still-valid key this token got before, or a new one.
+
+        Keys last an hour, never past the token's own expiry.
+        """
+        now = self.clock.now()
+        cap = now + EXCHANGE_LIFETIME
+        if minter.expires_at is not None:
+            cap = min(cap, minter.expires_at)
+        for key in self.session.scalars(
+            select(AccessKey).where(
+                AccessKey.token_id == minter.token_id, AccessKey.source == SOURCE_EXCHANGE,
+                AccessKey.revoked_at.is_(None), AccessKey.expires_at > now,
+            ).order_by(AccessKey.expires_at.desc()).limit(1)
+        ):
+            assert key.expires_at is not None
+            if key.expires_at > now + EXCHANGE_REUSE_MARGIN or key.expires_at >= cap:
+                return CreatedAccessKey(key, self.secret_of(key))
+        return self._mint(minter, clean_name(f"SDK credentials for {minter.token_name}"), cap, SOURCE_EXCHANGE)
+
+    def _mint(self, minter: Minter, name: str, expiry: datetime | None, source: str) -> CreatedAccessKey:
+        access_key_id = secrets.access_key_id(permanent=expiry is None)
+        secret = secrets.access_key_secret()
+        key = AccessKey(
+            access_key_id=access_key_id, user_id=minter.user_id, org_id=minter.org_id, token_id=minter.token_id,
+            name=name, source=source, secret_ciphertext=self.keyring.encrypt(secret, access_key_id),
+            created_at=self.clock.now(), expires_at=expiry,
+        )
+        self.session.add(key)
+        self.session.flush()
+        return CreatedAccessKey(key, secret)
+
+    def list(self, actor: Actor, *, cursor: str | None = None, limit: int = DEFAULT_LIMIT) -> Page[AccessKey]:
+        """The caller's live (not revoked) keys, newest first; expired temporary keys included."""
+        query = select(AccessKey).where(
+            AccessKey.user_id == actor.user_id, AccessKey.org_id == actor.org_id, AccessKey.revoked_at.is_(None)
+        )
+        return paginate(self.session, query, AccessKey.id, cursor, limit)
+
+    def get(self, actor: Actor, access_key_id: str) -> AccessKey:
+        """A live key of the caller's (admins: any in their organization); NotFound otherwise."""
+        if not secrets.is_access_key_id(access_key_id):
+            raise NotFound("access key not found")
+        query = select(AccessKey).where(
+            AccessKey.access_key_id == access_key_id, AccessKey.org_id == actor.org_id,
+            AccessKey.revoked_at.is_(None),
+        )
+        if not actor.is_admin:
+            query = query.where(AccessKey.user_id == actor.user_id)
+        key = self.session.scalar(query)
+        if key is None:
+            raise NotFound(f"access key {access_key_id[:20]!r} not found")
+        return key
+
+    def revoke(self, actor: Actor, access_key_id: str) -> AccessKey:
+        """Revoke a key the caller may see: signatures made with it fail from now on. NotFound otherwise."""
+        key = self.get(actor, access_key_id)
+        key.revoked_at = self.clock.now()
+        self.session.flush()
+        return key
+
+    def surviving_after_token_delete(self, token_id: int) -> int:
+        """Permanent keys a token minted that would outlive its deletion (for a confirmation dialog)."""
+        return surviving_permanent_keys(self.session, token_id)
+
+    def secret_of(self, key: AccessKey) -> str:
+        """The decrypted secret key (for SigV4 and the exchange only; never shown in listings)."""
+        return self.keyring.decrypt(key.secret_ciphertext, key.access_key_id)
+
+    # --- verification ---------------------------------------------------------------------------
+
+    def verify_signature(self, method: str, path: str, query: str, headers: Mapping[str, str],
+                         body_sha256: str | None = None) -> Verdict:
+        """Whether a request an S3 gateway saw carries a valid SigV4 signature by a live key.
+
+        Raises sigv4.MalformedRequest (InvalidInput) when the request cannot be checked at all.
+        """
+        request = sigv4.parse(method, path, query, headers)
+        now = self.clock.now()
+        key_id = request.credential.access_key_id
+        key = self.session.scalar(select(AccessKey).where(AccessKey.access_key_id == key_id)) \
+            if secrets.is_access_key_id(key_id) else None
+        state = self._key_state(key, now)
+        if state is not None:
+            return Verdict(False, state)
+        assert key is not None
+        if request.credential.date != request.amz_date_text[:8]:
+            return Verdict(False, "credential scope date does not match X-Amz-Date")
+        if request.credential.service != "s3":
+            return Verdict(False, "credential scope service is not s3")
+        try:
+            secret = self.secret_of(key)
+        except DecryptionError:
+            return Verdict(False, "access key cannot be decrypted with the configured encryption keys")
+        if not sigv4.signature_matches(secret, request):
+            return Verdict(False, "signature mismatch")
+        if request.amz_date > now + CLOCK_SKEW:
+            return Verdict(False, "request time is too far in the future")
+        if request.presigned:
+            assert request.expires_seconds is not None
+            if now > request.amz_date + timedelta(seconds=request.expires_seconds):
+                return Verdict(False, "presigned URL expired")
+        elif request.amz_date < now - CLOCK_SKEW:
+            return Verdict(False, "request too old")
+        if body_sha256 is not None and request.payload_hash not in (sigv4.UNSIGNED_PAYLOAD,) \
+                and not request.payload_hash.startswith("STREAMING-") \
+                and body_sha256.lower() != request.payload_hash.lower():
+            return Verdict(False, "payload hash mismatch")
+        return Verdict(True, key=key)
+
+    def _key_state(self, key: AccessKey | None, now: datetime) -> str | None:
+        """Why ``key`` cannot sign anything now, or None if it is live."""
+        if key is None:
+            return "unknown access key"
+        if key.revoked_at is not None:
+            return "access key revoked"
+        if key.expires_at is not None and now >= key.expires_at:
+            return "access key expired"
+        user: User = key.user
+        if user.disabled:
+            return "access key revoked"
+        # Belt and braces: a temporary key never outlives the token that minted it, even if that
+        # token was revoked by a path that did not run the revocation hook.
+        token: Token | None = key.token
+        if key.expires_at is not None and (token is None or token.revoked_at is not None):
+            return "access key revoked"
+        return None
+
+    # --- maintenance ----------------------------------------------------------------------------
+
+    def reencrypt_all(self) -> int:
+        """Re-encrypt every stored secret key under the first encryption key; returns how many changed.
+
+        Raises DecryptionError if a secret is under a key no longer in the ring (nothing is changed then,
+        as the caller's transaction rolls back).
+        """
+        changed = 0
+        for key in self.session.scalars(select(AccessKey).order_by(AccessKey.id)):
+            if self.keyring.is_current(key.secret_ciphertext):
+                continue
+            key.secret_ciphertext = self.keyring.encrypt(self.secret_of(key), key.access_key_id)
+            changed += 1
+        self.session.flush()
+        return changed

@@ -1,0 +1,253 @@
+"""AWS Signature Version 4 for S3, rebuilt from what a gateway saw: header-signed and presigned.
+
+Only the standard library: the canonical request, string to sign and signing key follow the AWS
+SigV4 specification (S3 flavour: the path is not normalized or double-encoded, and presigned URLs
+sign ``UNSIGNED-PAYLOAD``). Structural problems raise MalformedRequest (a 422 for the gateway);
+whether a well-formed request is genuine is decided by the caller with ``signature_matches``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote, unquote
+
+from tokensmith.errors import InvalidInput
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # AWS's own limit for X-Amz-Expires
+AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+
+_AUTHORIZATION = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)\s*,\s*Signature=([0-9a-f]{64})\s*"
+)
+_METHOD = re.compile(r"[A-Z]{1,20}")
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_PERCENT_TRIPLE = re.compile(r"%[0-9A-Fa-f]{2}")
+_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+_WHITESPACE = re.compile(r"\s+")
+
+
+class MalformedRequest(InvalidInput):
+    """The verify request itself is not a SigV4 request we can check (422)."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    access_key_id: str
+    date: str  # YYYYMMDD
+    region: str
+    service: str
+
+    @property
+    def scope(self) -> str:
+        return f"{self.date}/{self.region}/{self.service}/aws4_request"
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """A parsed SigV4 request, ready to be checked against a secret key."""
+
+    credential: Credential
+    signature: str
+    amz_date: datetime
+    amz_date_text: str
+    presigned: bool
+    expires_seconds: int | None  # presigned only
+    payload_hash: str
+    canonical_request: str
+
+    def string_to_sign(self) -> str:
+        digest = hashlib.sha256(self.canonical_request.encode()).hexdigest()
+        return f"{ALGORITHM}\n{self.amz_date_text}\n{self.credential.scope}\n{digest}"
+
+
+def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> SignedRequest:
+    """Parse and canonicalize a request as the gateway saw it. Raises MalformedRequest."""
+    if not _METHOD.fullmatch(method):
+        raise MalformedRequest("method must be an HTTP method in upper case, e.g. GET", "method")
+    if not path.startswith("/"):
+        raise MalformedRequest("path must start with '/' (the request path as sent, percent-encoded)", "path")
+    lowered = _lower_headers(headers)
+    params = _parse_query(query)
+    names = {k for k, _ in params}
+    if "authorization" in lowered:
+        if "X-Amz-Signature" in names:
+            raise MalformedRequest("a request carries either an Authorization header or X-Amz-Signature, not both")
+        return _parse_header_signed(method, path, params, lowered)
+    if "X-Amz-Signature" in names or "X-Amz-Algorithm" in names:
+        return _parse_presigned(method, path, params, lowered)
+    raise MalformedRequest(
+        "no AWS Signature Version 4: send the Authorization header, or the X-Amz-* query parameters of a "
+        "presigned URL", "headers",
+    )
+
+
+def signing_key(secret_key: str, credential: Credential) -> bytes:
+    key = _hmac(f"AWS4{secret_key}".encode(), credential.date)
+    for part in (credential.region, credential.service, "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
+def signature(secret_key: str, request: SignedRequest) -> str:
+    return hmac.new(signing_key(secret_key, request.credential), request.string_to_sign().encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def signature_matches(secret_key: str, request: SignedRequest) -> bool:
+    return hmac.compare_digest(signature(secret_key, request), request.signature)
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    lowered: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        key = name.strip().lower()
+        if not _HEADER_NAME.fullmatch(key):
+            raise MalformedRequest(f"header name {name[:40]!r} is not a valid HTTP header name", "headers")
+        if any(c in value for c in "\r\n\0"):
+            raise MalformedRequest(f"header {key} contains a line break or NUL", "headers")
+        lowered.setdefault(key, []).append(value)
+    # Repeated names (differing in case in the JSON object) combine as HTTP does: comma-separated.
+    return {k: ",".join(v) for k, v in lowered.items()}
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    """Decoded (name, value) pairs of a raw query string."""
+    pairs = []
+    for part in query.lstrip("?").split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        try:
+            pairs.append((unquote(name, errors="strict"), unquote(value, errors="strict")))
+        except UnicodeDecodeError:
+            raise MalformedRequest("query string is not valid percent-encoded UTF-8", "query") from None
+    return pairs
+
+
+def _canonical_uri(path: str) -> str:
+    # S3 signs the path as sent: keep valid %XX triples (upper-cased), encode anything else unreserved-unsafe.
+    out = []
+    i = 0
+    while i < len(path):
+        if _PERCENT_TRIPLE.match(path, i):
+            out.append(path[i : i + 3].upper())
+            i += 3
+        else:
+            out.append(quote(path[i], safe="/~"))
+            i += 1
+    return "".join(out)
+
+
+def _canonical_query(params: list[tuple[str, str]], exclude: str | None = None) -> str:
+    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in params if k != exclude)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
+def _canonical_headers(signed: list[str], headers: Mapping[str, str]) -> str:
+    lines = []
+    for name in signed:
+        if name not in headers:
+            raise MalformedRequest(f"signed header {name!r} is missing from headers", "headers")
+        lines.append(f"{name}:{_WHITESPACE.sub(' ', headers[name].strip())}\n")
+    return "".join(lines)
+
+
+def _parse_signed_headers(text: str) -> list[str]:
+    signed = text.split(";")
+    if not all(_HEADER_NAME.fullmatch(n) for n in signed):
+        raise MalformedRequest("SignedHeaders must be lower-case header names separated by ';'", "headers")
+    if "host" not in signed:
+        raise MalformedRequest("SignedHeaders must include host", "headers")
+    return signed
+
+
+def _parse_credential(text: str) -> Credential:
+    parts = text.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request" or not re.fullmatch(r"\d{8}", parts[1]) \
+            or not all(parts[:4]):
+        raise MalformedRequest(
+            "Credential must be <access key id>/<YYYYMMDD>/<region>/<service>/aws4_request", "headers"
+        )
+    return Credential(parts[0], parts[1], parts[2], parts[3])
+
+
+def _parse_amz_date(text: str | None, where: str) -> datetime:
+    if text is None:
+        raise MalformedRequest(f"{where} is required (the signing time, e.g. 20261123T200000Z)", "headers")
+    try:
+        if not _AMZ_DATE.fullmatch(text):
+            raise ValueError
+        return datetime.strptime(text, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise MalformedRequest(f"{where} must look like 20261123T200000Z", "headers") from None
+
+
+def _parse_header_signed(
+    method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+) -> SignedRequest:
+    match = _AUTHORIZATION.fullmatch(headers["authorization"].strip())
+    if match is None:
+        raise MalformedRequest(
+            "Authorization must be 'AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=<64 hex>'",
+            "headers",
+        )
+    credential = _parse_credential(match.group(1))
+    signed = _parse_signed_headers(match.group(2))
+    amz_date_text = headers.get("x-amz-date")
+    amz_date = _parse_amz_date(amz_date_text, "the X-Amz-Date header")
+    payload_hash = headers.get("x-amz-content-sha256")
+    if payload_hash is None:
+        raise MalformedRequest("the X-Amz-Content-Sha256 header is required for S3 requests", "headers")
+    canonical = "\n".join([
+        method, _canonical_uri(path), _canonical_query(params), _canonical_headers(signed, headers),
+        ";".join(signed), payload_hash,
+    ])
+    return SignedRequest(credential, match.group(3), amz_date, str(amz_date_text), False, None, payload_hash,
+                         canonical)
+
+
+def _parse_presigned(
+    method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+) -> SignedRequest:
+    values: dict[str, str] = {}
+    for name, value in params:
+        if name.startswith("X-Amz-"):
+            if name in values:
+                raise MalformedRequest(f"query parameter {name} is repeated", "query")
+            values[name] = value
+    missing = [n for n in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                           "X-Amz-SignedHeaders", "X-Amz-Signature") if n not in values]
+    if missing:
+        raise MalformedRequest(f"presigned URL lacks {', '.join(missing)}", "query")
+    if values["X-Amz-Algorithm"] != ALGORITHM:
+        raise MalformedRequest(f"X-Amz-Algorithm must be {ALGORITHM}", "query")
+    if not _SIGNATURE.fullmatch(values["X-Amz-Signature"]):
+        raise MalformedRequest("X-Amz-Signature must be 64 lower-case hex digits", "query")
+    expires_text = values["X-Amz-Expires"]
+    if not expires_text.isascii() or not expires_text.isdigit() or not 1 <= int(expires_text) <= MAX_PRESIGN_SECONDS:
+        raise MalformedRequest(f"X-Amz-Expires must be an integer from 1 to {MAX_PRESIGN_SECONDS}", "query")
+    credential = _parse_credential(values["X-Amz-Credential"])
+    signed = _parse_signed_headers(values["X-Amz-SignedHeaders"])
+    amz_date = _parse_amz_date(values["X-Amz-Date"], "X-Amz-Date")
+    payload_hash = values.get("X-Amz-Content-Sha256", UNSIGNED_PAYLOAD)
+    canonical = "\n".join([
+        method, _canonical_uri(path), _canonical_query(params, exclude="X-Amz-Signature"),
+        _canonical_headers(signed, headers), ";".join(signed), payload_hash,
+    ])
+    return SignedRequest(credential, values["X-Amz-Signature"], amz_date, values["X-Amz-Date"], True,
+                         int(expires_text), payload_hash, canonical)
