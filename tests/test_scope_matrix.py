@@ -19,6 +19,8 @@ UNSCOPED = {
     ("POST", "/v1/auth/token"): "password sign-in mints the first token",
     ("GET", "/v1/whoami"): "any valid token may ask who it is",
     ("POST", "/v1/leaks"): "authenticated by a leak-reporter credential, not a token",
+    ("POST", "/v1/clusters/{cluster}/tokenreview"): "authenticated by the cluster's webhook credential (tsw_)",
+    ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
 }
 # Endpoints that, beyond their scope, require the owner to be an organization admin.
 ADMIN_CHECKED = {
