@@ -28,7 +28,7 @@ def build_app() -> FastAPI:
             f"  (also written to {settings.data_dir / INITIAL_PASSWORD_FILE}, mode 0600)\n",
             flush=True,
         )
-    return create_app(settings, boot.database, boot.secret_key)
+    return create_app(settings, boot.database, boot.secret_key, background_worker=True)
 
 
 def run(host: str, port: int, workers: int = 1) -> None:

@@ -2,31 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import RequestResponseEndpoint
 
 from tokensmith import __version__
 from tokensmith.api import operations, problems
 from tokensmith.api.context import AppContext
-from tokensmith.api.routes import clusters, identity, kube, objectstore, tokens
+from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens
+from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.verify.core import Verifier
+from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
 
 DESCRIPTION = """Self-hosted API access tokens. Authenticate with `Authorization: Bearer <secret>`.
 Errors are RFC 9457 `application/problem+json`."""
 
 
-def create_app(settings: Settings, database: Database, secret_key: bytes, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, database: Database, secret_key: bytes, clock: Clock | None = None,
+    *, background_worker: bool = False,
+) -> FastAPI:
+    """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
     clock = clock or SystemClock()
-    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=operations.lifespan)
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        if background_worker:
+            worker = BackgroundWorker(DeliveryWorker(database, clock))
+            worker.start()
+            operations.add_shutdown_hook(app_, worker.stop)
+        async with operations.lifespan(app_):
+            yield
+
+    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = AppContext(
         settings=settings, database=database, clock=clock, secret_key=secret_key,
         verifier=Verifier(database, secret_key, clock),
     )
+    app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
     problems.install(app)
-    routers = (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router, objectstore.router)
+    routers = (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router, objectstore.router,
+               lifecycle.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers

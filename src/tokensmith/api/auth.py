@@ -34,6 +34,7 @@ def authenticate(request: Request) -> Identity:
     secret = bearer_secret(request.headers.get("authorization"))
     identity = guarded_verify(request, "api", secret, context.verifier.verify)
     request.state.identity = identity
+    request.app.state.addresses.note(context, identity, request)  # audits a first use from a new IP, once
     return identity
 
 

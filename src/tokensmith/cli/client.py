@@ -48,6 +48,9 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, json=body)
 
+    def post_list(self, path: str, body: list[Any]) -> Any:
+        return self.request("POST", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 

@@ -253,6 +253,8 @@ def admin_restore(
 
     restore(Settings.from_env(), Path(file), force=force)
     err.print(f"restored from {file}")
+# Lifecycle commands (rotate, scan, create-reporter, audit export) register themselves on the apps above.
+from tokensmith.cli import lifecycle as _lifecycle  # noqa: E402, F401
 
 
 def main() -> None:

@@ -99,6 +99,9 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     # Space-separated scope names; NULL means "all of the owner's" (see tokensmith.scopes).
     scopes: Mapped[str | None] = mapped_column(Text)
+    # Rotation: the replaced secret keeps working until previous_grace_until (exclusive).
+    previous_secret_digest: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(lazy="joined")
     clusters: Mapped[list[Cluster]] = relationship(secondary=token_clusters, lazy="selectin", order_by="Cluster.name")
@@ -182,3 +185,103 @@ class AuthFailure(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- token lifecycle (issue 7): policy, webhooks, leak reporters, audit -----------------------
+
+
+class OrgPolicy(Base):
+    """An organization's expiry policy; no row means the built-in defaults."""
+
+    __tablename__ = "org_policies"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True)
+    max_lifetime_days: Mapped[int | None] = mapped_column(Integer)
+    allow_never: Mapped[bool] = mapped_column(Boolean, default=True)
+    default_expiration: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # The HMAC signing key must be usable, so it is kept as is (shown once at creation).
+    signing_secret: Mapped[str] = mapped_column(String(100))
+    # Space-separated event types; NULL means every event.
+    events: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: an outbox row, claimed by exactly one worker at a time."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(40))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TokenNotice(Base):
+    """Which lifecycle notices a token has had; the key makes each one happen once across replicas."""
+
+    __tablename__ = "token_notices"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)  # expiring-7d, expiring-1d, expired
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TokenAddress(Base):
+    """Client addresses a token has been used from, so a first use from a new one is audited once."""
+
+    __tablename__ = "token_addresses"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LeakReporter(Base):
+    """A credential (tsr_...) that may report leaked secrets to POST /v1/leaks; stored as a digest."""
+
+    __tablename__ = "leak_reporters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    """Append-only. Actors and targets are kept as public ids and names, so events outlive their rows."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    org_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    actor_user: Mapped[str | None] = mapped_column(String(100))
+    actor_token: Mapped[str | None] = mapped_column(String(32))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target: Mapped[str | None] = mapped_column(String(300))
+    outcome: Mapped[str] = mapped_column(String(20))
+    details: Mapped[str | None] = mapped_column(Text)

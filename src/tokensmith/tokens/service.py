@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,8 +18,11 @@ from tokensmith.db.models import Cluster, Token, User
 from tokensmith.errors import Forbidden, InvalidInput, NotFound
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
+from tokensmith.policy import PolicyService
 from tokensmith.tokens.expiration import resolve_expiry
+from tokensmith.tokens.rotation import parse_grace
 from tokensmith.validation import clean_name, clean_note
+from tokensmith.webhooks.service import emit, token_data
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,10 @@ class TokenService:
         stored_scopes = self._check_scopes(owner, scopes, grant_service_scopes)
         name = clean_name(name)
         note = clean_note(note)
-        expiry = resolve_expiry(now, expiration, expires_at)
+        policy = PolicyService(self.session, self.clock).get(owner.org_id)
+        if expiration is None and expires_at is None:
+            expiration = policy.default_expiration
+        expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at))
         secret = secrets.generate()
         token = Token(
             public_id=secrets.public_id("tok"), user_id=owner.id, org_id=owner.org_id, name=name, note=note,
@@ -137,5 +143,35 @@ class TokenService:
         now = self.clock.now()
         token.revoked_at = now
         outcome = revoke_keys_minted_by(self.session, token.id, now, include_permanent=revoke_access_keys)
+        emit(self.session, token.org_id, "token.revoked", {"token": token_data(token)}, now)
         self.session.flush()
         return RevokedToken(token, outcome.revoked, outcome.surviving)
+
+    def rotate(
+        self, actor: Actor, public_id: str, grace: str = "0s",
+        expiration: str | None = None, expires_at: datetime | None = None,
+    ) -> CreatedToken:
+        """Give a token the caller may see a new secret; same id, name, note, clusters and scopes.
+
+        The old secret keeps working for ``grace`` ("0s".."7d"; 0 refuses it at once). The expiry is
+        kept unless a new one is given; either way it must satisfy the organization's policy
+        (InvalidInput stating it). Returns the token and its new secret.
+        """
+        grace_period = parse_grace(grace)
+        token = self.get(actor, public_id)
+        now = self.clock.now()
+        policy = PolicyService(self.session, self.clock).get(token.org_id)
+        if expiration is not None or expires_at is not None:
+            expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at))
+        else:
+            expiry = policy.enforce(now, token.expires_at)
+        secret = secrets.generate()
+        if grace_period > timedelta(0):
+            token.previous_secret_digest, token.previous_grace_until = token.secret_digest, now + grace_period
+        else:
+            token.previous_secret_digest, token.previous_grace_until = None, None
+        token.secret_digest = secrets.digest(secret, self.secret_key)
+        token.hint = secrets.hint(secret)
+        token.expires_at = expiry
+        self.session.flush()
+        return CreatedToken(token, secret)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from tokensmith import scopes, secrets
 from tokensmith.clock import Clock
@@ -66,12 +66,16 @@ class Verifier:
                 select(Token, User, Organization)
                 .join(User, User.id == Token.user_id)
                 .join(Organization, Organization.id == Token.org_id)
-                .where(Token.secret_digest == digest)
+                .where(or_(Token.secret_digest == digest, and_(  # a rotated-out secret, during its grace
+                    Token.previous_secret_digest == digest, Token.previous_grace_until > self.clock.now())))
             ).first()
             if row is None:
                 return None
             token, user, org = row
-            if token.revoked_at is not None or user.disabled or not secrets.digests_match(token.secret_digest, digest):
+            current = secrets.digests_match(token.secret_digest, digest)
+            previous = token.previous_secret_digest is not None and secrets.digests_match(
+                token.previous_secret_digest, digest)
+            if token.revoked_at is not None or user.disabled or not (current or previous):
                 return None
             cluster_ids = frozenset(
                 session.scalars(select(token_clusters.c.cluster_id).where(token_clusters.c.token_id == token.id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from tokensmith import audit
 from tokensmith.api.auth import Caller, Context
 from tokensmith.api.guard import guarded_password
 from tokensmith.api.schemas import (
@@ -15,6 +16,7 @@ from tokensmith.api.schemas import (
     WhoAmI,
     problem_responses,
 )
+from tokensmith.errors import AuthenticationFailed
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
@@ -37,9 +39,22 @@ def whoami(caller: Caller, ctx: Context) -> WhoAmI:
 )
 def login(body: LoginRequest, ctx: Context, request: Request, response: Response) -> CreatedTokenOut:
     """Exchange a username and password for a new token of that user (429 after repeated failures)."""
+    try:
+        with ctx.services() as s:
+            user = guarded_password(
+                request, body.username, lambda: s.accounts.authenticate(body.username, body.password)
+            )
+    except AuthenticationFailed:
+        with ctx.services() as s:  # its own transaction: the failed one was rolled back
+            known = s.accounts.find_user(body.username)
+            audit.record_request(s.session, request, "auth.sign_in", outcome=audit.FAILURE,
+                                 actor_user=body.username[:100], org_id=known.org_id if known else None)
+        raise
     with ctx.services() as s:
-        user = guarded_password(request, body.username, lambda: s.accounts.authenticate(body.username, body.password))
+        user = s.accounts.get_user_in_org(user.org_id, user.public_id)
         created = s.tokens.create(user, body.name, expiration=body.expiration)
+        audit.record_request(s.session, request, "auth.sign_in", actor_user=user.username, org_id=user.org_id,
+                             target=created.token.public_id)
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
     response.headers["Cache-Control"] = "no-store"
     return out

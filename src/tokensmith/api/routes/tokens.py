@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from tokensmith import audit
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenCreate, TokenOut, problem_responses
 from tokensmith.kube import access
@@ -17,7 +18,9 @@ Writer = Annotated[Identity, requires("tokens:write")]
 
 
 @router.post("", status_code=201, response_model=CreatedTokenOut, responses=problem_responses(400, 404, 422))
-def create_token(body: TokenCreate, caller: Writer, ctx: Context, response: Response) -> CreatedTokenOut:
+def create_token(
+    body: TokenCreate, caller: Writer, ctx: Context, response: Response, request: Request
+) -> CreatedTokenOut:
     """Create a token for the caller. The response is the only one that ever carries the secret."""
     with ctx.services() as s:
         owner = s.accounts.get_user_in_org(caller.org_id, caller.user_public_id)
@@ -27,10 +30,14 @@ def create_token(body: TokenCreate, caller: Writer, ctx: Context, response: Resp
         created = s.tokens.create(
             owner, body.name, body.note, body.expiration, body.expires_at, clusters=granted, scopes=body.scopes
         )
+        audit.record_request(s.session, request, "token.created", target=created.token.public_id,
+                             details={"name": created.token.name})
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
         if body.kubeconfig:
             issued = access.issue(created.token, created.secret, granted)
             out.kubeconfig, out.kubeconfig_filename = issued.text, issued.filename
+            audit.record_request(s.session, request, "kubeconfig.issued", target=created.token.public_id,
+                                 details={"clusters": [c.public_id for c in granted]})
     response.headers["Cache-Control"] = "no-store"
     return out
 
@@ -65,6 +72,7 @@ def delete_token(
     token_id: str,
     caller: Writer,
     ctx: Context,
+    request: Request,
     revoke_access_keys: Annotated[
         bool, Query(description="Also revoke the permanent S3 access keys this token minted.")
     ] = False,
@@ -76,4 +84,6 @@ def delete_token(
     """
     with ctx.services() as s:
         outcome = s.tokens.revoke_with_report(caller, token_id, revoke_access_keys=revoke_access_keys)
+        audit.record_request(s.session, request, "token.deleted", target=outcome.token.public_id,
+                             details={"name": outcome.token.name, "access_keys_revoked": outcome.revoked_access_keys})
     return Response(status_code=204, headers={SURVIVING_KEYS_HEADER: str(outcome.surviving_access_keys)})

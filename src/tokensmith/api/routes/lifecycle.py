@@ -1,0 +1,249 @@
+"""Token lifecycle routes: rotation, expiry policy, webhooks, leak reports and the audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from tokensmith import audit
+from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.schemas import CreatedTokenOut, Page, TokenOut, problem_responses
+from tokensmith.api.schemas import Request as RequestBody
+from tokensmith.db.models import AuditEvent, Webhook
+from tokensmith.errors import Forbidden, InvalidInput
+from tokensmith.kube import access
+from tokensmith.leaks import MAX_REPORTS, LeakService, Report
+from tokensmith.pagination import paginate
+from tokensmith.policy import ExpiryPolicy, PolicyService
+from tokensmith.tokens.expiration import DEFAULT_EXPIRATION
+from tokensmith.verify.core import Identity
+from tokensmith.webhooks.service import EVENTS, WebhookService
+
+router = APIRouter(prefix="/v1", responses=problem_responses(401, 403))
+Reader = Annotated[Identity, requires("tokens:read")]
+Writer = Annotated[Identity, requires("tokens:write")]
+
+
+def _admin(caller: Identity, what: str) -> None:
+    if not caller.is_admin:
+        raise Forbidden(f"{what} requires an organization admin")
+
+
+# --- rotation --------------------------------------------------------------------------------
+
+
+class RotateRequest(RequestBody):
+    grace: str = Field(default="0s", description="How long the old secret keeps working: 0s to 7d.",
+                       examples=["1h"])
+    expiration: str | None = Field(default=None, description="A new lifetime; default: keep the current expiry.")
+    expires_at: datetime | None = None
+    kubeconfig: bool = Field(default=False, description="Also return a kubeconfig for the token's clusters.")
+
+
+@router.post("/tokens/{token_id}/rotate", tags=["tokens"], response_model=CreatedTokenOut,
+             responses=problem_responses(404, 422))
+def rotate_token(
+    token_id: str, caller: Writer, ctx: Context, request: Request, response: Response,
+    body: RotateRequest | None = None,
+) -> CreatedTokenOut:
+    """A new secret for the same token; the old one works until the grace period ends."""
+    body = body or RotateRequest()
+    with ctx.services() as s:
+        rotated = s.tokens.rotate(caller, token_id, body.grace, body.expiration, body.expires_at)
+        token = rotated.token
+        audit.record_request(s.session, request, "token.rotated", target=token.public_id,
+                             details={"grace": body.grace, "name": token.name})
+        out = CreatedTokenOut(token=TokenOut.of(token, ctx.clock.now()), secret=rotated.secret)
+        if body.kubeconfig:
+            if not token.clusters:
+                raise InvalidInput("this token grants no clusters, so there is no kubeconfig to issue", "kubeconfig")
+            issued = access.issue(token, rotated.secret, token.clusters)
+            out.kubeconfig, out.kubeconfig_filename = issued.text, issued.filename
+            audit.record_request(s.session, request, "kubeconfig.issued", target=token.public_id,
+                                 details={"clusters": [c.public_id for c in token.clusters]})
+    response.headers["Cache-Control"] = "no-store"
+    return out
+
+
+# --- expiry policy ---------------------------------------------------------------------------
+
+
+class PolicyBody(RequestBody):
+    max_lifetime_days: int | None = Field(default=None, description="Longest allowed lifetime; null: no maximum.")
+    allow_never: bool = Field(default=True, description="Whether tokens that never expire are allowed.")
+    default_expiration: str = Field(default=DEFAULT_EXPIRATION, description="Used when a request names none.")
+
+
+class PolicyOut(BaseModel):
+    max_lifetime_days: int | None
+    allow_never: bool
+    default_expiration: str
+    description: str
+
+    @classmethod
+    def of(cls, policy: ExpiryPolicy) -> PolicyOut:
+        return cls(max_lifetime_days=policy.max_lifetime_days, allow_never=policy.allow_never,
+                   default_expiration=policy.default_expiration, description=policy.describe())
+
+
+@router.get("/org/policy", tags=["policy"], response_model=PolicyOut)
+def get_policy(caller: Reader, ctx: Context) -> PolicyOut:
+    """The organization's expiry policy (every member may read it)."""
+    with ctx.services() as s:
+        return PolicyOut.of(PolicyService(s.session, ctx.clock).get(caller.org_id))
+
+
+@router.put("/org/policy", tags=["policy"], response_model=PolicyOut, responses=problem_responses(422))
+def put_policy(body: PolicyBody, caller: Writer, ctx: Context, request: Request) -> PolicyOut:
+    """Set the expiry policy (admins). Applies to tokens created or rotated from now on."""
+    _admin(caller, "changing the policy")
+    with ctx.services() as s:
+        policies = PolicyService(s.session, ctx.clock)
+        before = policies.get(caller.org_id)
+        policy = policies.set(caller.org_id, ExpiryPolicy(body.max_lifetime_days, body.allow_never,
+                                                          body.default_expiration))
+        audit.record_request(s.session, request, "policy.updated", target="expiry-policy",
+                             details={"before": before.describe(), "after": policy.describe()})
+        return PolicyOut.of(policy)
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+class WebhookCreate(RequestBody):
+    url: str = Field(examples=["https://hooks.example.com/tokensmith"])
+    events: list[str] | None = Field(default=None, description=f"Among {', '.join(EVENTS)}; default all.")
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, hook: Webhook) -> WebhookOut:
+        return cls(id=hook.public_id, url=hook.url, events=hook.events.split() if hook.events else list(EVENTS),
+                   created_at=hook.created_at)
+
+
+class CreatedWebhookOut(BaseModel):
+    webhook: WebhookOut
+    signing_secret: str = Field(description="HMAC-SHA256 key for X-Tokensmith-Signature; shown once.")
+
+
+@router.post("/webhooks", tags=["webhooks"], status_code=201, response_model=CreatedWebhookOut,
+             responses=problem_responses(422))
+def create_webhook(body: WebhookCreate, caller: Writer, ctx: Context, request: Request,
+                   response: Response) -> CreatedWebhookOut:
+    with ctx.services() as s:
+        hook = WebhookService(s.session, ctx.clock).create(caller, body.url, body.events)
+        audit.record_request(s.session, request, "webhook.created", target=hook.public_id, details={"url": hook.url})
+        out = CreatedWebhookOut(webhook=WebhookOut.of(hook), signing_secret=hook.signing_secret)
+    response.headers["Cache-Control"] = "no-store"
+    return out
+
+
+@router.get("/webhooks", tags=["webhooks"], response_model=list[WebhookOut])
+def list_webhooks(caller: Reader, ctx: Context) -> list[WebhookOut]:
+    with ctx.services() as s:
+        return [WebhookOut.of(h) for h in WebhookService(s.session, ctx.clock).list(caller)]
+
+
+@router.delete("/webhooks/{webhook_id}", tags=["webhooks"], status_code=204, responses=problem_responses(404))
+def delete_webhook(webhook_id: str, caller: Writer, ctx: Context, request: Request) -> Response:
+    with ctx.services() as s:
+        hook = WebhookService(s.session, ctx.clock).delete(caller, webhook_id)
+        audit.record_request(s.session, request, "webhook.deleted", target=hook.public_id)
+    return Response(status_code=204)
+
+
+# --- leak reports ----------------------------------------------------------------------------
+
+
+class LeakReport(RequestBody):
+    token: str = Field(max_length=200)
+    url: str | None = Field(default=None, max_length=2048)
+    source: str | None = Field(default=None, max_length=200)
+
+
+class LeaksAccepted(BaseModel):
+    status: str = "received"
+    reports: int
+
+
+@router.post("/leaks", tags=["leaks"], status_code=202, response_model=LeaksAccepted,
+             responses=problem_responses(422))
+def report_leaks(
+    body: Annotated[list[LeakReport], Field(max_length=MAX_REPORTS)], ctx: Context, request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> LeaksAccepted:
+    """Report leaked secrets (reporter credential ``tsr_...``). Matching secrets are revoked at once.
+
+    The answer is the same whether or not anything matched.
+    """
+    secret = bearer_secret(authorization)
+    ip, agent = audit.client_of(request)
+    with ctx.services() as s:
+        leaks = LeakService(s.session, ctx.clock, ctx.secret_key)
+        reporter = leaks.authenticate(secret)
+        leaks.report(reporter, [Report(r.token, r.url, r.source) for r in body], ip, agent)
+    return LeaksAccepted(reports=len(body))
+
+
+# --- audit log -------------------------------------------------------------------------------
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor_user: str | None
+    actor_token: str | None
+    client_ip: str | None
+    user_agent: str | None
+    action: str
+    target: str | None
+    outcome: str
+    details: str | None = Field(description="JSON text with action-specific facts; never a secret.")
+
+    @classmethod
+    def of(cls, e: AuditEvent) -> AuditEventOut:
+        return cls(id=e.id, at=e.at, actor_user=e.actor_user, actor_token=e.actor_token, client_ip=e.client_ip,
+                   user_agent=e.user_agent, action=e.action, target=e.target, outcome=e.outcome, details=e.details)
+
+
+@router.get("/audit-events", tags=["audit"], response_model=Page[AuditEventOut], responses=problem_responses(422))
+def list_audit_events(
+    caller: Reader, ctx: Context,
+    action: Annotated[str | None, Query(description="Exact action, or a prefix ending in '.', e.g. 'token.'")] = None,
+    actor: Annotated[str | None, Query(description="Actor user name.")] = None,
+    target: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[AuditEventOut]:
+    """The organization's audit events, newest first (admins)."""
+    _admin(caller, "reading the audit log")
+    query = select(AuditEvent).where(AuditEvent.org_id == caller.org_id)
+    if action:
+        query = query.where(AuditEvent.action.startswith(action) if action.endswith(".")
+                            else AuditEvent.action == action)
+    if actor:
+        query = query.where(AuditEvent.actor_user == actor)
+    if target:
+        query = query.where(AuditEvent.target == target)
+    if outcome:
+        query = query.where(AuditEvent.outcome == outcome)
+    if since:
+        query = query.where(AuditEvent.at >= (since if since.tzinfo else since.replace(tzinfo=UTC)))
+    if until:
+        query = query.where(AuditEvent.at < (until if until.tzinfo else until.replace(tzinfo=UTC)))
+    with ctx.services() as s:
+        page = paginate(s.session, query, AuditEvent.id, cursor, limit)
+        return Page[AuditEventOut](items=[AuditEventOut.of(e) for e in page.items], next_cursor=page.next_cursor)

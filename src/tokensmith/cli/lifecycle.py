@@ -1,0 +1,143 @@
+"""CLI commands for the token lifecycle: rotate, scan, leak reporters and the audit export."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress
+
+from tokensmith.cli.client import ApiClient, CliError
+from tokensmith.cli.main import _admin_services, admin_app, app, friendly, token_app
+from tokensmith.cli.output import err, out, print_json
+
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+admin_app.add_typer(audit_app, name="audit")
+
+PROGRESS_THRESHOLD = 500
+REPORTER_ENV = "TOKENSMITH_REPORTER_TOKEN"
+
+
+@token_app.command("rotate")
+@friendly
+def token_rotate(
+    token_id: Annotated[str, typer.Argument(help="The token id, e.g. tok_...")],
+    grace: Annotated[str, typer.Option(help="How long the old secret keeps working: 0s to 7d.")] = "0s",
+    expires_in: Annotated[str | None, typer.Option(help="A new lifetime; default: keep the expiry.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Give a token a new secret (printed once); the old one works until the grace period ends."""
+    body: dict[str, Any] = {"grace": grace}
+    if expires_in is not None:
+        body["expiration"] = expires_in
+    rotated = ApiClient.from_config().post(f"/v1/tokens/{token_id}/rotate", body)
+    if as_json:
+        print_json(rotated)
+        return
+    err.print(f"Rotated token {rotated['token']['id']}; the old secret works for {grace}. "
+              "Copy the new secret now; it is not shown again:")
+    print(rotated["secret"])
+
+
+@app.command()
+@friendly
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (.gitignore is respected).")],
+    report: Annotated[bool, typer.Option("--report", help=f"Send findings to POST /v1/leaks (reporter credential in ${REPORTER_ENV}).")] = False,  # noqa: E501
+    url: Annotated[str | None, typer.Option(help="Server for --report; default: the logged-in one.")] = None,
+) -> None:
+    """Find tokensmith secrets in files, offline. Exit 0: none found; 1: found (or error)."""
+    from tokensmith.cli.config import ClientConfig
+    from tokensmith.leaks.scan import iter_files, scan_file
+
+    for path in paths:
+        if not path.exists():
+            raise CliError(f"{path}: no such file or directory", 2)
+    files = iter_files(paths)
+    findings = []
+    if len(files) >= PROGRESS_THRESHOLD:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("scanning", total=len(files))
+            for file in files:
+                findings.extend(scan_file(file))
+                progress.advance(task)
+    else:
+        for file in files:
+            findings.extend(scan_file(file))
+    for finding in findings:
+        out.print(finding.display(), highlight=False, soft_wrap=True)
+    err.print(f"{len(findings)} secret(s) found in {len(files)} file(s)")
+    if report and findings:
+        credential = os.environ.get(REPORTER_ENV)
+        if not credential:
+            raise CliError(f"--report needs a reporter credential in ${REPORTER_ENV}", 2)
+        server = url or ClientConfig.load().url
+        if not server:
+            raise CliError("--report needs --url or a logged-in server", 2)
+        ApiClient(server, credential).post_list("/v1/leaks", [
+            {"token": f.secret, "url": f"file://{f.path.resolve()}#L{f.line}", "source": "tokensmith scan"}
+            for f in findings
+        ])
+        err.print(f"reported {len(findings)} secret(s) to {server}")
+    if findings:
+        raise typer.Exit(1)
+
+
+@admin_app.command("create-reporter")
+@friendly
+def admin_create_reporter(
+    name: Annotated[str, typer.Argument(help="Who reports, e.g. 'github-secret-scanning'.")],
+) -> None:
+    """Mint a leak-reporter credential for POST /v1/leaks; prints it alone on stdout, once."""
+    from tokensmith.clock import SystemClock
+    from tokensmith.leaks import LeakService
+
+    boot = _admin_services()
+    with boot.database.session() as session:
+        created = LeakService(session, SystemClock(), boot.secret_key).create_reporter(name)
+        err.print(f"created reporter {created.reporter.name} ({created.reporter.public_id})")
+    print(created.secret)
+
+
+@audit_app.command("export")
+@friendly
+def admin_audit_export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; default stdout.")] = None,
+    org: Annotated[str | None, typer.Option(help="Only this organization (name).")] = None,
+) -> None:
+    """Write every audit event as JSON Lines, oldest first."""
+    from sqlalchemy import select
+
+    from tokensmith.db.models import AuditEvent, Organization
+
+    boot = _admin_services()
+    handle = output.open("w", encoding="utf-8") if output else None
+    count = 0
+    try:
+        with boot.database.session() as session:
+            orgs = {o.id: o.name for o in session.scalars(select(Organization))}
+            query = select(AuditEvent).order_by(AuditEvent.id)
+            if org is not None:
+                ids = [i for i, n in orgs.items() if n == org]
+                if not ids:
+                    raise CliError(f"organization {org!r} not found")
+                query = query.where(AuditEvent.org_id == ids[0])
+            for e in session.scalars(query.execution_options(yield_per=500)):
+                line = json.dumps({
+                    "id": e.id, "at": e.at.isoformat(), "organization": orgs.get(e.org_id) if e.org_id else None,
+                    "actor_user": e.actor_user, "actor_token": e.actor_token, "client_ip": e.client_ip,
+                    "user_agent": e.user_agent, "action": e.action, "target": e.target, "outcome": e.outcome,
+                    "details": json.loads(e.details) if e.details else None,
+                }, ensure_ascii=False)
+                if handle:
+                    handle.write(line + "\n")
+                else:
+                    print(line)
+                count += 1
+    finally:
+        if handle:
+            handle.close()
+    err.print(f"exported {count} audit event(s)")

@@ -1,0 +1,79 @@
+"""Per-organization expiry policy: maximum lifetime, whether "never" is allowed, default expiration.
+
+No stored row means the built-in behaviour (default 30d, "never" allowed, at most 3650 days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from tokensmith.clock import Clock
+from tokensmith.db.models import OrgPolicy
+from tokensmith.errors import InvalidInput
+from tokensmith.tokens.expiration import DEFAULT_EXPIRATION, MAX_LIFETIME, NEVER, parse_duration
+
+
+@dataclass(frozen=True)
+class ExpiryPolicy:
+    max_lifetime_days: int | None = None
+    allow_never: bool = True
+    default_expiration: str = DEFAULT_EXPIRATION
+
+    def describe(self) -> str:
+        """The policy as one sentence, for error messages."""
+        longest = f"at most {self.max_lifetime_days} days" if self.max_lifetime_days else "no maximum lifetime"
+        never = "'never' allowed" if self.allow_never and not self.max_lifetime_days else "'never' not allowed"
+        return f"organization policy: {longest}, {never}, default {self.default_expiration}"
+
+    def enforce(self, now: datetime, expiry: datetime | None, field: str = "expiration") -> datetime | None:
+        """Return ``expiry`` if the policy allows it; InvalidInput stating the policy otherwise."""
+        if expiry is None:
+            if not self.allow_never or self.max_lifetime_days:
+                raise InvalidInput(f"a token that never expires is refused by the {self.describe()}", field)
+            return None
+        if self.max_lifetime_days and expiry - now > timedelta(days=self.max_lifetime_days):
+            raise InvalidInput(f"this lifetime is refused by the {self.describe()}", field)
+        return expiry
+
+    def check_consistent(self) -> None:
+        """InvalidInput when the policy contradicts itself (its own default would be refused)."""
+        if self.max_lifetime_days is not None and not 1 <= self.max_lifetime_days <= MAX_LIFETIME.days:
+            raise InvalidInput(f"max_lifetime_days must be between 1 and {MAX_LIFETIME.days}", "max_lifetime_days")
+        duration = parse_duration(self.default_expiration)
+        if duration is None and (not self.allow_never or self.max_lifetime_days):
+            raise InvalidInput("default_expiration 'never' contradicts the policy", "default_expiration")
+        if duration is not None and self.max_lifetime_days and duration > timedelta(days=self.max_lifetime_days):
+            raise InvalidInput("default_expiration is longer than max_lifetime_days", "default_expiration")
+
+
+class PolicyService:
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+
+    def get(self, org_id: int) -> ExpiryPolicy:
+        """The organization's policy (built-in defaults when none was set)."""
+        row = self.session.get(OrgPolicy, org_id)
+        if row is None:
+            return ExpiryPolicy()
+        return ExpiryPolicy(row.max_lifetime_days, row.allow_never, row.default_expiration or DEFAULT_EXPIRATION)
+
+    def set(self, org_id: int, policy: ExpiryPolicy) -> ExpiryPolicy:
+        """Store a policy; InvalidInput if it contradicts itself. Existing tokens are not changed."""
+        policy = ExpiryPolicy(
+            policy.max_lifetime_days, policy.allow_never, policy.default_expiration.strip().lower() or NEVER
+        )
+        policy.check_consistent()
+        row = self.session.get(OrgPolicy, org_id)
+        if row is None:
+            row = OrgPolicy(org_id=org_id)
+            self.session.add(row)
+        row.max_lifetime_days = policy.max_lifetime_days
+        row.allow_never = policy.allow_never
+        row.default_expiration = policy.default_expiration
+        row.updated_at = self.clock.now()
+        self.session.flush()
+        return policy

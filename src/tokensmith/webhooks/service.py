@@ -1,0 +1,108 @@
+"""Configuring webhooks (admins) and emitting events into the outbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tokensmith import secrets
+from tokensmith.actor import Actor
+from tokensmith.clock import Clock
+from tokensmith.db.models import Token, Webhook, WebhookDelivery
+from tokensmith.errors import Forbidden, InvalidInput, NotFound
+
+EVENTS: Final = ("token.expiring", "token.expired", "token.revoked", "token.leaked")
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+FAILED: Final = "failed"
+MAX_WEBHOOKS_PER_ORG: Final = 20
+
+
+def token_data(token: Token) -> dict[str, Any]:
+    """What an event says about a token: never its secret, only the usual hint."""
+    return {
+        "id": token.public_id, "name": token.name, "hint": token.hint,
+        "owner": {"id": token.user.public_id, "username": token.user.username},
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+    }
+
+
+def emit(session: Session, org_id: int, event: str, data: Mapping[str, Any], at: datetime) -> int:
+    """Queue ``event`` for every webhook of the organization that wants it; returns how many."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    hooks = session.scalars(select(Webhook).where(Webhook.org_id == org_id)).all()
+    queued = 0
+    for hook in hooks:
+        if hook.events is not None and event not in hook.events.split():
+            continue
+        delivery_id = secrets.public_id("dlv")
+        payload = {"id": delivery_id, "type": event, "created_at": at.isoformat(), "data": dict(data)}
+        session.add(WebhookDelivery(
+            public_id=delivery_id, webhook_id=hook.id, event=event, payload=json.dumps(payload, sort_keys=True),
+            status=PENDING, attempts=0, next_attempt_at=at, created_at=at,
+        ))
+        queued += 1
+    session.flush()
+    return queued
+
+
+class WebhookService:
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+
+    @staticmethod
+    def _admin(actor: Actor) -> None:
+        if not actor.is_admin:
+            raise Forbidden("managing webhooks requires an organization admin")
+
+    def create(self, actor: Actor, url: str, events: Iterable[str] | None = None) -> Webhook:
+        """Add a webhook (admins). Returns it with its signing secret, which is shown only now.
+
+        InvalidInput for a URL that is not http(s) with a host, or an unknown event.
+        """
+        self._admin(actor)
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
+            raise InvalidInput("url must be an http(s) URL with a host", "url")
+        wanted = None
+        if events is not None:
+            wanted = sorted({e.strip() for e in events})
+            unknown = [e for e in wanted if e not in EVENTS]
+            if unknown or not wanted:
+                raise InvalidInput(f"events must be among {', '.join(EVENTS)}", "events")
+        count = len(self.session.scalars(select(Webhook.id).where(Webhook.org_id == actor.org_id)).all())
+        if count >= MAX_WEBHOOKS_PER_ORG:
+            raise InvalidInput(f"an organization may have at most {MAX_WEBHOOKS_PER_ORG} webhooks", "url")
+        hook = Webhook(
+            public_id=secrets.public_id("whk"), org_id=actor.org_id, url=url,
+            signing_secret="whsec_" + secrets.random_base62(40),
+            events=" ".join(wanted) if wanted is not None else None, created_at=self.clock.now(),
+        )
+        self.session.add(hook)
+        self.session.flush()
+        return hook
+
+    def list(self, actor: Actor) -> list[Webhook]:
+        self._admin(actor)
+        return list(self.session.scalars(select(Webhook).where(Webhook.org_id == actor.org_id).order_by(Webhook.id)))
+
+    def delete(self, actor: Actor, public_id: str) -> Webhook:
+        """Remove a webhook of the caller's organization (pending deliveries go with it); NotFound otherwise."""
+        self._admin(actor)
+        hook = self.session.scalar(
+            select(Webhook).where(Webhook.public_id == public_id, Webhook.org_id == actor.org_id)
+        )
+        if hook is None:
+            raise NotFound(f"webhook {public_id!r} not found")
+        self.session.delete(hook)
+        self.session.flush()
+        return hook
