@@ -11,6 +11,7 @@ from tokensmith.api.context import AppContext
 from tokensmith.api.routes import clusters, identity, tokens
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
+from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
 from tokensmith.verify.core import Verifier
 
@@ -28,6 +29,7 @@ def create_app(settings: Settings, database: Database, secret_key: bytes, clock:
     problems.install(app)
     for router in (identity.router, tokens.router, clusters.clusters, clusters.vpcs):
         app.include_router(router)
+    install_console(app)  # the web console at /
 
     @app.middleware("http")
     async def no_store_for_api(request: Request, call_next: RequestResponseEndpoint) -> Response:
