@@ -123,10 +123,8 @@ def refusals() -> Iterator[None]:
 
 def render(request: Request, name: str, status: int = 200, who: Viewer | None = None, **values: Any) -> HTMLResponse:
     ctx = context_of(request)
-    page = templates.get_template(name).render(
-        viewer=who, csrf=csrf_token(ctx.secret_key, who.session_id) if who else "", now=ctx.clock.now(),
-        path=request.url.path, **values,
-    )
+    values.setdefault("csrf", csrf_token(ctx.secret_key, who.session_id) if who else "")
+    page = templates.get_template(name).render(viewer=who, now=ctx.clock.now(), path=request.url.path, **values)
     return HTMLResponse(page, status_code=status)
 
 
