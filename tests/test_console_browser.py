@@ -26,7 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
-ADMIN_PASSWORD = "a-new-admin-password"  # noqa: S105 - test data
+ADMIN_PASSWORD = "a-new-admin-password"
 MOBILE = {"width": 375, "height": 812}
 
 
@@ -91,13 +91,23 @@ def admin_password(browser, server) -> str:
     return ADMIN_PASSWORD
 
 
-@pytest.fixture
-def admin_page(browser, server, admin_password):
+@pytest.fixture(scope="module")
+def admin_context(browser, server, admin_password):
+    """One signed-in admin browser context for the module (argon2 sign-ins are slow on purpose)."""
     page = new_page(browser, server)
     sign_in(page, "admin", admin_password)
     page.wait_for_url("**/tokens")
-    yield page
+    page.close()
+    yield page.context
     page.context.close()
+
+
+@pytest.fixture
+def admin_page(admin_context):
+    page = admin_context.new_page()
+    page.goto("/tokens")
+    yield page
+    page.close()
 
 
 def create_token(page, name: str, *, note: str = "", expiration: str | None = None,
@@ -221,8 +231,8 @@ def test_validation_errors_show_inline_and_keep_input(admin_page):
     dialog.get_by_role("button", name="Create token").click()
     dialog = page.locator("#create-dialog")
     assert dialog.is_visible()
-    assert dialog.locator("#name-error").inner_text() == "name must not be empty"
-    assert "future" in dialog.locator("#expiration-error").inner_text()
+    assert dialog.locator("#name-error").inner_text() == "Name must not be empty"
+    assert dialog.locator("#expiration-error").inner_text() == "The expiry date must be in the future"
     assert "at least one cluster" in dialog.locator("#clusters-error").inner_text()
     assert dialog.get_by_label("Note").input_value() == "keep this note"
     assert dialog.get_by_label("Expires on").input_value() == "2001-02-03"

@@ -133,8 +133,10 @@ def redirect(url: str) -> RedirectResponse:
 
 
 def field_error(exc: InvalidInput, default: str) -> dict[str, str]:
+    """The error keyed by the form control that shows it, worded for a person filling in a form."""
     field = FIELD_ALIASES.get(exc.field or "", exc.field or default)
-    return {field: exc.detail}
+    message = exc.detail.replace("expires_at", "the expiry date")
+    return {field: message[:1].upper() + message[1:]}
 
 
 # --- sign-in ---------------------------------------------------------------------------------
