@@ -1,7 +1,8 @@
 """The console in a real headless Chromium (Playwright) against a real ``tokensmith serve``.
 
-One server and one browser for the module; tests share the admin, whose first password is
-changed once. Screenshots land in test-artifacts/console/.
+One server and one browser for the module (per xdist worker); tests share the admin, whose first
+password is changed once, and do not depend on each other's data. Screenshots land in
+test-artifacts/console/.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from tests.conftest import require
 from tests.pki import make_pki
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, free_port, server_env, wait_for_http
 
 pytestmark = pytest.mark.browser
 
@@ -47,14 +48,18 @@ def browser() -> Iterator:
 def server(tmp_path_factory, browser) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("console") / "data"
     proc = ServerProcess(data, free_port(), server_env(data))
-    yield proc.start()
+    try:
+        proc.start()
+    except TimeoutError:  # a heavily loaded machine: give a still-running server more time
+        wait_for_http(f"{proc.url}/openapi.json", timeout=120, process=proc.process)
+    yield proc
     proc.stop()
 
 
 def new_page(browser, server, **options):
     context = browser.new_context(accept_downloads=True, base_url=server.url, **options)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(30_000)  # a loaded 2-core CI box is slow
     return context.new_page()
 
 
@@ -262,11 +267,11 @@ def test_mobile_screens_at_375_px(browser, server, admin_password):
     assert page.locator("#create-dialog").is_visible()
     shot(page, "create-dialog-mobile")
     page.keyboard.press("Escape")
-    create_token(page, "phone token", kubeconfig_clusters=["alpha"])
+    create_token(page, "phone token")
     assert page.locator("#reveal-dialog").is_visible()
     box = page.locator("#copy-secret").bounding_box()
     assert box is not None and box["x"] + box["width"] <= MOBILE["width"]
-    shot(page, "reveal-kubeconfig-mobile")
+    shot(page, "reveal-secret-mobile")
     page.context.close()
 
 
@@ -302,7 +307,7 @@ def test_non_admin_sees_no_admin_controls_and_is_refused_posting(browser, server
     assert page.get_by_role("link", name="Users").count() == 0
     assert page.get_by_role("link", name="Whole organization").count() == 0
     page.goto("/clusters")
-    assert page.locator("#clusters").get_by_text("alpha").is_visible()
+    assert page.get_by_role("heading", name="Clusters").is_visible()
     assert page.locator("#add-cluster").count() == 0 and page.get_by_role("button", name="Remove").count() == 0
     page.goto("/vpcs")
     assert page.locator("#add-vpc").count() == 0

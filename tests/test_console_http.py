@@ -145,6 +145,14 @@ def test_session_expires_after_inactivity(client, console, alice, clock):
     assert response.status_code == 303 and response.headers["location"] == "/sign-in"
 
 
+def test_sessions_that_ran_out_are_swept_when_someone_signs_in(console, alice, bob, clock, database):
+    console(alice.user)
+    clock.advance(timedelta(minutes=31))
+    console(bob.user)
+    with database.session() as session:
+        assert [row.user_id for row in session.query(ConsoleSession)] == [bob.user.id]
+
+
 def test_sign_out_ends_the_session(client, console, alice):
     console(alice.user)
     session_id = client.cookies.get("tsm_session")

@@ -76,6 +76,9 @@ class SessionService:
         """Start a session for ``user``; returns the id for the cookie (shown nowhere else)."""
         session_id = stdlib_secrets.token_urlsafe(32)
         now = self.clock.now()
+        # Sessions that ran out are deleted when seen; this sweeps those never seen again.
+        self.session.execute(delete(ConsoleSession).where(
+            (ConsoleSession.last_seen_at < now - IDLE_TIMEOUT) | (ConsoleSession.created_at < now - MAX_AGE)))
         self.session.add(ConsoleSession(digest=self._digest(session_id), user_id=user.id, created_at=now,
                                         last_seen_at=now))
         self.session.flush()
