@@ -251,10 +251,24 @@ def test_kubeconfig_token_reveal_offers_the_file(client, console, admin, databas
     page = client.get("/tokens").text
     ids = re.findall(r'name="clusters" value="([^"]+)"', page)
     assert len(ids) == 2
-    create_token(client, csrf, name="kube", kind="kubeconfig", clusters=ids)
+    create_token(client, csrf, name="kube", kind="kubeconfig", clusters=[*ids, ids[0]])  # a repeat is harmless
     reveal = client.get("/tokens").text
     assert 'id="download-kubeconfig" download="kubeconfig-tok_' in reveal
     assert "tokensmith-default-east" in reveal and "tokensmith-default-west" in reveal
+    assert reveal.count("- name: tokensmith-default-east") == 2  # one cluster entry, one context
+
+
+def test_kubeconfig_for_another_organizations_cluster_is_refused(client, console, alice, mallory, database, clock):
+    from tokensmith.clusters.service import ClusterService
+
+    with database.session() as session:
+        foreign = ClusterService(session, clock).create(mallory.user, "theirs", "https://10.9.9.9:6443",
+                                                        make_pki().ca_pem, "eu-1")
+        foreign_id = foreign.public_id
+    console(alice.user)
+    response = create_token(client, csrf_of(client), name="sneaky", kind="kubeconfig", clusters=[foreign_id])
+    assert response.status_code == 404 and 'id="clusters-error"' in response.text
+    assert "sneaky" not in [t.name for t in live_tokens(database)]
 
 
 def test_delete_asks_naming_the_token_and_the_secret_is_refused(client, console, alice):

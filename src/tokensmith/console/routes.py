@@ -307,7 +307,8 @@ def create_token(
         return _tokens_page(request, who, form=form, errors=errors, status=422)
     try:
         with ctx.services() as s:
-            chosen = [s.clusters.get(who, ref) for ref in clusters] if kind == "kubeconfig" else []
+            # Each cluster once, in the order given, even if a form repeats one.
+            chosen = [s.clusters.get(who, ref) for ref in dict.fromkeys(clusters)] if kind == "kubeconfig" else []
             owner = s.session.get(User, who.user_id)
             assert owner is not None
             created = s.tokens.create(owner, name, note, *_expiry_input(expiration, expires_on), clusters=chosen)
