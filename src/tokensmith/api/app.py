@@ -15,6 +15,7 @@ from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectsto
 from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
+from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
@@ -51,6 +52,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
+    install_console(app)  # the web console at /
 
     @app.middleware("http")
     async def no_store_for_api(request: Request, call_next: RequestResponseEndpoint) -> Response:

@@ -285,3 +285,18 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(300))
     outcome: Mapped[str] = mapped_column(String(20))
     details: Mapped[str | None] = mapped_column(Text)
+class ConsoleSession(Base):
+    """A signed-in browser. Only a digest of the session id is stored, like token secrets."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A one-time message (a secret being revealed), encrypted under a key derived from the session
+    # id, which only the browser holds; removed on first read.
+    flash: Mapped[str | None] = mapped_column(Text)
+
+    user: Mapped[User] = relationship(lazy="joined")

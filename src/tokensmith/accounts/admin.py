@@ -1,0 +1,63 @@
+"""Organization admins managing their users: list, create, disable, reset a password."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tokensmith.accounts.passwords import generate_password
+from tokensmith.accounts.service import AccountService
+from tokensmith.actor import Actor
+from tokensmith.clock import Clock
+from tokensmith.db.models import Organization, User
+from tokensmith.errors import Forbidden, InvalidInput, NotFound
+
+
+def _require_admin(actor: Actor, action: str) -> None:
+    if not actor.is_admin:
+        raise Forbidden(f"{action} requires an organization admin")
+
+
+class UserAdminService:
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+        self.accounts = AccountService(session, clock)
+
+    def list(self, actor: Actor) -> list[User]:
+        """The users of the admin's organization, by user name; Forbidden for non-admins."""
+        _require_admin(actor, "listing users")
+        return list(self.session.scalars(select(User).where(User.org_id == actor.org_id).order_by(User.username)))
+
+    def create(self, actor: Actor, username: str, password: str, *, is_admin: bool = False) -> User:
+        """A new user of the admin's organization, who must change this first password."""
+        _require_admin(actor, "creating users")
+        org = self.session.get(Organization, actor.org_id)
+        assert org is not None
+        return self.accounts.create_user(org, username, password, is_admin=is_admin, must_change_password=True)
+
+    def _user(self, actor: Actor, ref: str) -> User:
+        try:
+            return self.accounts.get_user_in_org(actor.org_id, ref)
+        except NotFound:
+            raise NotFound(f"user {ref!r} not found") from None
+
+    def set_disabled(self, actor: Actor, ref: str, disabled: bool) -> User:
+        """Disable (tokens and sessions stop working) or re-enable a user; admins cannot disable themselves."""
+        _require_admin(actor, "disabling users")
+        user = self._user(actor, ref)
+        if disabled and user.id == actor.user_id:
+            raise InvalidInput("you cannot disable your own account", "user")
+        user.disabled = disabled
+        self.session.flush()
+        return user
+
+    def reset_password(self, actor: Actor, ref: str) -> tuple[User, str]:
+        """Give a user a new random password (returned once), to be changed at next sign-in."""
+        _require_admin(actor, "resetting passwords")
+        user = self._user(actor, ref)
+        password = generate_password()
+        self.accounts.set_password(user, password)
+        user.must_change_password = True
+        self.session.flush()
+        return user, password

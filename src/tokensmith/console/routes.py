@@ -1,0 +1,548 @@
+"""Console pages. Thin like the API routes: read the form, call the services, render a template.
+
+Every state-changing request is a POST carrying the CSRF token of its session; successful
+POSTs redirect (POST-redirect-GET), and a secret to reveal travels to the next GET as an
+encrypted one-time flash, so reloading or going back never shows it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any
+
+import jinja2
+from fastapi import APIRouter, Depends, FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import RequestResponseEndpoint
+
+from tokensmith.accounts.admin import UserAdminService
+from tokensmith.api.context import AppContext
+from tokensmith.console.format import exact, relative
+from tokensmith.console.sessions import SessionService, SignInBrake, Viewer, csrf_token, csrf_valid
+from tokensmith.db.models import Token, User
+from tokensmith.errors import AuthenticationFailed, InvalidInput, TokensmithError
+from tokensmith.kube import kubeconfig
+from tokensmith.tokens.expiration import PRESETS, resolve_expiry
+from tokensmith.validation import clean_name, clean_note
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "tsm_session"
+PRE_COOKIE = "tsm_pre"  # anonymous cookie that the sign-in form's CSRF token is bound to
+API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'")
+# Which form control shows a service error about a field.
+FIELD_ALIASES = {"expires_at": "expiration"}
+
+templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined,
+)
+templates.globals.update(relative=relative, exact=exact, presets=PRESETS)
+templates.filters["b64"] = lambda text: base64.b64encode(text.encode()).decode()
+router = APIRouter(include_in_schema=False)
+brake = SignInBrake()
+
+
+class SignInRequired(Exception):
+    """No valid session: send the browser to the sign-in page."""
+
+
+class PasswordChangeRequired(Exception):
+    """The user must choose a new password before anything else."""
+
+
+class Refused(Exception):
+    """A console request that cannot be done, shown as a small error page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def context_of(request: Request) -> AppContext:
+    return request.app.state.context
+
+
+def _viewer(request: Request) -> Viewer:
+    ctx = context_of(request)
+    with ctx.services() as s:
+        viewer = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
+    if viewer is None:
+        raise SignInRequired()
+    return viewer
+
+
+def any_viewer(request: Request) -> Viewer:
+    """The signed-in user, even one who still has to change the password."""
+    return _viewer(request)
+
+
+def viewer(request: Request) -> Viewer:
+    """The signed-in user, who has a password of their own."""
+    found = _viewer(request)
+    if found.must_change_password:
+        raise PasswordChangeRequired()
+    return found
+
+
+Signed = Annotated[Viewer, Depends(viewer)]
+SignedAny = Annotated[Viewer, Depends(any_viewer)]
+Csrf = Annotated[str, Form()]
+Text = Annotated[str, Form()]
+
+
+def check_csrf(request: Request, who: Viewer, submitted: str) -> None:
+    if not csrf_valid(context_of(request).secret_key, who.session_id, submitted):
+        raise Refused(403, "This form has expired or did not come from this console. Reload the page and try again.")
+
+
+def require_admin(who: Viewer) -> None:
+    if not who.is_admin:
+        raise Refused(403, "Only organization admins can do this.")
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Service errors other than bad input become a console error page with the same status."""
+    try:
+        yield
+    except InvalidInput:
+        raise
+    except TokensmithError as exc:
+        raise Refused(exc.status, exc.detail) from None
+
+
+def render(request: Request, name: str, status: int = 200, who: Viewer | None = None, **values: Any) -> HTMLResponse:
+    ctx = context_of(request)
+    values.setdefault("csrf", csrf_token(ctx.secret_key, who.session_id) if who else "")
+    page = templates.get_template(name).render(viewer=who, now=ctx.clock.now(), path=request.url.path, **values)
+    return HTMLResponse(page, status_code=status)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def field_error(exc: InvalidInput, default: str) -> dict[str, str]:
+    """The error keyed by the form control that shows it, worded for a person filling in a form."""
+    field = FIELD_ALIASES.get(exc.field or "", exc.field or default)
+    message = exc.detail.replace("expires_at", "the expiry date")
+    return {field: message[:1].upper() + message[1:]}
+
+
+# --- sign-in ---------------------------------------------------------------------------------
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    response.set_cookie(name, value, httponly=True, samesite="lax", secure=request.url.scheme == "https", path="/")
+
+
+def _sign_in_page(request: Request, status: int = 200, error: str = "", username: str = "") -> HTMLResponse:
+    pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
+    response = render(request, "sign_in.html", status, csrf=csrf_token(context_of(request).secret_key, "pre:" + pre),
+                      error=error, username=username)
+    _set_cookie(request, response, PRE_COOKIE, pre)
+    return response
+
+
+@router.get("/sign-in")
+def sign_in_form(request: Request) -> Response:
+    return _sign_in_page(request)
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", password: Text = "") -> Response:
+    ctx = context_of(request)
+    if not csrf_valid(ctx.secret_key, "pre:" + request.cookies.get(PRE_COOKIE, ""), csrf):
+        return _sign_in_page(request, 403, "The sign-in form expired. Please try again.", username)
+    keys = (f"user:{username.strip().lower()}", f"ip:{request.client.host if request.client else '-'}")
+    # Waiting before checking (not after) makes parallel guesses wait too.
+    await asyncio.sleep(brake.delay(*keys))
+
+    def check() -> tuple[str, bool] | None:
+        with ctx.services() as s:
+            try:
+                user = s.accounts.authenticate(username.strip(), password)
+            except AuthenticationFailed:
+                return None
+            session_id = SessionService(s.session, ctx.clock, ctx.secret_key).start(user)
+            return session_id, user.must_change_password
+
+    result = await run_in_threadpool(check)
+    if result is None:
+        brake.failed(*keys)
+        return _sign_in_page(request, 401, "That user name and password do not match.", username)
+    brake.succeeded(*keys)
+    session_id, must_change = result
+    response = redirect("/account/password" if must_change else "/tokens")
+    _set_cookie(request, response, SESSION_COOKIE, session_id)
+    response.delete_cookie(PRE_COOKIE, path="/")
+    return response
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, who: SignedAny, csrf: Csrf = "") -> Response:
+    check_csrf(request, who, csrf)
+    ctx = context_of(request)
+    with ctx.services() as s:
+        SessionService(s.session, ctx.clock, ctx.secret_key).end(who.session_id)
+    response = redirect("/sign-in")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/account/password")
+def password_form(request: Request, who: SignedAny) -> Response:
+    return render(request, "password.html", who=who, errors={})
+
+
+@router.post("/account/password")
+def change_password(
+    request: Request, who: SignedAny, csrf: Csrf = "", current: Text = "", new: Text = "", confirm: Text = "",
+) -> Response:
+    check_csrf(request, who, csrf)
+    ctx = context_of(request)
+    errors: dict[str, str] = {}
+    if new != confirm:
+        errors["confirm"] = "The two new passwords are not the same."
+    elif new == current:
+        errors["new"] = "Choose a password different from the current one."
+    if not errors:
+        try:
+            with ctx.services() as s:
+                user = s.accounts.authenticate(who.username, current)
+                s.accounts.set_password(user, new)
+        except AuthenticationFailed:
+            errors["current"] = "The current password is not right."
+        except InvalidInput as exc:
+            errors.update(field_error(exc, "new"))
+    if errors:
+        return render(request, "password.html", 422, who=who, errors=errors)
+    return redirect("/tokens")
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def _token_row(token: Token, now: datetime) -> dict[str, Any]:
+    return {
+        "id": token.public_id, "name": token.name, "note": token.note, "hint": token.hint,
+        "owner": token.user.username, "created_at": token.created_at, "expires_at": token.expires_at,
+        "expired": token.expires_at is not None and now >= token.expires_at,
+        "last_used_at": token.last_used_at, "clusters": [c.name for c in token.clusters],
+    }
+
+
+def _tokens_page(
+    request: Request, who: Viewer, *, whole_org: bool = False, cursor: str | None = None,
+    form: dict[str, Any] | None = None, errors: dict[str, str] | None = None, status: int = 200,
+) -> HTMLResponse:
+    ctx = context_of(request)
+    with ctx.services() as s, refusals():
+        page = s.tokens.list(who, whole_org=whole_org and who.is_admin, cursor=cursor, limit=100)
+        rows = [_token_row(t, ctx.clock.now()) for t in page.items]
+        clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
+                    for c in s.clusters.list(who, limit=200).items]
+        # The one-time flash is read (and so destroyed) only by a plain page view.
+        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+    return render(
+        request, "tokens.html", status, who=who, tokens=rows, clusters=clusters, whole_org=whole_org and who.is_admin,
+        next_cursor=page.next_cursor, flash=flash, errors=errors or {},
+        form=form or {"name": "", "note": "", "expiration": "30d", "expires_on": "", "kind": "secret", "clusters": []},
+    )
+
+
+@router.get("/")
+def home(who: Signed) -> Response:
+    return redirect("/tokens")
+
+
+@router.get("/tokens")
+def tokens_page(request: Request, who: Signed, all: bool = False, cursor: str | None = None) -> Response:
+    return _tokens_page(request, who, whole_org=all, cursor=cursor)
+
+
+def _expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetime | None]:
+    """The service's (expiration, expires_at) from the dialog: a preset, or a custom date at 00:00 UTC."""
+    if expiration != "custom":
+        return expiration, None
+    try:
+        day = date.fromisoformat(expires_on.strip())
+    except ValueError:
+        raise InvalidInput("Pick the date on which the token should expire.", "expiration") from None
+    return None, datetime.combine(day, time(0, 0), tzinfo=UTC)
+
+
+@router.post("/tokens")
+def create_token(
+    request: Request, who: Signed, csrf: Csrf = "", name: Text = "", note: Text = "", expiration: Text = "30d",
+    expires_on: Text = "", kind: Text = "secret", clusters: Annotated[list[str], Form()] = [],  # noqa: B006
+) -> Response:
+    check_csrf(request, who, csrf)
+    ctx = context_of(request)
+    form = {"name": name, "note": note, "expiration": expiration, "expires_on": expires_on, "kind": kind,
+            "clusters": clusters}
+    # Check every field first, so the dialog can mark all wrong fields at once.
+    errors: dict[str, str] = {}
+    for check in (lambda: clean_name(name), lambda: clean_note(note),
+                  lambda: resolve_expiry(ctx.clock.now(), *_expiry_input(expiration, expires_on))):
+        try:
+            check()
+        except InvalidInput as exc:
+            errors.update(field_error(exc, "name"))
+    if kind not in ("secret", "kubeconfig"):
+        errors["kind"] = "Choose Token Secret or Kubeconfig."
+    elif kind == "kubeconfig" and not clusters:
+        errors["clusters"] = "Pick at least one cluster for the kubeconfig."
+    if errors:
+        return _tokens_page(request, who, form=form, errors=errors, status=422)
+    try:
+        with ctx.services() as s:
+            # Each cluster once, in the order given, even if a form repeats one.
+            chosen = [s.clusters.get(who, ref) for ref in dict.fromkeys(clusters)] if kind == "kubeconfig" else []
+            owner = s.session.get(User, who.user_id)
+            assert owner is not None
+            created = s.tokens.create(owner, name, note, *_expiry_input(expiration, expires_on), clusters=chosen)
+            flash: dict[str, Any] = {"kind": "token", "name": created.token.name, "secret": created.secret}
+            if chosen:
+                entries = [kubeconfig.ClusterEntry(who.org_name, c.name, c.server, c.certificate_authority)
+                           for c in chosen]
+                flash["kubeconfig"] = kubeconfig.render(
+                    kubeconfig.build(entries, created.secret, who.org_name, created.token.public_id))
+                flash["filename"] = kubeconfig.filename(created.token.public_id, created.token.name)
+            SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, flash)
+    except InvalidInput as exc:
+        return _tokens_page(request, who, form=form, errors=field_error(exc, "name"), status=422)
+    except TokensmithError as exc:  # a cluster that vanished meanwhile, for instance
+        return _tokens_page(request, who, form=form, errors={"clusters": exc.detail}, status=exc.status)
+    return redirect("/tokens")
+
+
+@router.post("/tokens/{public_id}/delete")
+def delete_token(request: Request, who: Signed, public_id: str, csrf: Csrf = "", all: Text = "") -> Response:
+    check_csrf(request, who, csrf)
+    ctx = context_of(request)
+    with ctx.services() as s, refusals():
+        token = s.tokens.revoke(who, public_id)
+        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
+            who.session_id, {"kind": "notice", "text": f"Token “{token.name}” was deleted; its secret stops working."})
+    return redirect("/tokens?all=1" if all else "/tokens")
+
+
+# --- clusters and VPCs -----------------------------------------------------------------------
+
+
+def _clusters_page(request: Request, who: Viewer, form: dict[str, str] | None = None,
+                   errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    ctx = context_of(request)
+    with ctx.services() as s:
+        clusters = [{"id": c.public_id, "name": c.name, "server": c.server, "region": c.region,
+                     "vpc": c.vpc.name if c.vpc else "", "created_at": c.created_at}
+                    for c in s.clusters.list(who, limit=200).items]
+        vpcs = [v.name for v in s.vpcs.list(who, limit=200).items]
+        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+    return render(request, "clusters.html", status, who=who, clusters=clusters, vpcs=vpcs, errors=errors or {},
+                  flash=flash, form=form or {"name": "", "server": "", "certificate_authority": "", "region": "",
+                                             "vpc": ""})
+
+
+@router.get("/clusters")
+def clusters_page(request: Request, who: Signed) -> Response:
+    return _clusters_page(request, who)
+
+
+@router.post("/clusters")
+def create_cluster(
+    request: Request, who: Signed, csrf: Csrf = "", name: Text = "", server: Text = "",
+    certificate_authority: Text = "", region: Text = "", vpc: Text = "",
+) -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    ctx = context_of(request)
+    form = {"name": name, "server": server, "certificate_authority": certificate_authority, "region": region,
+            "vpc": vpc}
+    try:
+        with ctx.services() as s, refusals():
+            cluster = s.clusters.create(who, name, server, certificate_authority, region, vpc or None)
+            SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
+                who.session_id, {"kind": "notice", "text": f"Cluster “{cluster.name}” was added."})
+    except InvalidInput as exc:
+        return _clusters_page(request, who, form, field_error(exc, "name"), 422)
+    except Refused as exc:
+        if exc.status != 409:
+            raise
+        return _clusters_page(request, who, form, {"name": exc.message}, 409)
+    return redirect("/clusters")
+
+
+@router.post("/clusters/{public_id}/delete")
+def delete_cluster(request: Request, who: Signed, public_id: str, csrf: Csrf = "") -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    ctx = context_of(request)
+    with ctx.services() as s, refusals():
+        s.clusters.delete(who, public_id)
+    return redirect("/clusters")
+
+
+def _vpcs_page(request: Request, who: Viewer, form: dict[str, str] | None = None,
+               errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    ctx = context_of(request)
+    with ctx.services() as s:
+        vpcs = [{"id": v.public_id, "name": v.name, "region": v.region, "cidr": v.cidr, "created_at": v.created_at}
+                for v in s.vpcs.list(who, limit=200).items]
+    return render(request, "vpcs.html", status, who=who, vpcs=vpcs, errors=errors or {},
+                  form=form or {"name": "", "region": "", "cidr": ""})
+
+
+@router.get("/vpcs")
+def vpcs_page(request: Request, who: Signed) -> Response:
+    return _vpcs_page(request, who)
+
+
+@router.post("/vpcs")
+def create_vpc(request: Request, who: Signed, csrf: Csrf = "", name: Text = "", region: Text = "",
+               cidr: Text = "") -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    form = {"name": name, "region": region, "cidr": cidr}
+    try:
+        with context_of(request).services() as s, refusals():
+            s.vpcs.create(who, name, region, cidr)
+    except InvalidInput as exc:
+        return _vpcs_page(request, who, form, field_error(exc, "name"), 422)
+    except Refused as exc:
+        if exc.status != 409:
+            raise
+        return _vpcs_page(request, who, form, {"name": exc.message}, 409)
+    return redirect("/vpcs")
+
+
+@router.post("/vpcs/{public_id}/delete")
+def delete_vpc(request: Request, who: Signed, public_id: str, csrf: Csrf = "") -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    with context_of(request).services() as s, refusals():
+        s.vpcs.delete(who, public_id)
+    return redirect("/vpcs")
+
+
+# --- users (admins) --------------------------------------------------------------------------
+
+
+def _users_page(request: Request, who: Viewer, form: dict[str, Any] | None = None,
+                errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
+    require_admin(who)
+    ctx = context_of(request)
+    with ctx.services() as s, refusals():
+        users = [{"id": u.public_id, "username": u.username, "is_admin": u.is_admin, "disabled": u.disabled,
+                  "must_change_password": u.must_change_password, "created_at": u.created_at,
+                  "is_me": u.id == who.user_id}
+                 for u in UserAdminService(s.session, ctx.clock).list(who)]
+        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+    return render(request, "users.html", status, who=who, users=users, errors=errors or {}, flash=flash,
+                  form=form or {"username": "", "is_admin": False})
+
+
+@router.get("/users")
+def users_page(request: Request, who: Signed) -> Response:
+    return _users_page(request, who)
+
+
+@router.post("/users")
+def create_user(request: Request, who: Signed, csrf: Csrf = "", username: Text = "", password: Text = "",
+                is_admin: Text = "") -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    ctx = context_of(request)
+    form = {"username": username, "is_admin": bool(is_admin)}
+    try:
+        with ctx.services() as s, refusals():
+            UserAdminService(s.session, ctx.clock).create(who, username, password, is_admin=bool(is_admin))
+    except InvalidInput as exc:
+        return _users_page(request, who, form, field_error(exc, "username"), 422)
+    except Refused as exc:
+        if exc.status != 409:
+            raise
+        return _users_page(request, who, form, {"username": exc.message}, 409)
+    return redirect("/users")
+
+
+@router.post("/users/{public_id}/disable")
+def disable_user(request: Request, who: Signed, public_id: str, csrf: Csrf = "", enable: Text = "") -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    ctx = context_of(request)
+    try:
+        with ctx.services() as s, refusals():
+            user = UserAdminService(s.session, ctx.clock).set_disabled(who, public_id, disabled=not enable)
+            if user.disabled:
+                SessionService(s.session, ctx.clock, ctx.secret_key).end_all_for(user.id)
+    except InvalidInput as exc:
+        raise Refused(422, exc.detail) from None
+    return redirect("/users")
+
+
+@router.post("/users/{public_id}/reset-password")
+def reset_password(request: Request, who: Signed, public_id: str, csrf: Csrf = "") -> Response:
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    ctx = context_of(request)
+    with ctx.services() as s, refusals():
+        user, password = UserAdminService(s.session, ctx.clock).reset_password(who, public_id)
+        sessions = SessionService(s.session, ctx.clock, ctx.secret_key)
+        if user.id != who.user_id:
+            sessions.end_all_for(user.id)
+        sessions.put_flash(who.session_id, {"kind": "password", "username": user.username, "password": password})
+    return redirect("/users")
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+def _is_console(path: str) -> bool:
+    return not path.startswith(API_PREFIXES)
+
+
+def install(app: FastAPI) -> None:
+    """Serve the console at ``/`` next to the API: pages, static files, security headers."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")
+
+    @app.exception_handler(SignInRequired)
+    async def to_sign_in(_request: Request, _exc: SignInRequired) -> Response:
+        return redirect("/sign-in")
+
+    @app.exception_handler(PasswordChangeRequired)
+    async def to_password(_request: Request, _exc: PasswordChangeRequired) -> Response:
+        return redirect("/account/password")
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
+        ctx = context_of(request)
+        with ctx.services() as s:
+            who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
+        return render(request, "error.html", exc.status, who=who, message=exc.message)
+
+    @app.middleware("http")
+    async def console_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        if _is_console(request.url.path):
+            headers = response.headers
+            headers.setdefault("Content-Security-Policy", CSP)
+            headers.setdefault("X-Frame-Options", "DENY")
+            headers.setdefault("Referrer-Policy", "no-referrer")
+            headers.setdefault("X-Content-Type-Options", "nosniff")
+            if not request.url.path.startswith("/static/"):
+                # Pages show token lists and, once, secrets: never keep them in any cache or history.
+                headers["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,187 @@
+"""Console sign-in sessions, CSRF tokens, one-time flashes and the failed sign-in brake.
+
+The browser holds a random session id; the database holds only its HMAC digest, so a copy of
+the database cannot be replayed as a cookie. CSRF tokens are derived from the session id (no
+storage), and the one-time flash (a secret being revealed) is encrypted under a key derived
+from the session id, so it is readable only by the browser it was made for.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets as stdlib_secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tokensmith import secrets
+from tokensmith.clock import Clock
+from tokensmith.db.models import ConsoleSession, User
+
+IDLE_TIMEOUT = timedelta(minutes=30)
+MAX_AGE = timedelta(hours=12)
+# Writing last_seen_at on every page view would turn reads into writes; a minute is precise enough.
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in person, as the services' Actor protocol wants it."""
+
+    user_id: int
+    org_id: int
+    is_admin: bool
+    username: str
+    org_name: str
+    must_change_password: bool
+    session_id: str  # the raw id from the cookie: needed to derive CSRF and flash keys
+
+
+def _derive(key: bytes, purpose: str, session_id: str) -> bytes:
+    return hmac.new(key, f"{purpose}:{session_id}".encode(), hashlib.sha256).digest()
+
+
+def csrf_token(key: bytes, session_id: str) -> str:
+    """The CSRF token of a session (or of a pre-sign-in cookie): only that cookie's holder can know it."""
+    return base64.urlsafe_b64encode(_derive(key, "csrf", session_id)).decode().rstrip("=")
+
+
+def csrf_valid(key: bytes, session_id: str | None, submitted: str | None) -> bool:
+    if not session_id or not submitted:
+        return False
+    return hmac.compare_digest(csrf_token(key, session_id).encode(), submitted.encode())
+
+
+class SessionService:
+    def __init__(self, session: Session, clock: Clock, secret_key: bytes) -> None:
+        self.session = session
+        self.clock = clock
+        self.secret_key = secret_key
+
+    def _digest(self, session_id: str) -> str:
+        return hmac.new(self.secret_key, f"session:{session_id}".encode(), hashlib.sha256).hexdigest()
+
+    def start(self, user: User) -> str:
+        """Start a session for ``user``; returns the id for the cookie (shown nowhere else)."""
+        session_id = stdlib_secrets.token_urlsafe(32)
+        now = self.clock.now()
+        # Sessions that ran out are deleted when seen; this sweeps those never seen again.
+        self.session.execute(delete(ConsoleSession).where(
+            (ConsoleSession.last_seen_at < now - IDLE_TIMEOUT) | (ConsoleSession.created_at < now - MAX_AGE)))
+        self.session.add(ConsoleSession(digest=self._digest(session_id), user_id=user.id, created_at=now,
+                                        last_seen_at=now))
+        self.session.flush()
+        return session_id
+
+    def _row(self, session_id: str) -> ConsoleSession | None:
+        if not session_id or len(session_id) > 100:
+            return None
+        row = self.session.scalar(select(ConsoleSession).where(ConsoleSession.digest == self._digest(session_id)))
+        if row is None or not secrets.digests_match(row.digest, self._digest(session_id)):
+            return None
+        return row
+
+    def resume(self, session_id: str | None) -> Viewer | None:
+        """The viewer behind a cookie, refreshing its idle timer; None if unknown, idle, too old or disabled."""
+        row = self._row(session_id or "")
+        if row is None:
+            return None
+        now = self.clock.now()
+        if now - row.last_seen_at > IDLE_TIMEOUT or now - row.created_at > MAX_AGE or row.user.disabled:
+            self.session.delete(row)
+            self.session.flush()
+            return None
+        if now - row.last_seen_at >= TOUCH_EVERY:
+            row.last_seen_at = now
+        user = row.user
+        return Viewer(user.id, user.org_id, user.is_admin, user.username, user.organization.name,
+                      user.must_change_password, session_id or "")
+
+    def end(self, session_id: str | None) -> None:
+        """Sign out: the cookie is worthless from now on."""
+        row = self._row(session_id or "")
+        if row is not None:
+            self.session.delete(row)
+            self.session.flush()
+
+    def end_all_for(self, user_id: int) -> None:
+        """Sign a user out everywhere (after a password reset or when disabled)."""
+        self.session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
+
+    def put_flash(self, session_id: str, message: dict[str, Any]) -> None:
+        """Keep ``message`` for the next page view of this session only, encrypted."""
+        row = self._row(session_id)
+        if row is None:
+            return
+        nonce = os.urandom(12)
+        sealed = AESGCM(_derive(self.secret_key, "flash", session_id)).encrypt(
+            nonce, json.dumps(message).encode(), row.digest.encode()
+        )
+        row.flash = base64.b64encode(nonce + sealed).decode()
+        self.session.flush()
+
+    def pop_flash(self, session_id: str) -> dict[str, Any] | None:
+        """The pending one-time message, removed as it is read; None if there is none."""
+        row = self._row(session_id)
+        if row is None or row.flash is None:
+            return None
+        raw = base64.b64decode(row.flash)
+        row.flash = None
+        self.session.flush()
+        try:
+            plain = AESGCM(_derive(self.secret_key, "flash", session_id)).decrypt(
+                raw[:12], raw[12:], row.digest.encode()
+            )
+        except (InvalidTag, ValueError):
+            return None
+        return json.loads(plain)
+
+
+class SignInBrake:
+    """Slows down repeated failed sign-ins per user name and per client address.
+
+    Each failure doubles the wait before the next answer (0.5 s, 1 s, 2 s ... up to MAX_DELAY);
+    a success or QUIET_PERIOD without failures forgets the count. Per process: with several
+    workers an attacker gets at most workers times the rate, still far below brute-force speed.
+    """
+
+    BASE_DELAY = 0.5
+    MAX_DELAY = 8.0
+    QUIET_PERIOD = 15 * 60.0
+
+    def __init__(self) -> None:
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def delay(self, *keys: str) -> float:
+        """Seconds to wait before checking a sign-in for these keys."""
+        now = time.monotonic()
+        with self._lock:
+            counts = [self._failures.get(k, (0, now)) for k in keys]
+        worst = max((n for n, at in counts if now - at < self.QUIET_PERIOD), default=0)
+        return 0.0 if worst == 0 else min(self.BASE_DELAY * 2 ** (worst - 1), self.MAX_DELAY)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 10_000:  # bounded memory under a spray of names
+                self._failures.clear()
+            for key in keys:
+                count, at = self._failures.get(key, (0, now))
+                self._failures[key] = (count + 1 if now - at < self.QUIET_PERIOD else 1, now)
+
+    def succeeded(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
