@@ -100,7 +100,9 @@ def test_no_event_ever_contains_a_secret(client, app, database, clock, admin, al
     login = client.post("/v1/auth/token", json={"username": "dora", "password": PASSWORD}).json()
     client.post("/v1/auth/token", json={"username": "dora", "password": alice.secret})
     client.post("/v1/auth/token", json={"username": alice.secret, "password": "x"})
-    created = client.post("/v1/tokens", json={"name": alice.secret[:20], "note": alice.secret},
+    refused = client.post("/v1/tokens", json={"name": "pasted", "note": alice.secret}, headers=alice.headers)
+    assert refused.status_code == 422
+    created = client.post("/v1/tokens", json={"name": alice.secret[:20], "note": "ok"},
                           headers=alice.headers).json()
     rotated = client.post(f"/v1/tokens/{created['token']['id']}/rotate", json={"grace": "1h"},
                           headers=alice.headers).json()

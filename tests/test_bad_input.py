@@ -33,6 +33,8 @@ def assert_problem(response, status):
         ({"name": "bad\nname"}, "control characters"),
         ({"name": "ok", "note": "n" * 1001}, "at most 1000 characters"),
         ({"name": "ok", "note": "bell\x07"}, "control characters"),
+        ({"name": "ok", "note": "old one: tsm_" + "A" * 38}, "must not contain a token secret"),
+        ({"name": "tsw_" + "b" * 38}, "must not contain a token secret"),
         ({"name": "ok", "color": "red"}, "color is not a known field"),
         ({"name": "ok", "expiration": "0d"}, "positive duration"),
         ({"name": "ok", "expiration": "-5d"}, "not understood"),

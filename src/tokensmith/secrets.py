@@ -33,6 +33,9 @@ BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SECRET_PATTERN: Final = re.compile(
     rf"(?<![A-Za-z0-9_]){PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}(?![A-Za-z0-9])"
 )
+# Anything shaped like a credential tokensmith mints (tsm_, tsw_, tsr_, ...), checksum or not:
+# scrubbed from audit text, refused in names and notes.
+CREDENTIAL_SHAPE: Final = re.compile(r"ts[a-z]_[0-9A-Za-z]{20,}")
 _BODY: Final = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}")
 
 
@@ -79,6 +82,11 @@ def is_well_formed(candidate: str, prefix: str = PREFIX) -> bool:
 def find_in_text(text: str) -> list[tuple[int, str]]:
     """Return ``(offset, secret)`` for every well-formed secret inside ``text``."""
     return [(m.start(), m.group()) for m in SECRET_PATTERN.finditer(text) if is_well_formed(m.group())]
+
+
+def contains_credential(text: str) -> bool:
+    """True when ``text`` holds something shaped like a tokensmith credential."""
+    return CREDENTIAL_SHAPE.search(text) is not None
 
 
 def hint(secret: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 from tokensmith.errors import InvalidInput
+from tokensmith.secrets import contains_credential
 
 # Line/paragraph separators break single-line displays just like control characters.
 _FORBIDDEN_IN_NAMES = {"Cc", "Cs", "Zl", "Zp"}
@@ -24,6 +25,7 @@ def clean_name(value: str, field: str = "name", max_length: int = 100) -> str:
         raise InvalidInput(f"{field} must be at most {max_length} characters (got {len(name)})", field)
     if _bad_characters(name, set()):
         raise InvalidInput(f"{field} must not contain control characters", field)
+    _refuse_credentials(name, field)
     return name
 
 
@@ -34,7 +36,14 @@ def clean_note(value: str | None, field: str = "note", max_length: int = 1000) -
         raise InvalidInput(f"{field} must be at most {max_length} characters (got {len(note)})", field)
     if _bad_characters(note, _ALLOWED_IN_NOTES):
         raise InvalidInput(f"{field} must not contain control characters other than newline and tab", field)
+    _refuse_credentials(note, field)
     return note
+
+
+def _refuse_credentials(text: str, field: str) -> None:
+    # Names and notes are stored and shown in clear; a pasted secret would outlive its revocation there.
+    if contains_credential(text):
+        raise InvalidInput(f"{field} must not contain a token secret or other credential", field)
 
 
 def clean_identifier(value: str, field: str) -> str:

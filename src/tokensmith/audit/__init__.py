@@ -15,7 +15,6 @@ Secrets never reach an event: every text field is scrubbed of anything shaped li
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -29,15 +28,11 @@ SUCCESS: Final = "success"
 FAILURE: Final = "failure"
 DENIED: Final = "denied"
 
-# Any credential tokensmith mints (tsm_, tsw_, tsr_...), with or without a valid checksum: scrubbed.
-_CREDENTIAL: Final = re.compile(r"ts[a-z]_[0-9A-Za-z]{20,}")
-
-
 def scrub(text: str | None) -> str | None:
     """``text`` with anything shaped like a credential replaced by its masked form."""
     if text is None:
         return None
-    return _CREDENTIAL.sub(lambda m: secrets.mask(m.group()), text)
+    return secrets.CREDENTIAL_SHAPE.sub(lambda m: secrets.mask(m.group()), text)
 
 
 def record(

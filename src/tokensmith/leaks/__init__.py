@@ -92,7 +92,8 @@ class LeakService:
         client_ip: str | None, user_agent: str | None,
     ) -> None:
         token.revoked_at = now
-        where = {"url": (item.url or "")[:1000], "source": (item.source or "")[:200]}
+        # Reports quote where a secret was found, often with the secret in it: never pass that on.
+        where = {"url": audit.scrub((item.url or "")[:1000]), "source": audit.scrub((item.source or "")[:200])}
         emit(self.session, token.org_id, "token.leaked", {"token": token_data(token), "found": where}, now)
         audit.record(
             self.session, "token.leaked", at=now, org_id=token.org_id, actor_user=f"reporter:{reporter.name}",
