@@ -29,7 +29,8 @@ def bearer_secret(authorization: str | None) -> str:
 
 def authenticate(request: Request) -> Identity:
     context: AppContext = request.app.state.context
-    identity = context.verifier.verify(bearer_secret(request.headers.get("authorization")))
+    client_ip = request.client.host if request.client else None
+    identity = context.verifier.verify(bearer_secret(request.headers.get("authorization")), client_ip)
     request.state.identity = identity
     return identity
 

@@ -196,6 +196,8 @@ def admin_create_token(
     name: Annotated[str, typer.Option(help="Token name.")],
     expires_in: Annotated[str, typer.Option(help="1h, 1d, 7d, 30d, 90d, 1y, never, or e.g. 12h.")] = "30d",
     note: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    introspect: Annotated[bool, typer.Option(
+        "--introspect", help="Also grant the 'introspect' scope (RFC 7662, for API gateways).")] = False,
 ) -> None:
     """Create a token for a user; prints the secret alone on stdout."""
     from tokensmith.accounts.service import AccountService
@@ -207,7 +209,14 @@ def admin_create_token(
         owner = AccountService(session, SystemClock()).find_user(user)
         if owner is None:
             raise CliError(f"user {user!r} not found")
-        created = TokenService(session, SystemClock(), boot.secret_key).create(owner, name, note, expires_in)
+        service = TokenService(session, SystemClock(), boot.secret_key)
+        if introspect:
+            from tokensmith import scopes
+
+            created = service.create(owner, name, note, expires_in, scopes=sorted(
+                scopes.default_scopes(owner.is_admin) | {"introspect"}), grant_service_scopes=True)
+        else:
+            created = service.create(owner, name, note, expires_in)
     print(created.secret)
 
 

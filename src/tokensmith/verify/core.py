@@ -1,7 +1,12 @@
-"""Secret → identity. Parse, checksum, HMAC, lookup, then expiry and revocation checks.
+"""Secret → identity. Parse, checksum, HMAC, cache or lookup, then expiry and revocation checks.
 
 It fails closed: anything unexpected is a refusal, never a pass. Every failure
 but expiry carries the same neutral "invalid token" so callers learn nothing.
+
+Verified identities are cached by digest (see verify/cache.py); any committed change to a token
+or its user drops them at once in this process (tokensmith.db.changes) and, on PostgreSQL,
+within milliseconds on every other replica (verify/background.py). Expiry is checked against
+the clock on every call, cached or not.
 """
 
 from __future__ import annotations
@@ -13,10 +18,14 @@ from sqlalchemy import select
 
 from tokensmith import scopes, secrets
 from tokensmith.clock import Clock
+from tokensmith.db import changes
 from tokensmith.db.database import Database
 from tokensmith.db.models import Organization, Token, User, token_clusters
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.tokens.expiration import is_expired
+from tokensmith.verify.background import Background
+from tokensmith.verify.cache import UNKNOWN, VerificationCache
+from tokensmith.verify.usage import UsageRecorder
 
 INVALID = "invalid token"
 EXPIRED = "token expired"
@@ -43,20 +52,48 @@ class Identity:
 
 
 class Verifier:
-    def __init__(self, database: Database, secret_key: bytes, clock: Clock) -> None:
+    def __init__(
+        self, database: Database, secret_key: bytes, clock: Clock, cache: VerificationCache | None = None
+    ) -> None:
         self.database = database
         self.secret_key = secret_key
         self.clock = clock
+        self.cache = cache if cache is not None else VerificationCache()
+        self.usage = UsageRecorder(database, clock)
+        self.background = Background(database, self.cache, self.usage)
+        # Commits in this process drop what they changed from the cache at once.
+        self._unsubscribe = changes.subscribe(database.engine, self.cache.invalidate)
 
-    def verify(self, secret: str) -> Identity:
+    def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""
+        identity = self.verify_cached(secret, client_ip)
+        if identity is not None:
+            return identity
+        digest = secrets.digest(secret, self.secret_key)
+        generation = self.cache.generation
+        identity = self.lookup(digest)
+        if identity is None:
+            self.cache.put_unknown(digest, generation)
+            raise AuthenticationFailed(INVALID)
+        self.cache.put(digest, identity, generation)
+        return self._accept(identity, client_ip)
+
+    def verify_cached(self, secret: str, client_ip: str | None = None) -> Identity | None:
+        """Answer from memory only, without I/O: the identity, None when the cache cannot tell,
+        or AuthenticationFailed for a malformed, known-unknown or expired secret."""
         if not secrets.is_well_formed(secret):
             raise AuthenticationFailed(INVALID)
-        identity = self.lookup(secrets.digest(secret, self.secret_key))
-        if identity is None:
+        cached = self.cache.get(secrets.digest(secret, self.secret_key))
+        if cached is None:
+            return None
+        if cached is UNKNOWN:
             raise AuthenticationFailed(INVALID)
+        return self._accept(cached, client_ip)  # type: ignore[arg-type]
+
+    def _accept(self, identity: Identity, client_ip: str | None) -> Identity:
         if is_expired(identity.expires_at, self.clock.now()):
             raise AuthenticationFailed(EXPIRED)
+        self.usage.record(identity.token_id, client_ip)
         return identity
 
     def lookup(self, digest: str) -> Identity | None:
@@ -83,3 +120,15 @@ class Verifier:
                 created_at=token.created_at, expires_at=token.expires_at, cluster_ids=cluster_ids,
                 scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
             )
+
+    def start(self) -> None:
+        """Start hearing other replicas, sweeping and flushing last-used times (server start-up)."""
+        self.background.start()
+
+    def stop(self) -> None:
+        """Stop the background work and write every pending last-used time (server shutdown)."""
+        self.background.stop()
+
+    def close(self) -> None:
+        """Stop receiving this process's invalidations (a Verifier being thrown away)."""
+        self._unsubscribe()
