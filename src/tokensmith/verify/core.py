@@ -91,9 +91,10 @@ class Verifier:
         return self._accept(cached, client_ip)  # type: ignore[arg-type]
 
     def _accept(self, identity: Identity, client_ip: str | None) -> Identity:
-        if is_expired(identity.expires_at, self.clock.now()):
+        now = self.clock.now()
+        if is_expired(identity.expires_at, now):
             raise AuthenticationFailed(EXPIRED)
-        self.usage.record(identity.token_id, client_ip)
+        self.usage.record(identity.token_id, client_ip, now)
         return identity
 
     def lookup(self, digest: str) -> Identity | None:

@@ -37,9 +37,9 @@ class UsageRecorder:
         self._written_at: dict[int, datetime] = {}
         self._lock = threading.Lock()
 
-    def record(self, token_id: int, ip: str | None) -> None:
-        """Note a use of ``token_id`` now, from ``ip`` (None when unknown); no I/O."""
-        now = self.clock.now()
+    def record(self, token_id: int, ip: str | None, now: datetime | None = None) -> None:
+        """Note a use of ``token_id`` at ``now`` (default: the clock's), from ``ip`` (None when unknown); no I/O."""
+        now = now or self.clock.now()
         pending = self._pending.get(token_id)
         # Keep the last known address when a later use (e.g. a webhook) does not know one.
         self._pending[token_id] = (now, ip if ip is not None or pending is None else pending[1])
