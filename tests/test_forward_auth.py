@@ -45,3 +45,9 @@ def test_a_deleted_token_gets_401(client, alice):
     assert client.get("/v1/auth/verify", headers=alice.headers).status_code == 200
     client.delete(f"/v1/tokens/{alice.token_id}", headers=alice.headers)
     assert client.get("/v1/auth/verify", headers=alice.headers).status_code == 401
+
+
+def test_a_non_ascii_token_gets_401_not_500(client):
+    secret = "tsm_" + "é" * 38
+    response = client.get("/v1/auth/verify", headers={"Authorization": f"Bearer {secret}".encode("latin-1")})
+    assert response.status_code == 401

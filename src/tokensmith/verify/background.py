@@ -112,7 +112,7 @@ class Background:
                     self.listening.set()
                     backoff = 0.2
                     while not self._stop.is_set():
-                        for notice in connection.notifies(timeout=0.5):
+                        for notice in connection.notifies(timeout=0.2):  # short: stop() waits for it
                             self.cache.invalidate(Changes.from_payload(notice.payload))
             except Exception as exc:
                 self.listening.clear()

@@ -66,10 +66,9 @@ class Verifier:
 
     def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""
-        identity = self.verify_cached(secret, client_ip)
-        if identity is not None:
-            return identity
-        digest = secrets.digest(secret, self.secret_key)
+        digest, cached = self._from_cache(secret)
+        if cached is not None:
+            return self._accept(cached, client_ip)
         generation = self.cache.generation
         identity = self.lookup(digest)
         if identity is None:
@@ -81,14 +80,27 @@ class Verifier:
     def verify_cached(self, secret: str, client_ip: str | None = None) -> Identity | None:
         """Answer from memory only, without I/O: the identity, None when the cache cannot tell,
         or AuthenticationFailed for a malformed, known-unknown or expired secret."""
-        if not secrets.is_well_formed(secret):
+        _digest, cached = self._from_cache(secret)
+        return None if cached is None else self._accept(cached, client_ip)
+
+    def _from_cache(self, secret: str) -> tuple[str, Identity | None]:
+        """(digest, cached identity or None); AuthenticationFailed for malformed or known-unknown secrets.
+
+        Only digests of well-formed secrets are ever cached, so a cache hit needs no checksum
+        check; a miss gets the full one before anything can reach the database.
+        """
+        if len(secret) != secrets.SECRET_LENGTH:
             raise AuthenticationFailed(INVALID)
-        cached = self.cache.get(secrets.digest(secret, self.secret_key))
-        if cached is None:
-            return None
+        try:
+            digest = secrets.digest(secret, self.secret_key)
+        except UnicodeEncodeError:
+            raise AuthenticationFailed(INVALID) from None
+        cached = self.cache.get(digest)
         if cached is UNKNOWN:
             raise AuthenticationFailed(INVALID)
-        return self._accept(cached, client_ip)  # type: ignore[arg-type]
+        if cached is None and not secrets.is_well_formed(secret):
+            raise AuthenticationFailed(INVALID)
+        return digest, cached  # type: ignore[return-value]
 
     def _accept(self, identity: Identity, client_ip: str | None) -> Identity:
         now = self.clock.now()
