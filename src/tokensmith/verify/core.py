@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import noload
+from sqlalchemy.orm import lazyload
 
 from tokensmith import scopes, secrets
 from tokensmith.clock import Clock
@@ -32,7 +32,7 @@ INVALID = "invalid token"
 EXPIRED = "token expired"
 # The lookup selects exactly what it needs; the models' eager relationships would cost two more
 # joins and a query per lookup.
-_NO_RELATIONSHIPS = (noload(Token.user), noload(Token.clusters), noload(User.organization))
+_NO_RELATIONSHIPS = (lazyload(Token.user), lazyload(Token.clusters), lazyload(User.organization))
 
 
 @dataclass(frozen=True)
