@@ -124,6 +124,66 @@ def in_process(tmp: Path) -> None:
     database.dispose()
 
 
+def asgi(tmp: Path) -> None:
+    """The app called directly as ASGI (no sockets, no server): forward-auth vs no-op, µs per request.
+
+    Much less sensitive to a noisy machine than the HTTP runs, and it isolates what tokensmith
+    adds on top of the framework.
+    """
+    import asyncio
+
+    from fastapi import Response
+
+    from tokensmith.api.app import create_app
+    from tokensmith.config import Settings
+
+    database = Database(f"sqlite:///{tmp / 'asgi.db'}")
+    upgrade(database.engine)
+    secret, _ = seed(database)
+    app = create_app(Settings(data_dir=tmp, database_url=database.url), database, KEY)
+
+    @app.get("/v1/bench/noop", include_in_schema=False)
+    async def noop() -> Response:
+        return Response(status_code=200)
+
+    async def call(path: str) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "root_path": "", "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {secret}".encode())],
+                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {}}
+        status = 0
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        return status
+
+    async def run() -> dict[str, list[float]]:
+        assert await call("/v1/auth/verify") == 200
+        times: dict[str, list[float]] = {"/v1/bench/noop": [], "/v1/auth/verify": []}
+        for _ in range(7):
+            for path in times:
+                started = time.perf_counter()
+                for _ in range(2_000):
+                    await call(path)
+                times[path].append((time.perf_counter() - started) / 2_000 * 1e6)
+        return times
+
+    times = asyncio.run(run())
+    noop_us = statistics.median(times["/v1/bench/noop"])
+    auth_us = statistics.median(times["/v1/auth/verify"])
+    row("asgi", "no-op: µs/request median | best of 7", f"{noop_us:.1f} | {min(times['/v1/bench/noop']):.1f}")
+    row("asgi", "forward-auth (cached): µs/request median | best (no-op/forward-auth)",
+        f"{auth_us:.1f} | {min(times['/v1/auth/verify']):.1f} ({noop_us / auth_us:.0%})")
+    database.dispose()
+
+
 class temporary_pg_database:
     def __init__(self, server: str) -> None:
         self.url = make_url(server)
@@ -277,7 +337,7 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="scale rows with 1,000,000 tokens (else 100,000)")
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
     parser.add_argument("--stacks", default="uvicorn-httptools,uvicorn-h11,granian")
-    parser.add_argument("--only", default="inproc,http,scale,propagation")
+    parser.add_argument("--only", default="inproc,asgi,http,scale,propagation")
     args = parser.parse_args()
     only = set(args.only.split(","))
     stacks = [s for s in args.stacks.split(",") if s != "granian" or _has("granian")]
@@ -286,6 +346,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "inproc" in only:
             in_process(tmp)
+        if "asgi" in only:
+            asgi(tmp)
         if "http" in only:
             http(tmp, stacks, args.seconds)
         if "scale" in only:
