@@ -209,7 +209,7 @@ def start_server(stack: str, database_url: str, data_dir: Path) -> tuple[subproc
     process = subprocess.Popen([sys.executable, "-m", "bench.server", "--stack", stack, "--port", str(port)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/v1/bench/noop", process=process)
+    wait_for_http(f"{url}/v1/bench/noop", timeout=120, process=process)  # a loaded machine starts slowly
     return process, url
 
 
