@@ -119,3 +119,13 @@ def test_kubeconfig_for_a_token_without_clusters_is_422(client, alice):
     response = rotate(client, alice, alice.token_id, kubeconfig=True)
     assert response.status_code == 422
     assert whoami_token(client, alice.secret).status_code == 200  # nothing half-done
+
+
+def test_a_cached_rotated_out_secret_stops_at_the_end_of_its_grace(client, alice, clock):
+    old = alice.headers
+    client.post(f"/v1/tokens/{alice.token_id}/rotate", json={"grace": "1h"}, headers=old)
+    assert client.get("/v1/whoami", headers=old).status_code == 200  # now in the verification cache
+    clock.advance(timedelta(minutes=59, seconds=59))
+    assert client.get("/v1/whoami", headers=old).status_code == 200
+    clock.advance(timedelta(seconds=1))
+    assert client.get("/v1/whoami", headers=old).status_code == 401

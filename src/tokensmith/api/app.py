@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from starlette.middleware.base import RequestResponseEndpoint
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokensmith import __version__
 from tokensmith.api import operations, problems
 from tokensmith.api.context import AppContext
-from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens
+from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
 from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
@@ -24,15 +24,45 @@ DESCRIPTION = """Self-hosted API access tokens. Authenticate with `Authorization
 Errors are RFC 9457 `application/problem+json`."""
 
 
+class NoStoreForApi:
+    """API answers describe credentials; no shared cache or browser history should keep them.
+
+    Plain ASGI rather than ``@app.middleware("http")``: that wrapper costs a task and a stream
+    per request, a large share of the hot forward-auth path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
+
+
 def create_app(
     settings: Settings, database: Database, secret_key: bytes, clock: Clock | None = None,
     *, background_worker: bool = False,
 ) -> FastAPI:
     """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
     clock = clock or SystemClock()
+    verifier = Verifier(database, secret_key, clock)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        # Background: other replicas' invalidations, cache sweeps, last-used flushes (a final one on stop).
+        verifier.start()
+        operations.add_shutdown_hook(app_, verifier.stop)
         if background_worker:
             worker = BackgroundWorker(DeliveryWorker(database, clock))
             worker.start()
@@ -42,24 +72,15 @@ def create_app(
 
     app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = AppContext(
-        settings=settings, database=database, clock=clock, secret_key=secret_key,
-        verifier=Verifier(database, secret_key, clock),
+        settings=settings, database=database, clock=clock, secret_key=secret_key, verifier=verifier,
     )
     app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
     problems.install(app)
     routers = (identity.router, tokens.router, clusters.clusters, clusters.vpcs, kube.router, objectstore.router,
-               lifecycle.router)
+               lifecycle.router, verification.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
     install_console(app)  # the web console at /
-
-    @app.middleware("http")
-    async def no_store_for_api(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        # API answers describe credentials; no shared cache or browser history should keep them.
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
+    app.add_middleware(NoStoreForApi)
     return app

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import guarded_verify
+from tokensmith.api.guard import guarded_verify, request_ip
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
@@ -32,7 +32,8 @@ def authenticate(request: Request) -> Identity:
     context: AppContext = request.app.state.context
     # Brute-force limit per client IP (only failures count) and verification metrics.
     secret = bearer_secret(request.headers.get("authorization"))
-    identity = guarded_verify(request, "api", secret, context.verifier.verify)
+    client_ip = request_ip(request)
+    identity = guarded_verify(request, "api", secret, lambda s: context.verifier.verify(s, client_ip))
     request.state.identity = identity
     request.app.state.addresses.note(context, identity, request)  # audits a first use from a new IP, once
     return identity

@@ -202,6 +202,8 @@ def admin_create_token(
     note: Annotated[str, typer.Option(help="What the token is for.")] = "",
     verify_s3: Annotated[bool, typer.Option("--verify-s3", help="Also grant object-storage:verify (S3 gateways).")]
     = False,
+    introspect: Annotated[bool, typer.Option(
+        "--introspect", help="Also grant the 'introspect' scope (RFC 7662, for API gateways).")] = False,
 ) -> None:
     """Create a token for a user; prints the secret alone on stdout."""
     from tokensmith.accounts.service import AccountService
@@ -215,9 +217,11 @@ def admin_create_token(
             raise CliError(f"user {user!r} not found")
         from tokensmith.scopes import default_scopes
 
-        scopes = sorted(default_scopes(owner.is_admin) | {"object-storage:verify"}) if verify_s3 else None
+        wanted = (("object-storage:verify", verify_s3), ("introspect", introspect))
+        service_scopes = {scope for scope, asked in wanted if asked}
+        scopes = sorted(default_scopes(owner.is_admin) | service_scopes) if service_scopes else None
         created = TokenService(session, SystemClock(), boot.secret_key).create(
-            owner, name, note, expires_in, scopes=scopes, grant_service_scopes=verify_s3
+            owner, name, note, expires_in, scopes=scopes, grant_service_scopes=bool(service_scopes)
         )
     print(created.secret)
 

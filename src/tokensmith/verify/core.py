@@ -1,7 +1,12 @@
-"""Secret → identity. Parse, checksum, HMAC, lookup, then expiry and revocation checks.
+"""Secret → identity. Parse, checksum, HMAC, cache or lookup, then expiry and revocation checks.
 
 It fails closed: anything unexpected is a refusal, never a pass. Every failure
 but expiry carries the same neutral "invalid token" so callers learn nothing.
+
+Verified identities are cached by digest (see verify/cache.py); any committed change to a token
+or its user drops them at once in this process (tokensmith.db.changes) and, on PostgreSQL,
+within milliseconds on every other replica (verify/background.py). Expiry is checked against
+the clock on every call, cached or not.
 """
 
 from __future__ import annotations
@@ -10,16 +15,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import lazyload
 
 from tokensmith import scopes, secrets
 from tokensmith.clock import Clock
+from tokensmith.db import changes
 from tokensmith.db.database import Database
 from tokensmith.db.models import Organization, Token, User, token_clusters
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.tokens.expiration import is_expired
+from tokensmith.verify.background import Background
+from tokensmith.verify.cache import UNKNOWN, VerificationCache
+from tokensmith.verify.usage import UsageRecorder
 
 INVALID = "invalid token"
 EXPIRED = "token expired"
+# The lookup selects exactly what it needs; the models' eager relationships would cost two more
+# joins and a query per lookup.
+_NO_RELATIONSHIPS = (lazyload(Token.user), lazyload(Token.clusters), lazyload(User.organization))
 
 
 @dataclass(frozen=True)
@@ -43,20 +56,61 @@ class Identity:
 
 
 class Verifier:
-    def __init__(self, database: Database, secret_key: bytes, clock: Clock) -> None:
+    def __init__(
+        self, database: Database, secret_key: bytes, clock: Clock, cache: VerificationCache | None = None
+    ) -> None:
         self.database = database
         self.secret_key = secret_key
         self.clock = clock
+        self.cache = cache if cache is not None else VerificationCache()
+        self.usage = UsageRecorder(database, clock)
+        self.background = Background(database, self.cache, self.usage)
+        # Commits in this process drop what they changed from the cache at once.
+        self._unsubscribe = changes.subscribe(database.engine, self.cache.invalidate)
 
-    def verify(self, secret: str) -> Identity:
+    def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""
-        if not secrets.is_well_formed(secret):
-            raise AuthenticationFailed(INVALID)
-        identity = self.lookup(secrets.digest(secret, self.secret_key))
+        digest, cached = self._from_cache(secret)
+        if cached is not None:
+            return self._accept(cached, client_ip)
+        generation = self.cache.generation
+        identity = self.lookup(digest)
         if identity is None:
+            self.cache.put_unknown(digest, generation)
             raise AuthenticationFailed(INVALID)
-        if is_expired(identity.expires_at, self.clock.now()):
+        self.cache.put(digest, identity, generation)
+        return self._accept(identity, client_ip)
+
+    def verify_cached(self, secret: str, client_ip: str | None = None) -> Identity | None:
+        """Answer from memory only, without I/O: the identity, None when the cache cannot tell,
+        or AuthenticationFailed for a malformed, known-unknown or expired secret."""
+        _digest, cached = self._from_cache(secret)
+        return None if cached is None else self._accept(cached, client_ip)
+
+    def _from_cache(self, secret: str) -> tuple[str, Identity | None]:
+        """(digest, cached identity or None); AuthenticationFailed for malformed or known-unknown secrets.
+
+        Only digests of well-formed secrets are ever cached, so a cache hit needs no checksum
+        check; a miss gets the full one before anything can reach the database.
+        """
+        if len(secret) != secrets.SECRET_LENGTH:
+            raise AuthenticationFailed(INVALID)
+        try:
+            digest = secrets.digest(secret, self.secret_key)
+        except UnicodeEncodeError:
+            raise AuthenticationFailed(INVALID) from None
+        cached = self.cache.get(digest)
+        if cached is UNKNOWN:
+            raise AuthenticationFailed(INVALID)
+        if cached is None and not secrets.is_well_formed(secret):
+            raise AuthenticationFailed(INVALID)
+        return digest, cached  # type: ignore[return-value]
+
+    def _accept(self, identity: Identity, client_ip: str | None) -> Identity:
+        now = self.clock.now()
+        if is_expired(identity.expires_at, now):
             raise AuthenticationFailed(EXPIRED)
+        self.usage.record(identity.token_id, client_ip, now)
         return identity
 
     def lookup(self, digest: str) -> Identity | None:
@@ -64,6 +118,7 @@ class Verifier:
         with self.database.session() as session:
             row = session.execute(
                 select(Token, User, Organization)
+                .options(*_NO_RELATIONSHIPS)
                 .join(User, User.id == Token.user_id)
                 .join(Organization, Organization.id == Token.org_id)
                 .where(or_(Token.secret_digest == digest, and_(  # a rotated-out secret, during its grace
@@ -80,10 +135,27 @@ class Verifier:
             cluster_ids = frozenset(
                 session.scalars(select(token_clusters.c.cluster_id).where(token_clusters.c.token_id == token.id))
             )
+            expires_at = token.expires_at
+            if previous and not current and token.previous_grace_until is not None:
+                # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
+                grace = token.previous_grace_until
+                expires_at = grace if expires_at is None or grace < expires_at else expires_at
             return Identity(
                 token_id=token.id, token_public_id=token.public_id, token_name=token.name,
                 user_id=user.id, user_public_id=user.public_id, username=user.username,
                 org_id=org.id, org_public_id=org.public_id, org_name=org.name, is_admin=user.is_admin,
-                created_at=token.created_at, expires_at=token.expires_at, cluster_ids=cluster_ids,
+                created_at=token.created_at, expires_at=expires_at, cluster_ids=cluster_ids,
                 scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
             )
+
+    def start(self) -> None:
+        """Start hearing other replicas, sweeping and flushing last-used times (server start-up)."""
+        self.background.start()
+
+    def stop(self) -> None:
+        """Stop the background work and write every pending last-used time (server shutdown)."""
+        self.background.stop()
+
+    def close(self) -> None:
+        """Stop receiving this process's invalidations (a Verifier being thrown away)."""
+        self._unsubscribe()

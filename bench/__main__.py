@@ -1,0 +1,371 @@
+"""Verification benchmarks: one command, one table.
+
+    apt-get install -y wrk                      # the HTTP load generator (C, not the bottleneck)
+    .venv/bin/pip install -e '.[bench]'         # Granian, to compare with uvicorn
+    TOKENSMITH_BENCH_PG=postgresql+psycopg://postgres@127.0.0.1:5432/postgres .venv/bin/python -m bench
+    .venv/bin/python -m bench --million         # the scale rows with 1,000,000 tokens (slow)
+
+Sections: in-process verification (µs), forward-auth vs a no-op endpoint over loopback HTTP
+(wrk, 1 thread, concurrency 1/8/32), lookup latency with few vs many tokens stored (SQLite and
+PostgreSQL), and revocation propagation between two replicas on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets as pysecrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+from tests.servers import free_port, wait_for_http
+
+from tokensmith.accounts.service import AccountService
+from tokensmith.clock import SystemClock
+from tokensmith.db.database import Database
+from tokensmith.db.migrate import upgrade
+from tokensmith.db.models import Token
+from tokensmith.tokens.service import TokenService
+from tokensmith.verify.core import Verifier
+
+KEY = b"bench-secret-key-0123456789abcdef-0123456789"
+PG_ENV = "TOKENSMITH_BENCH_PG"
+rows: list[tuple[str, str, str]] = []
+
+
+def row(section: str, what: str, value: str) -> None:
+    rows.append((section, what, value))
+    print(f"  {section:<14} {what:<58} {value}", flush=True)
+
+
+def seed(database: Database, username: str = "bench") -> tuple[str, str]:
+    with database.session() as session:
+        accounts = AccountService(session, SystemClock())
+        user = accounts.find_user(username) or accounts.create_user(
+            accounts.get_or_create_org("default"), username, None, is_admin=True)
+        created = TokenService(session, SystemClock(), KEY).create(user, f"bench-{uuid.uuid4().hex[:6]}")
+        return created.secret, created.token.public_id
+
+
+def fill(database: Database, total: int) -> None:
+    """Bulk-insert filler tokens (random digests) until ``total`` are stored."""
+    with database.engine.connect() as connection:
+        have = connection.execute(text("SELECT count(*) FROM tokens")).scalar_one()
+        user_id, org_id = connection.execute(text("SELECT id, org_id FROM users LIMIT 1")).one()
+    now = datetime.now(UTC)
+    batch = 20_000
+    while have < total:
+        n = min(batch, total - have)
+        values = [{"public_id": f"tok_f{uuid.uuid4().hex[:20]}", "user_id": user_id, "org_id": org_id,
+                   "name": "filler", "note": "", "secret_digest": pysecrets.token_hex(32), "hint": "xxxx",
+                   "created_at": now} for _ in range(n)]
+        with database.engine.begin() as connection:
+            connection.execute(insert(Token.__table__), values)
+        have += n
+
+
+def timed_us(call: Callable[[], object], n: int, repeats: int = 5) -> tuple[float, float]:
+    """(median, best) over ``repeats`` runs of the mean µs per call."""
+    results = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(n):
+            call()
+        results.append((time.perf_counter() - started) / n * 1e6)
+    return statistics.median(results), min(results)
+
+
+def uncached_us(verifier: Verifier, secret: str, n: int) -> tuple[float, float]:
+    def call() -> None:
+        verifier.cache.clear()
+        verifier.verify(secret)
+
+    return timed_us(call, n)
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def in_process(tmp: Path) -> None:
+    database = Database(f"sqlite:///{tmp / 'inproc.db'}")
+    upgrade(database.engine)
+    secret, _ = seed(database)
+    verifier = Verifier(database, KEY, SystemClock())
+    verifier.verify(secret)
+    cached = timed_us(lambda: verifier.verify(secret), 20_000)
+    row("in-process", "verify, cached: µs/call median | best of 5", "{:.2f} | {:.2f}".format(*cached))
+    row("in-process", "verify, uncached, SQLite lookup: µs/call median | best",
+        "{:.1f} | {:.1f}".format(*uncached_us(verifier, secret, 300)))
+    pg = os.environ.get(PG_ENV)
+    if pg:
+        with temporary_pg_database(pg) as url:
+            pgdb = Database(url)
+            upgrade(pgdb.engine)
+            secret, _ = seed(pgdb)
+            pgv = Verifier(pgdb, KEY, SystemClock())
+            pgv.verify(secret)
+            row("in-process", "verify, uncached, PostgreSQL lookup: µs/call median | best",
+                "{:.1f} | {:.1f}".format(*uncached_us(pgv, secret, 300)))
+            pgv.close()
+            pgdb.dispose()
+    verifier.close()
+    database.dispose()
+
+
+def asgi(tmp: Path) -> None:
+    """The app called directly as ASGI (no sockets, no server): forward-auth vs no-op, µs per request.
+
+    Much less sensitive to a noisy machine than the HTTP runs, and it isolates what tokensmith
+    adds on top of the framework.
+    """
+    import asyncio
+
+    from fastapi import Response
+
+    from tokensmith.api.app import create_app
+    from tokensmith.config import Settings
+
+    database = Database(f"sqlite:///{tmp / 'asgi.db'}")
+    upgrade(database.engine)
+    secret, _ = seed(database)
+    app = create_app(Settings(data_dir=tmp, database_url=database.url), database, KEY)
+
+    @app.get("/v1/bench/noop", include_in_schema=False)
+    async def noop() -> Response:
+        return Response(status_code=200)
+
+    async def call(path: str) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "root_path": "", "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {secret}".encode())],
+                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {}}
+        status = 0
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope, receive, send)
+        return status
+
+    async def run() -> dict[str, list[float]]:
+        assert await call("/v1/auth/verify") == 200
+        times: dict[str, list[float]] = {"/v1/bench/noop": [], "/v1/auth/verify": []}
+        for _ in range(7):
+            for path in times:
+                started = time.perf_counter()
+                for _ in range(2_000):
+                    await call(path)
+                times[path].append((time.perf_counter() - started) / 2_000 * 1e6)
+        return times
+
+    times = asyncio.run(run())
+    noop_us = statistics.median(times["/v1/bench/noop"])
+    auth_us = statistics.median(times["/v1/auth/verify"])
+    row("asgi", "no-op: µs/request median | best of 7", f"{noop_us:.1f} | {min(times['/v1/bench/noop']):.1f}")
+    row("asgi", "forward-auth (cached): µs/request median | best (no-op/forward-auth)",
+        f"{auth_us:.1f} | {min(times['/v1/auth/verify']):.1f} ({noop_us / auth_us:.0%})")
+    database.dispose()
+
+
+class temporary_pg_database:
+    def __init__(self, server: str) -> None:
+        self.url = make_url(server)
+        self.name = f"tsm_bench_{uuid.uuid4().hex[:8]}"
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
+
+    def __enter__(self) -> str:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        return self.url.set(database=self.name).render_as_string(hide_password=False)
+
+    def __exit__(self, *_exc: object) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+def start_server(stack: str, database_url: str, data_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
+    env.update(TOKENSMITH_DATA_DIR=str(data_dir), TOKENSMITH_DATABASE_URL=database_url,
+               TOKENSMITH_SECRET_KEY=KEY.decode(), PYTHONPATH=os.getcwd())
+    process = subprocess.Popen([sys.executable, "-m", "bench.server", "--stack", stack, "--port", str(port)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/v1/bench/noop", timeout=120, process=process)  # a loaded machine starts slowly
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, connections: int, seconds: int, secret: str | None) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from wrk with one thread."""
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if secret:
+        args += ["-H", f"Authorization: Bearer {secret}"]
+    output = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} non-2xx answers from {url}")
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * _UNIT[unit]
+
+    return rps, pct("50"), pct("99")
+
+
+def http(tmp: Path, stacks: list[str], seconds: int, rounds: int = 3) -> None:
+    if shutil.which("wrk") is None:
+        row("http", "skipped: install wrk (apt-get install -y wrk)", "-")
+        return
+    db_url = f"sqlite:///{tmp / 'http.db'}"
+    database = Database(db_url)
+    upgrade(database.engine)
+    secret, _ = seed(database)
+    database.dispose()
+    for stack in stacks:
+        process, url = start_server(stack, db_url, tmp / f"data-{stack}")
+        try:
+            httpx.get(f"{url}/v1/auth/verify", headers={"Authorization": f"Bearer {secret}"})  # warm the cache
+            for c in (1, 8, 32):
+                # Alternate the two endpoints and keep medians: the machine is shared and noisy.
+                runs: dict[str, list[tuple[float, float, float]]] = {"noop": [], "auth": []}
+                for _ in range(rounds):
+                    runs["noop"].append(wrk(f"{url}/v1/bench/noop", c, seconds, secret))
+                    runs["auth"].append(wrk(f"{url}/v1/auth/verify", c, seconds, secret))
+                noop, auth = (tuple(statistics.median(r[i] for r in runs[k]) for i in range(3))
+                              for k in ("noop", "auth"))
+                row(f"http {stack}", f"c={c:<2} no-op        req/s | p50 ms | p99 ms",
+                    f"{noop[0]:.0f} | {noop[1]:.2f} | {noop[2]:.2f}")
+                row(f"http {stack}", f"c={c:<2} forward-auth req/s | p50 ms | p99 ms (ratio)",
+                    f"{auth[0]:.0f} | {auth[1]:.2f} | {auth[2]:.2f} ({auth[0] / noop[0]:.0%})")
+        finally:
+            stop(process)
+
+
+def scale(tmp: Path, sizes: list[int]) -> None:
+    pg = os.environ.get(PG_ENV)
+    for label in ("SQLite", "PostgreSQL"):
+        if label == "PostgreSQL" and not pg:
+            row("scale", "PostgreSQL skipped: set TOKENSMITH_BENCH_PG", "-")
+            continue
+        context = temporary_pg_database(pg) if label == "PostgreSQL" else None
+        url = context.__enter__() if context else f"sqlite:///{tmp / 'scale.db'}"
+        try:
+            database = Database(url)
+            upgrade(database.engine)
+            secret, _ = seed(database)
+            verifier = Verifier(database, KEY, SystemClock())
+            for size in sizes:
+                started = time.perf_counter()
+                fill(database, size)
+                filled = time.perf_counter() - started
+                if database.engine.dialect.name == "postgresql":
+                    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                        c.execute(text("ANALYZE tokens"))
+                uncached = uncached_us(verifier, secret, 300)
+                cached = timed_us(lambda v=verifier, s=secret: v.verify(s), 10_000)
+                row("scale", f"{label} {size:>9,} tokens: uncached µs | cached µs, medians (fill {filled:.0f} s)",
+                    f"{uncached[0]:.1f} | {cached[0]:.2f}")
+            verifier.close()
+            database.dispose()
+        finally:
+            if context:
+                context.__exit__(None, None, None)
+
+
+def propagation(tmp: Path, rounds: int) -> None:
+    pg = os.environ.get(PG_ENV)
+    if not pg:
+        row("propagation", "skipped: set TOKENSMITH_BENCH_PG", "-")
+        return
+    with temporary_pg_database(pg) as url:
+        database = Database(url)
+        upgrade(database.engine)
+        one, url_one = start_server("uvicorn-httptools", url, tmp / "data-one")
+        two, url_two = start_server("uvicorn-httptools", url, tmp / "data-two")
+        times = []
+        try:
+            with httpx.Client(timeout=5) as client:
+                for _ in range(rounds):
+                    secret, token_id = seed(database)
+                    headers = {"Authorization": f"Bearer {secret}"}
+                    assert client.get(f"{url_two}/v1/auth/verify", headers=headers).status_code == 200
+                    assert client.delete(f"{url_one}/v1/tokens/{token_id}", headers=headers).status_code == 204
+                    started = time.perf_counter()
+                    while client.get(f"{url_two}/v1/auth/verify", headers=headers).status_code != 401:
+                        pass
+                    times.append((time.perf_counter() - started) * 1e3)
+        finally:
+            stop(one)
+            stop(two)
+            database.dispose()
+    row("propagation", f"DELETE on A -> 401 on B, ms (median | max of {rounds})",
+        f"{statistics.median(times):.1f} | {max(times):.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--million", action="store_true", help="scale rows with 1,000,000 tokens (else 100,000)")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
+    parser.add_argument("--stacks", default="uvicorn-httptools,uvicorn-h11,granian")
+    parser.add_argument("--only", default="inproc,asgi,http,scale,propagation")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    stacks = [s for s in args.stacks.split(",") if s != "granian" or _has("granian")]
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "inproc" in only:
+            in_process(tmp)
+        if "asgi" in only:
+            asgi(tmp)
+        if "http" in only:
+            http(tmp, stacks, args.seconds)
+        if "scale" in only:
+            scale(tmp, [1_000, 1_000_000 if args.million else 100_000])
+        if "propagation" in only:
+            propagation(tmp, 20)
+    print("\n| section | measure | value |\n| --- | --- | --- |")
+    for section, what, value in rows:
+        print(f"| {section} | {what} | {value} |")
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Verification for software tokensmith does not own: reverse proxies (forward-auth) and
+gateways (RFC 7662 introspection). Both go through the one verification core."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from tokensmith.api import problems
+from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.context import AppContext
+from tokensmith.api.schemas import problem_responses
+from tokensmith.errors import AuthenticationFailed
+from tokensmith.verify.core import Identity
+
+router = APIRouter(tags=["verification"])
+Introspector = Annotated[Identity, requires("introspect")]
+INACTIVE: dict[str, Any] = {"active": False}
+
+
+def identity_headers(identity: Identity) -> dict[str, str]:
+    """What a proxy passes on to the service behind it (ids and names are safe to log; secrets never)."""
+    return {
+        "X-Auth-Request-User": identity.username,
+        "X-Tokensmith-User-Id": identity.user_public_id,
+        "X-Tokensmith-Org": identity.org_name,
+        "X-Tokensmith-Token-Id": identity.token_public_id,
+    }
+
+
+@router.get(
+    "/v1/auth/verify", status_code=200, response_class=Response,
+    responses={200: {"description": "The token is valid; identity in the X-Auth-Request-User and "
+                                    "X-Tokensmith-* headers."}, **problem_responses(401)},
+)
+async def forward_auth(request: Request) -> Response:
+    """Forward-auth for nginx ``auth_request``, Traefik ForwardAuth and Caddy ``forward_auth``.
+
+    Reads ``Authorization: Bearer <secret>`` only (never a query string). Async on purpose:
+    a cached answer is given on the event loop, without a threadpool hop; only a cache miss
+    goes to a thread for the database lookup.
+    """
+    context: AppContext = request.app.state.context
+    client_ip = request.client.host if request.client else None
+    try:
+        secret = bearer_secret(request.headers.get("authorization"))
+        identity = context.verifier.verify_cached(secret, client_ip)
+        if identity is None:
+            identity = await run_in_threadpool(context.verifier.verify, secret, client_ip)
+    except AuthenticationFailed as exc:
+        return problems.problem(401, exc.detail, problems.www_authenticate(exc))
+    return Response(status_code=200, headers=identity_headers(identity))
+
+
+@router.post(
+    "/v1/oauth2/introspect",
+    responses={200: {"description": 'RFC 7662: {"active": true, ...} or exactly {"active": false}.'},
+               **problem_responses(401, 403, 422)},
+)
+def introspect(
+    caller: Introspector,
+    ctx: Context,
+    token: Annotated[str, Form(description="The secret to introspect.")] = "",
+    token_type_hint: Annotated[str | None, Form(description="Ignored: there is one kind of token.")] = None,
+) -> JSONResponse:
+    """RFC 7662 token introspection for gateways holding a token with the ``introspect`` scope.
+
+    Expired, revoked, unknown, malformed and other organizations' tokens are all exactly
+    ``{"active": false}``: an introspector learns nothing about why.
+    """
+    try:
+        identity = ctx.verifier.verify(token)
+    except AuthenticationFailed:
+        return JSONResponse(INACTIVE)
+    if identity.org_id != caller.org_id:
+        return JSONResponse(INACTIVE)
+    body: dict[str, Any] = {
+        "active": True,
+        "scope": " ".join(sorted(identity.scopes)),
+        "client_id": identity.token_public_id,
+        "username": identity.username,
+        "token_type": "Bearer",
+        "iat": int(identity.created_at.timestamp()),
+        "sub": identity.user_public_id,
+        "org": identity.org_public_id,
+        "org_name": identity.org_name,
+        "token_name": identity.token_name,
+        "admin": identity.is_admin,
+    }
+    if identity.expires_at is not None:
+        body["exp"] = int(identity.expires_at.timestamp())
+    return JSONResponse(body)

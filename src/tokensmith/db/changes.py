@@ -1,0 +1,173 @@
+"""Which tokens and users a transaction changed, told to whoever caches verification results.
+
+Hooked on SQLAlchemy's Session events for every session of the process, so no service has to
+remember to invalidate anything: a revocation, a rotation, a leak report, a grant change, a user
+disabled or demoted — any write to a Token or User row through the ORM is seen here.
+
+* ``after_flush`` collects the ids (and, for tokens, the digests) of changed rows, and on PostgreSQL
+  queues ``pg_notify`` in the same transaction: the notification is delivered on commit only, so a
+  rolled-back change never invalidates anything on other replicas.
+* ``after_commit`` tells this process's subscribers at once; ``after_rollback`` forgets.
+* ORM bulk UPDATE/DELETE on those tables, and any change to clusters (grants cascade from them),
+  invalidate everything: their rows are not known one by one.
+
+Writes that do not concern verification (``last_used_at``/``last_used_ip``) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+from tokensmith.db.models import Cluster, Token, User, token_clusters
+
+CHANNEL: Final = "tokensmith_invalidate"
+_KEY: Final = "tokensmith.changes"
+# Columns whose writes never change what a verification answers.
+_IRRELEVANT: Final = {Token: frozenset({"last_used_at", "last_used_ip"}), User: frozenset({"password_hash"})}
+# pg_notify payloads are limited to 8000 bytes; beyond this many ids we just say "everything".
+_MAX_IDS_PER_NOTICE: Final = 500
+
+
+@dataclass
+class Changes:
+    """What one transaction changed. ``everything`` means: drop it all."""
+
+    token_ids: set[int] = field(default_factory=set)
+    user_ids: set[int] = field(default_factory=set)
+    digests: set[str] = field(default_factory=set)
+    everything: bool = False
+
+    def __bool__(self) -> bool:
+        return self.everything or bool(self.token_ids or self.user_ids or self.digests)
+
+    def merge(self, other: Changes) -> None:
+        self.token_ids |= other.token_ids
+        self.user_ids |= other.user_ids
+        self.digests |= other.digests
+        self.everything = self.everything or other.everything
+
+    def to_payload(self) -> str:
+        if self.everything or len(self.token_ids) + len(self.user_ids) + len(self.digests) > _MAX_IDS_PER_NOTICE:
+            return json.dumps({"all": True})
+        return json.dumps({"t": sorted(self.token_ids), "u": sorted(self.user_ids), "d": sorted(self.digests)})
+
+    @classmethod
+    def from_payload(cls, payload: str) -> Changes:
+        """Parse a notification; anything unreadable means "everything" (fail safe, not open)."""
+        try:
+            data = json.loads(payload)
+            if data.get("all"):
+                return cls(everything=True)
+            return cls(
+                token_ids={int(i) for i in data.get("t", ())},
+                user_ids={int(i) for i in data.get("u", ())},
+                digests={str(d) for d in data.get("d", ())},
+            )
+        except (ValueError, TypeError, AttributeError):
+            return cls(everything=True)
+
+
+Subscriber = Callable[[Changes], None]
+_subscribers: weakref.WeakKeyDictionary[Engine, list[Subscriber]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def subscribe(engine: Engine, subscriber: Subscriber) -> Callable[[], None]:
+    """Call ``subscriber`` after every commit on ``engine`` that changed tokens or users; returns unsubscribe."""
+    with _lock:
+        _subscribers.setdefault(engine, []).append(subscriber)
+
+    def unsubscribe() -> None:
+        with _lock:
+            subscribers = _subscribers.get(engine, [])
+            if subscriber in subscribers:
+                subscribers.remove(subscriber)
+
+    return unsubscribe
+
+
+def _relevant_change(obj: Any) -> bool:
+    ignored = _IRRELEVANT.get(type(obj), frozenset())
+    state = inspect(obj)
+    return any(attr.key not in ignored and attr.history.has_changes() for attr in state.attrs)
+
+
+def _pending(session: Session) -> Changes:
+    return session.info.setdefault(_KEY, Changes())
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session: Session, _flush: UOWTransaction) -> None:
+    found = Changes()
+    for obj in session.new:
+        if isinstance(obj, Token):
+            # A new token's digest may sit in a negative cache ("unknown") somewhere.
+            found.digests.add(obj.secret_digest)
+    for obj in session.dirty:
+        if isinstance(obj, Token) and _relevant_change(obj):
+            found.token_ids.add(obj.id)
+            if obj.secret_digest:
+                found.digests.add(obj.secret_digest)
+        elif isinstance(obj, User) and _relevant_change(obj):
+            found.user_ids.add(obj.id)
+        elif isinstance(obj, Cluster) and _relevant_change(obj):
+            found.everything = True
+    for obj in session.deleted:
+        if isinstance(obj, Token):
+            found.token_ids.add(obj.id)
+        elif isinstance(obj, User):
+            found.user_ids.add(obj.id)
+        elif isinstance(obj, Cluster):
+            found.everything = True
+    if found:
+        _pending(session).merge(found)
+        _notify_in_transaction(session, found)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _bulk(state: ORMExecuteState) -> None:
+    if not (state.is_update or state.is_delete):
+        return
+    tables = {getattr(m, "local_table", None) for m in state.all_mappers}
+    table = getattr(state.statement, "table", None)
+    if table is not None:
+        tables.add(table)
+    if tables & {Token.__table__, User.__table__, Cluster.__table__, token_clusters}:
+        found = Changes(everything=True)
+        _pending(state.session).merge(found)
+        _notify_in_transaction(state.session, found)
+
+
+def _notify_in_transaction(session: Session, found: Changes) -> None:
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Transactional: delivered to listeners at COMMIT, dropped on ROLLBACK.
+        connection.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL,
+                                                                          "payload": found.to_payload()})
+
+
+@event.listens_for(Session, "after_commit")
+def _deliver(session: Session) -> None:
+    changes: Changes | None = session.info.pop(_KEY, None)
+    if not changes:
+        return
+    bind = session.bind
+    engine = bind.engine if bind is not None else None
+    with _lock:
+        subscribers = list(_subscribers.get(engine, ())) if engine is not None else []
+    for subscriber in subscribers:
+        subscriber(changes)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_KEY, None)

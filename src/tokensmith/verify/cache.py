@@ -1,0 +1,161 @@
+"""In-process memory of verification results, keyed by secret digest (never by secret).
+
+* Positive entries: a verified Identity, kept at most ``ttl`` seconds (≤ 60) and at most
+  ``max_size`` of them; the oldest goes first when full.
+* Negative entries: digests that matched no live token, in a much smaller, shorter-lived set, so
+  a flood of random secrets costs one lookup each at most every ``negative_ttl`` seconds while
+  the memory they can take stays bounded.
+
+Expiry is *not* decided here: the verifier checks it against the clock on every call.
+A generation counter stops a lookup that raced an invalidation from caching its stale answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from tokensmith.db.changes import Changes
+
+if TYPE_CHECKING:
+    from tokensmith.verify.core import Identity
+
+MAX_TTL: Final = 60.0
+
+
+class _Unknown:
+    """The cached answer "no live token has this digest"."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    identity: Identity
+    fresh_until: float
+
+
+class VerificationCache:
+    def __init__(
+        self,
+        max_size: int = 10_000,
+        ttl: float = 30.0,
+        negative_max_size: int = 1_024,
+        negative_ttl: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < ttl <= MAX_TTL:
+            raise ValueError(f"cache ttl must be in (0, {MAX_TTL}] seconds")
+        self.max_size = max_size
+        self.ttl = ttl
+        self.negative_max_size = negative_max_size
+        self.negative_ttl = negative_ttl
+        self._monotonic = monotonic
+        self._positive: dict[str, _Entry] = {}
+        self._negative: dict[str, float] = {}
+        self._by_token: dict[int, set[str]] = {}
+        self._by_user: dict[int, set[str]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._positive)
+
+    @property
+    def negative_size(self) -> int:
+        return len(self._negative)
+
+    def get(self, digest: str) -> Identity | _Unknown | None:
+        """The cached Identity, UNKNOWN for a cached miss, or None when nothing fresh is cached."""
+        # Lock-free read: single dict operations are atomic; a stale read only costs a lookup.
+        entry = self._positive.get(digest)
+        now = self._monotonic()
+        if entry is not None:
+            if now < entry.fresh_until:
+                return entry.identity
+            self._drop(digest)
+            return None
+        until = self._negative.get(digest)
+        if until is not None:
+            if now < until:
+                return UNKNOWN
+            with self._lock:
+                self._negative.pop(digest, None)
+        return None
+
+    def put(self, digest: str, identity: Identity, generation: int) -> None:
+        """Remember a verified identity, unless an invalidation happened since ``generation`` was read."""
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._negative.pop(digest, None)
+            self._remove(digest)
+            while len(self._positive) >= self.max_size:
+                self._remove(next(iter(self._positive)))
+            self._positive[digest] = _Entry(identity, self._monotonic() + self.ttl)
+            self._by_token.setdefault(identity.token_id, set()).add(digest)
+            self._by_user.setdefault(identity.user_id, set()).add(digest)
+
+    def put_unknown(self, digest: str, generation: int) -> None:
+        """Remember that ``digest`` matched no live token (briefly; the set is small and bounded)."""
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._negative.pop(digest, None)
+            while len(self._negative) >= self.negative_max_size:
+                del self._negative[next(iter(self._negative))]
+            self._negative[digest] = self._monotonic() + self.negative_ttl
+
+    def invalidate(self, changes: Changes) -> None:
+        """Forget everything ``changes`` touched (or everything at all)."""
+        with self._lock:
+            self.generation += 1
+            if changes.everything:
+                self._clear()
+                return
+            for token_id in changes.token_ids:
+                for digest in list(self._by_token.get(token_id, ())):
+                    self._remove(digest)
+            for user_id in changes.user_ids:
+                for digest in list(self._by_user.get(user_id, ())):
+                    self._remove(digest)
+            for digest in changes.digests:
+                self._remove(digest)
+                self._negative.pop(digest, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._clear()
+
+    def cached_token_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._by_token)
+
+    def _clear(self) -> None:
+        self._positive.clear()
+        self._negative.clear()
+        self._by_token.clear()
+        self._by_user.clear()
+
+    def _drop(self, digest: str) -> None:
+        with self._lock:
+            self._remove(digest)
+
+    def _remove(self, digest: str) -> None:
+        entry = self._positive.pop(digest, None)
+        if entry is None:
+            return
+        for index, key in ((self._by_token, entry.identity.token_id), (self._by_user, entry.identity.user_id)):
+            digests = index.get(key)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del index[key]

@@ -1,0 +1,150 @@
+"""The real nginx, with auth_request in front of a small upstream, asking a real tokensmith serve."""
+
+import shutil
+import subprocess
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from tests.conftest import SECRET_KEY, require
+from tests.servers import ServerProcess, free_port, server_env, wait_for_http
+from tokensmith import secrets
+from tokensmith.accounts.service import AccountService
+from tokensmith.clock import FrozenClock, SystemClock
+from tokensmith.db.database import Database
+from tokensmith.tokens.service import TokenService
+
+pytestmark = pytest.mark.nginx
+NGINX = "/usr/sbin/nginx"
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log {prefix}/access.log;
+  client_body_temp_path {prefix}/tmp/body;  proxy_temp_path {prefix}/tmp/proxy;
+  fastcgi_temp_path {prefix}/tmp/fastcgi;   uwsgi_temp_path {prefix}/tmp/uwsgi;
+  scgi_temp_path {prefix}/tmp/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /_tokensmith {{
+      internal;
+      proxy_pass http://127.0.0.1:{tokensmith_port}/v1/auth/verify;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+    }}
+    location / {{
+      auth_request /_tokensmith;
+      auth_request_set $tokensmith_user $upstream_http_x_auth_request_user;
+      auth_request_set $tokensmith_token $upstream_http_x_tokensmith_token_id;
+      proxy_set_header X-Auth-Request-User $tokensmith_user;
+      proxy_set_header X-Tokensmith-Token-Id $tokensmith_token;
+      proxy_set_header Authorization "";
+      proxy_pass http://127.0.0.1:{upstream_port};
+    }}
+  }}
+}}
+"""
+
+
+class Upstream(BaseHTTPRequestHandler):
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:
+        Upstream.seen.append({k.lower(): v for k, v in self.headers.items()})
+        body = b"upstream ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    require(shutil.which(NGINX) is not None, "the nginx test needs Debian's nginx package")
+    root = tmp_path_factory.mktemp("nginx-stack")
+    data = root / "data"
+    server = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_SECRET_KEY=SECRET_KEY.decode())).start()
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    prefix = root / "nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, tokensmith_port=server.port,
+                                      upstream_port=upstream.server_address[1]))
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(prefix)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", process=nginx)
+        yield {"url": f"http://127.0.0.1:{port}", "server": server}
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        upstream.shutdown()
+        server.stop()
+
+
+def make_token(server: ServerProcess, username: str, clock=None, expiration: str = "1d") -> tuple[str, str]:
+    clock = clock or SystemClock()
+    database = Database(f"sqlite:///{server.data_dir / 'tokensmith.db'}")
+    try:
+        with database.session() as session:
+            accounts = AccountService(session, clock)
+            user = accounts.find_user(username) or accounts.create_user(
+                accounts.get_or_create_org("default"), username, None)
+            created = TokenService(session, clock, SECRET_KEY).create(user, "proxied", expiration=expiration)
+            return created.secret, created.token.public_id
+    finally:
+        database.dispose()
+
+
+def get(stack, secret: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    return httpx.get(f"{stack['url']}/dashboard", headers=headers, timeout=10)
+
+
+def test_a_valid_token_passes_and_the_upstream_sees_the_user(stack):
+    secret, token_id = make_token(stack["server"], "grafana-viewer")
+    Upstream.seen.clear()
+    response = get(stack, secret)
+    assert response.status_code == 200
+    assert response.text == "upstream ok"
+    assert Upstream.seen[-1]["x-auth-request-user"] == "grafana-viewer"
+    assert Upstream.seen[-1]["x-tokensmith-token-id"] == token_id
+    assert "authorization" not in Upstream.seen[-1]
+
+
+def test_a_missing_token_gets_401(stack):
+    assert get(stack).status_code == 401
+
+
+def test_a_bad_token_gets_401(stack):
+    assert get(stack, "tsm_not-a-token").status_code == 401
+    assert get(stack, secrets.generate()).status_code == 401
+
+
+def test_an_expired_token_gets_401(stack):
+    two_hours_ago = FrozenClock(datetime.now(UTC) - timedelta(hours=2))
+    secret, _ = make_token(stack["server"], "expired-user", clock=two_hours_ago, expiration="1h")
+    assert get(stack, secret).status_code == 401
+
+
+def test_a_deleted_token_gets_401(stack):
+    secret, token_id = make_token(stack["server"], "leaving-user")
+    assert get(stack, secret).status_code == 200
+    deleted = httpx.delete(f"{stack['server'].url}/v1/tokens/{token_id}",
+                           headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert deleted.status_code == 204
+    assert get(stack, secret).status_code == 401
