@@ -12,6 +12,7 @@ from tests.conftest import SECRET_KEY
 from tokensmith import scopes
 from tokensmith.api.app import create_app
 from tokensmith.config import Settings
+from tokensmith.db.database import Database
 from tokensmith.db.models import User
 
 # The only /v1 endpoints without a scope, and why.
@@ -21,6 +22,7 @@ UNSCOPED = {
     ("POST", "/v1/leaks"): "authenticated by a leak-reporter credential, not a token",
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "authenticated by the cluster's webhook credential (tsw_)",
     ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
+    ("GET", "/v1/auth/verify"): "forward-auth for any upstream: any live token passes; the proxy decides the rest",
 }
 # Endpoints that, beyond their scope, require the owner to be an organization admin.
 ADMIN_CHECKED = {
@@ -43,7 +45,7 @@ def _flatten(routes):
 
 
 def endpoints():
-    app = create_app(Settings(data_dir=None, database_url="sqlite://"), None, SECRET_KEY)  # type: ignore[arg-type]
+    app = create_app(Settings(data_dir=None, database_url="sqlite://"), Database("sqlite://"), SECRET_KEY)  # type: ignore[arg-type]
     for route in _flatten(app.routes):
         if not getattr(route, "path", "").startswith("/v1/"):
             continue

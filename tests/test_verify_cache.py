@@ -148,15 +148,20 @@ def test_the_positive_cache_stays_bounded(database, clock, make_account):
     verifier.close()
 
 
+def random_secret() -> str:
+    # Not secrets.generate(): the hygiene plugin remembers every secret that makes, which would be the growth seen.
+    return secrets.PREFIX + secrets.random_base62(secrets.BODY_LENGTH + secrets.CHECKSUM_LENGTH)
+
+
 def test_cache_memory_stays_bounded_under_a_flood():
     cache = VerificationCache(max_size=100, negative_max_size=1_000)
     tracemalloc.start()
     try:
         for _ in range(5_000):
-            cache.put_unknown(secrets.digest(secrets.generate(), SECRET_KEY), cache.generation)
+            cache.put_unknown(secrets.digest(random_secret(), SECRET_KEY), cache.generation)
         after_warmup, _ = tracemalloc.get_traced_memory()
         for _ in range(20_000):
-            cache.put_unknown(secrets.digest(secrets.generate(), SECRET_KEY), cache.generation)
+            cache.put_unknown(secrets.digest(random_secret(), SECRET_KEY), cache.generation)
         after_flood, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -129,6 +129,10 @@ class VerificationCache:
             for digest in changes.digests:
                 self._remove(digest)
                 self._negative.pop(digest, None)
+            if changes.token_ids or changes.user_ids:
+                # A refusal may have come from a disabled user or a since-changed token, and unknown
+                # entries do not say whose they were: forget them all (few, and seconds-lived).
+                self._negative.clear()
 
     def clear(self) -> None:
         with self._lock:
