@@ -58,15 +58,7 @@ def create(
 
 def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List your access keys (never their secrets)."""
-    client = ApiClient.from_config()
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = client.get(PATH, cursor=cursor, limit=200)
-        items.extend(page["items"])
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
+    items = ApiClient.from_config().get_all(PATH)
     if as_json:
         print_json(items)
     elif not items:

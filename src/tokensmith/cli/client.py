@@ -45,6 +45,17 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    def get_all(self, path: str, **params: Any) -> list[Any]:
+        """Every item of a cursor-paginated list, following ``next_cursor`` to the end."""
+        items: list[Any] = []
+        cursor = None
+        while True:
+            page = self.get(path, **params, cursor=cursor, limit=200)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return items
+
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, json=body)
 

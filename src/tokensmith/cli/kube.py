@@ -6,13 +6,12 @@ the server never sees a secret again after creating it.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import click
 import httpx
@@ -22,32 +21,10 @@ from typer.core import TyperGroup
 from tokensmith import secrets
 from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
+from tokensmith.cli.friendly import friendly
 from tokensmith.cli.output import err, out
-from tokensmith.errors import TokensmithError
 from tokensmith.kube import kubeconfig
 from tokensmith.kube.kubeconfig import TokenState
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(func: F) -> F:
-    """One clear line and the documented exit code instead of a traceback (as in cli.main)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CliError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(exc.exit_code) from None
-        except TokensmithError as exc:
-            err.print(f"error: {exc.detail}")
-            raise typer.Exit(3 if exc.status in (401, 403) else 1) from None
-        except (ValueError, OSError) as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class _OptionalMergeValue(TyperGroup):

@@ -5,19 +5,17 @@ Exit codes: 0 success, 1 the request failed, 2 bad usage, 3 not logged in or not
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from tokensmith.cli import access_keys
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
+from tokensmith.cli.friendly import friendly
 from tokensmith.cli.kube import cluster_app, kubeconfig_app
 from tokensmith.cli.output import err, out, print_json, tokens_table
-from tokensmith.errors import TokensmithError
 
 app = typer.Typer(help="Self-hosted API access tokens.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Create, list and delete your tokens.", no_args_is_help=True)
@@ -29,27 +27,6 @@ app.add_typer(db_app, name="db")
 app.add_typer(kubeconfig_app, name="kubeconfig")
 admin_app.add_typer(cluster_app, name="cluster")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(func: F) -> F:
-    """Turn expected failures into one clear line and a non-zero exit; never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except CliError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(exc.exit_code) from None
-        except TokensmithError as exc:
-            err.print(f"error: {exc.detail}")
-            raise typer.Exit(3 if exc.status in (401, 403) else 1) from None
-        except ValueError as exc:
-            err.print(f"error: {exc}")
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.command()
@@ -138,15 +115,7 @@ def token_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List your tokens."""
-    client = ApiClient.from_config()
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = client.get("/v1/tokens", all="true" if all_org else None, cursor=cursor, limit=200)
-        items.extend(page["items"])
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
+    items = ApiClient.from_config().get_all("/v1/tokens", all="true" if all_org else None)
     if as_json:
         print_json(items)
     elif not items:
