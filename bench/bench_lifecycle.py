@@ -9,6 +9,7 @@ a local receiver, and files per second for `scan` over 2,000 small files.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from tokensmith.db.database import Database
 from tokensmith.db.migrate import upgrade
 from tokensmith.db.models import Base, Token, Webhook
 from tokensmith.leaks.scan import iter_files, scan_file
+from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.tokens.service import TokenService
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.service import emit
@@ -72,16 +74,18 @@ def bench_verify(database: Database, clock: FrozenClock) -> None:
 
 
 def bench_webhooks(database: Database, clock: FrozenClock) -> None:
+    keyring = KeyRing([os.urandom(32)])
     receiver = start_receiver()
     with database.session() as session:
         org_id = session.scalars(select(Token.org_id)).first()
-        session.add(Webhook(public_id="whk_bench", org_id=org_id, url=receiver.url, signing_secret="whsec_x",
+        session.add(Webhook(public_id="whk_bench", org_id=org_id, url=receiver.url,
+                            signing_secret=keyring.encrypt("whsec_x", "whk_bench"),
                             created_at=clock.now()))
         session.flush()
         for n in range(500):
             emit(session, org_id, "token.revoked", {"n": n}, clock.now())
     replicas = [Database(database.url), Database(database.url)]
-    workers = [DeliveryWorker(db, clock, batch=20) for db in replicas]
+    workers = [DeliveryWorker(db, clock, keyring=keyring, batch=20) for db in replicas]
     started = time.perf_counter()
     threads = [threading.Thread(target=lambda w=w: [None for _ in iter(w.run_once, 0)]) for w in workers]
     for t in threads:

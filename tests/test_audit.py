@@ -14,6 +14,7 @@ from tests.conftest import SECRET_KEY
 from tokensmith.accounts.service import AccountService
 from tokensmith.db.models import AuditEvent
 from tokensmith.leaks import LeakService
+from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.webhooks.worker import DeliveryWorker
 
 PASSWORD = "correct horse battery staple"
@@ -65,12 +66,12 @@ def test_first_use_from_a_new_ip_is_recorded_once_per_address(app, client, datab
     assert [e.client_ip for e in events(database, action="token.used_from_new_ip")] == ["testclient", "203.0.113.7"]
 
 
-def test_expiry_and_policy_changes_are_recorded(client, database, clock, admin, alice):
+def test_expiry_and_policy_changes_are_recorded(client, database, clock, admin, alice, settings):
     client.put("/v1/org/policy", json={"max_lifetime_days": 90, "default_expiration": "30d"}, headers=admin.headers)
     [policy] = events(database, action="policy.updated")
     assert "at most 90 days" in policy.details and policy.actor_user == "admin"
     clock.advance(timedelta(days=31))
-    DeliveryWorker(database, clock).run_once()
+    DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings)).run_once()
     assert alice.token_id in {e.target for e in events(database, action="token.expired")}
 
 
@@ -95,7 +96,7 @@ def test_audit_api_filters_and_paginates_for_admins_only(client, admin, alice, b
     assert {e["actor_user"] for e in theirs} == {"mallory"}  # only their own organization's
 
 
-def test_no_event_ever_contains_a_secret(client, app, database, clock, admin, alice, dora):
+def test_no_event_ever_contains_a_secret(client, app, database, clock, admin, alice, dora, settings):
     every_secret = [admin.secret, alice.secret]
     login = client.post("/v1/auth/token", json={"username": "dora", "password": PASSWORD}).json()
     client.post("/v1/auth/token", json={"username": "dora", "password": alice.secret})
@@ -115,7 +116,7 @@ def test_no_event_ever_contains_a_secret(client, app, database, clock, admin, al
     client.put("/v1/org/policy", json={"default_expiration": "7d"}, headers=admin.headers)
     client.delete(f"/v1/tokens/{alice.token_id}", headers=alice.headers)
     clock.advance(timedelta(days=40))
-    DeliveryWorker(database, clock, timeout=0.5).run_once()
+    DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings), timeout=0.5).run_once()
     every_secret += [login["secret"], created["secret"], rotated["secret"], hook["signing_secret"],
                      reporter.secret, PASSWORD]
     dump = json.dumps([{c.name: str(getattr(e, c.name)) for c in AuditEvent.__table__.columns}

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from tests.receiver import start_receiver
 from tokensmith.db.database import Database
 from tokensmith.db.models import Webhook
+from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.webhooks import signing
 from tokensmith.webhooks.service import emit
 from tokensmith.webhooks.worker import DeliveryWorker, backoff
@@ -30,8 +31,23 @@ def hook(client, admin, receiver):
 
 
 @pytest.fixture
-def worker(database, clock):
-    return DeliveryWorker(database, clock, timeout=5)
+def keyring(settings):
+    """The key ring the app under test encrypts signing secrets with."""
+    return KeyRing.from_settings(settings)
+
+
+@pytest.fixture
+def worker(database, clock, keyring):
+    return DeliveryWorker(database, clock, keyring=keyring, timeout=5)
+
+
+def test_signing_secret_is_stored_encrypted(database, hook):
+    from sqlalchemy import text
+
+    with database.engine.connect() as connection:
+        stored = connection.execute(text("SELECT signing_secret FROM webhooks")).scalar_one()
+    assert hook["signing_secret"] not in stored
+    assert hook["signing_secret"][6:] not in stored
 
 
 def test_signing_secret_is_shown_once_and_list_omits_it(client, admin, hook):
@@ -119,7 +135,7 @@ def test_deleted_webhook_receives_nothing(client, admin, alice, hook, receiver, 
     assert receiver.received == []
 
 
-def test_two_replicas_deliver_each_event_exactly_once(database, clock, hook, receiver):
+def test_two_replicas_deliver_each_event_exactly_once(database, clock, hook, receiver, keyring):
     receiver.delay = 0.01
     with database.session() as session:
         org_id = session.scalars(select(Webhook.org_id)).one()
@@ -127,7 +143,7 @@ def test_two_replicas_deliver_each_event_exactly_once(database, clock, hook, rec
             emit(session, org_id, "token.revoked", {"n": n}, clock.now())
     # Two replicas: separate engines and connection pools on the same database, running at once.
     replicas = [Database(database.url), Database(database.url)]
-    workers = [DeliveryWorker(db, clock, batch=3, timeout=5) for db in replicas]
+    workers = [DeliveryWorker(db, clock, keyring=keyring, batch=3, timeout=5) for db in replicas]
     barrier = threading.Barrier(2)
 
     def drain(worker):

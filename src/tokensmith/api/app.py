@@ -17,6 +17,7 @@ from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
+from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
 
@@ -64,7 +65,7 @@ def create_app(
         verifier.start()
         operations.add_shutdown_hook(app_, verifier.stop)
         if background_worker:
-            worker = BackgroundWorker(DeliveryWorker(database, clock))
+            worker = BackgroundWorker(DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings)))
             worker.start()
             operations.add_shutdown_hook(app_, worker.stop)
         async with operations.lifespan(app_):

@@ -209,8 +209,9 @@ class Webhook(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
-    # The HMAC signing key must be usable, so it is kept as is (shown once at creation).
-    signing_secret: Mapped[str] = mapped_column(String(100))
+    # The HMAC signing key must be usable, so it is stored encrypted under the key ring (like S3
+    # secret keys): the database alone never reveals it. Shown once at creation.
+    signing_secret: Mapped[str] = mapped_column(Text)
     # Space-separated event types; NULL means every event.
     events: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -16,6 +16,7 @@ from tokensmith.actor import Actor
 from tokensmith.clock import Clock
 from tokensmith.db.models import Token, Webhook, WebhookDelivery
 from tokensmith.errors import Forbidden, InvalidInput, NotFound
+from tokensmith.objectstore.crypto import KeyRing
 
 EVENTS: Final = ("token.expiring", "token.expired", "token.revoked", "token.leaked")
 PENDING: Final = "pending"
@@ -54,16 +55,17 @@ def emit(session: Session, org_id: int, event: str, data: Mapping[str, Any], at:
 
 
 class WebhookService:
-    def __init__(self, session: Session, clock: Clock) -> None:
+    def __init__(self, session: Session, clock: Clock, keyring: KeyRing) -> None:
         self.session = session
         self.clock = clock
+        self.keyring = keyring
 
     @staticmethod
     def _admin(actor: Actor) -> None:
         if not actor.is_admin:
             raise Forbidden("managing webhooks requires an organization admin")
 
-    def create(self, actor: Actor, url: str, events: Iterable[str] | None = None) -> Webhook:
+    def create(self, actor: Actor, url: str, events: Iterable[str] | None = None) -> tuple[Webhook, str]:
         """Add a webhook (admins). Returns it with its signing secret, which is shown only now.
 
         InvalidInput for a URL that is not http(s) with a host, or an unknown event.
@@ -82,14 +84,16 @@ class WebhookService:
         count = len(self.session.scalars(select(Webhook.id).where(Webhook.org_id == actor.org_id)).all())
         if count >= MAX_WEBHOOKS_PER_ORG:
             raise InvalidInput(f"an organization may have at most {MAX_WEBHOOKS_PER_ORG} webhooks", "url")
+        public_id = secrets.public_id("whk")
+        signing_secret = "whsec_" + secrets.random_base62(40)
         hook = Webhook(
-            public_id=secrets.public_id("whk"), org_id=actor.org_id, url=url,
-            signing_secret="whsec_" + secrets.random_base62(40),
+            public_id=public_id, org_id=actor.org_id, url=url,
+            signing_secret=self.keyring.encrypt(signing_secret, public_id),
             events=" ".join(wanted) if wanted is not None else None, created_at=self.clock.now(),
         )
         self.session.add(hook)
         self.session.flush()
-        return hook
+        return hook, signing_secret
 
     def list(self, actor: Actor) -> list[Webhook]:
         self._admin(actor)

@@ -25,6 +25,7 @@ from tokensmith import audit
 from tokensmith.clock import Clock
 from tokensmith.db.database import Database
 from tokensmith.db.models import Token, TokenNotice, Webhook, WebhookDelivery
+from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.webhooks import signing
 from tokensmith.webhooks.service import DELIVERED, FAILED, PENDING, emit, token_data
 
@@ -57,11 +58,12 @@ class Claimed:
 
 class DeliveryWorker:
     def __init__(
-        self, database: Database, clock: Clock, *, http: httpx.Client | None = None,
+        self, database: Database, clock: Clock, *, keyring: KeyRing, http: httpx.Client | None = None,
         batch: int = 20, timeout: float = 10.0,
     ) -> None:
         self.database = database
         self.clock = clock
+        self.keyring = keyring  # signing secrets are stored encrypted
         self.batch = batch
         # A claim outlives the slowest possible pass over a batch, so no other worker can take a row over
         # while this one may still be sending it.
@@ -142,7 +144,8 @@ class DeliveryWorker:
                 select(WebhookDelivery, Webhook).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
                 .where(WebhookDelivery.claimed_by == claim).order_by(WebhookDelivery.id)
             ).all()
-            return [Claimed(d.id, d.public_id, d.event, d.payload, d.attempts, h.url, h.signing_secret, claim)
+            return [Claimed(d.id, d.public_id, d.event, d.payload, d.attempts, h.url,
+                            self.keyring.decrypt(h.signing_secret, h.public_id), claim)
                     for d, h in rows]
 
     def deliver(self, delivery: Claimed) -> bool:

@@ -11,12 +11,14 @@ from sqlalchemy import select
 
 from tokensmith import audit
 from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.context import AppContext, Services
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenOut, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.errors import Forbidden, InvalidInput
 from tokensmith.kube import access
 from tokensmith.leaks import MAX_REPORTS, LeakService, Report
+from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.pagination import paginate
 from tokensmith.policy import ExpiryPolicy, PolicyService
 from tokensmith.tokens.expiration import DEFAULT_EXPIRATION
@@ -136,14 +138,20 @@ class CreatedWebhookOut(BaseModel):
     signing_secret: str = Field(description="HMAC-SHA256 key for X-Tokensmith-Signature; shown once.")
 
 
+def _webhooks(s: Services, ctx: AppContext) -> WebhookService:
+    return WebhookService(s.session, ctx.clock, KeyRing.from_settings(ctx.settings))
+
+
 @router.post("/webhooks", tags=["webhooks"], status_code=201, response_model=CreatedWebhookOut,
              responses=problem_responses(422))
 def create_webhook(body: WebhookCreate, caller: Writer, ctx: Context, request: Request,
                    response: Response) -> CreatedWebhookOut:
     with ctx.services() as s:
-        hook = WebhookService(s.session, ctx.clock).create(caller, body.url, body.events)
+        hook, signing_secret = _webhooks(s, ctx).create(
+            caller, body.url, body.events
+        )
         audit.record_request(s.session, request, "webhook.created", target=hook.public_id, details={"url": hook.url})
-        out = CreatedWebhookOut(webhook=WebhookOut.of(hook), signing_secret=hook.signing_secret)
+        out = CreatedWebhookOut(webhook=WebhookOut.of(hook), signing_secret=signing_secret)
     response.headers["Cache-Control"] = "no-store"
     return out
 
@@ -151,13 +159,13 @@ def create_webhook(body: WebhookCreate, caller: Writer, ctx: Context, request: R
 @router.get("/webhooks", tags=["webhooks"], response_model=list[WebhookOut])
 def list_webhooks(caller: Reader, ctx: Context) -> list[WebhookOut]:
     with ctx.services() as s:
-        return [WebhookOut.of(h) for h in WebhookService(s.session, ctx.clock).list(caller)]
+        return [WebhookOut.of(h) for h in _webhooks(s, ctx).list(caller)]
 
 
 @router.delete("/webhooks/{webhook_id}", tags=["webhooks"], status_code=204, responses=problem_responses(404))
 def delete_webhook(webhook_id: str, caller: Writer, ctx: Context, request: Request) -> Response:
     with ctx.services() as s:
-        hook = WebhookService(s.session, ctx.clock).delete(caller, webhook_id)
+        hook = _webhooks(s, ctx).delete(caller, webhook_id)
         audit.record_request(s.session, request, "webhook.deleted", target=hook.public_id)
     return Response(status_code=204)
 

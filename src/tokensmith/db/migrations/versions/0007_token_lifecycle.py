@@ -61,7 +61,7 @@ def upgrade() -> None:
     sa.Column('public_id', sa.String(length=32), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
     sa.Column('url', sa.String(length=2048), nullable=False),
-    sa.Column('signing_secret', sa.String(length=100), nullable=False),
+    sa.Column('signing_secret', sa.Text(), nullable=False),
     sa.Column('events', sa.Text(), nullable=True),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'],
