@@ -136,3 +136,15 @@ def test_admin_audit_export_writes_json_lines(client, database, alice, tmp_path)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert any(e["action"] == "token.created" and e["details"]["name"] == "exported" for e in lines)
     assert all(e["organization"] == "default" for e in lines)
+
+
+def test_access_key_creation_and_deletion_are_recorded(client, database, alice):
+    body = {"durationSeconds": 0, "attributes": {"name": "backup"}}
+    created = client.post("/v1/object-storage/access-keys", json=body, headers=alice.headers).json()
+    key_id = created["accessKeyId"]
+    assert client.delete(f"/v1/object-storage/access-keys/{key_id}", headers=alice.headers).status_code == 204
+    [made] = events(database, action="access_key.created")
+    [gone] = events(database, action="access_key.deleted")
+    assert made.target == gone.target == key_id
+    assert made.actor_user == "alice" and made.actor_token == alice.token_id
+    assert created["secretKey"] not in made.details

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from tokensmith import audit
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.context import AppContext
 from tokensmith.api.schemas import Page, problem_responses
@@ -122,13 +123,17 @@ class VerifyResult(BaseModel):
 
 @router.post("/access-keys", status_code=201, response_model=CreatedAccessKeyOut,
              responses=problem_responses(400, 422))
-def create_access_key(body: AccessKeyCreate, caller: Writer, ctx: Context, response: Response) -> CreatedAccessKeyOut:
+def create_access_key(
+    body: AccessKeyCreate, caller: Writer, ctx: Context, request: Request, response: Response
+) -> CreatedAccessKeyOut:
     """Mint an S3 access key: durationSeconds 0 for a permanent key, else a temporary one.
 
     The response is the only one that ever carries the secret key.
     """
     with ctx.services() as s:
         created = access_keys(s.session, ctx).create(caller, body.durationSeconds, body.attributes.name)
+        audit.record_request(s.session, request, "access_key.created", target=created.key.access_key_id,
+                             details={"name": created.key.name, "temporary": body.durationSeconds > 0})
         out = CreatedAccessKeyOut.of(created)
     response.headers["Cache-Control"] = "no-store"
     return out
@@ -152,10 +157,11 @@ def get_access_key(access_key_id: str, caller: Reader, ctx: Context) -> AccessKe
 
 
 @router.delete("/access-keys/{access_key_id}", status_code=204, responses=problem_responses(404))
-def delete_access_key(access_key_id: str, caller: Writer, ctx: Context) -> Response:
+def delete_access_key(access_key_id: str, caller: Writer, ctx: Context, request: Request) -> Response:
     """Revoke an access key: signatures made with it are invalid from now on."""
     with ctx.services() as s:
         access_keys(s.session, ctx).revoke(caller, access_key_id)
+        audit.record_request(s.session, request, "access_key.deleted", target=access_key_id)
     return Response(status_code=204)
 
 
