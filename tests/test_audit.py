@@ -148,3 +148,19 @@ def test_access_key_creation_and_deletion_are_recorded(client, database, alice):
     assert made.target == gone.target == key_id
     assert made.actor_user == "alice" and made.actor_token == alice.token_id
     assert created["secretKey"] not in made.details
+
+
+def test_behind_a_trusted_proxy_events_record_the_forwarded_client(database, clock, tmp_path, alice):
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import SECRET_KEY
+    from tokensmith.api.app import create_app
+    from tokensmith.config import Settings
+
+    settings = Settings(tmp_path / "proxied", database.url, trusted_proxies=("10.0.0.0/8",))
+    app = create_app(settings, database, SECRET_KEY, clock)
+    with TestClient(app, client=("10.1.2.3", 40000)) as via_proxy:
+        via_proxy.post("/v1/tokens", json={"name": "proxied"},
+                       headers={**alice.headers, "X-Forwarded-For": "198.51.100.23"})
+    [created] = [e for e in events(database, action="token.created") if e.target != alice.token_id]
+    assert created.client_ip == "198.51.100.23"

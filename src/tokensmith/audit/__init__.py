@@ -63,9 +63,10 @@ def record(
 
 
 def client_of(request: Any) -> tuple[str | None, str | None]:
-    """(client IP, user agent) of a Starlette request."""
-    ip = request.client.host if request.client is not None else None
-    return ip, request.headers.get("user-agent")
+    """(client IP, user agent) of a Starlette request; the IP honours the trusted-proxy setting."""
+    from tokensmith.api.guard import request_ip  # the one rule for who the client is
+
+    return request_ip(request), request.headers.get("user-agent")
 
 
 def record_request(

@@ -25,6 +25,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import request_ip
 from tokensmith.console.format import exact, relative
 from tokensmith.console.sessions import SessionService, SignInBrake, Viewer, csrf_token, csrf_valid
 from tokensmith.db.models import Token, User
@@ -165,7 +166,7 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     ctx = context_of(request)
     if not csrf_valid(ctx.secret_key, "pre:" + request.cookies.get(PRE_COOKIE, ""), csrf):
         return _sign_in_page(request, 403, "The sign-in form expired. Please try again.", username)
-    keys = (f"user:{username.strip().lower()}", f"ip:{request.client.host if request.client else '-'}")
+    keys = (f"user:{username.strip().lower()}", f"ip:{request_ip(request)}")
     # Waiting before checking (not after) makes parallel guesses wait too.
     await asyncio.sleep(brake.delay(*keys))
 

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from tokensmith.api import problems
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import request_ip
 from tokensmith.api.schemas import problem_responses
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.verify.core import Identity
@@ -44,7 +45,7 @@ async def forward_auth(request: Request) -> Response:
     goes to a thread for the database lookup.
     """
     context: AppContext = request.app.state.context
-    client_ip = request.client.host if request.client else None
+    client_ip = request_ip(request)
     try:
         secret = bearer_secret(request.headers.get("authorization"))
         identity = context.verifier.verify_cached(secret, client_ip)
