@@ -121,8 +121,10 @@ def test_an_unknown_secret_hits_the_database_once_then_the_negative_cache(verifi
 
 
 def test_a_malformed_secret_never_reaches_the_database(verifier, database):
+    good = secrets.generate()
+    wrong_checksum = good[:-1] + ("x" if good[-1] != "x" else "y")  # always a different last character
     selects = count_selects(database)
-    for bad in ("", "tsm_short", secrets.generate()[:-1] + "x", "Bearer x"):
+    for bad in ("", "tsm_short", wrong_checksum, "Bearer x"):
         with pytest.raises(AuthenticationFailed):
             verifier.verify(bad)
     assert selects == []
