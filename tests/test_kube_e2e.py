@@ -373,6 +373,19 @@ def test_cli_refuses_a_deleted_secret(server, admin_secret, stub, cli_env):
     assert "refused that secret" in result.stderr and created["secret"] not in result.stderr
 
 
+def test_cli_check_reads_every_file_in_kubeconfig_as_kubectl_does(server, admin_secret, stub, tmp_path, cli_env):
+    fresh, dead = create(server, admin_secret, clusters=["kind"]), create(server, admin_secret, clusters=["kind"])
+    first, second = tmp_path / "first", tmp_path / "second"
+    for token, path in ((fresh, first), (dead, second)):
+        run_cli(server, "kubeconfig", "--cluster", "kind", "-o", str(path), input=token["secret"], env=cli_env)
+    api(server, admin_secret, "DELETE", f"/v1/tokens/{dead['token']['id']}")
+    env = {**cli_env, "KUBECONFIG": f"{first}:{tmp_path / 'missing'}:{second}"}
+    result = run_cli(server, "kubeconfig", "check", env=env, check=False)
+    assert result.returncode == 1
+    assert f"{second}: user" in result.stdout and "revoked or unknown" in result.stdout
+    assert str(first) not in result.stdout
+
+
 def test_cli_check_reports_loose_permissions_and_dead_or_expiring_tokens(server, admin_secret, stub, tmp_path,
                                                                          cli_env):
     soon = create(server, admin_secret, clusters=["kind"], expiration="3d")

@@ -176,6 +176,15 @@ def test_default_path_is_kubeconfigs_first_file_else_home(tmp_path):
     assert kubeconfig.default_path({}) == Path.home() / ".kube" / "config"
 
 
+def test_search_paths_are_every_kubeconfig_file_once_in_order(tmp_path):
+    listed = f"{tmp_path}/a:{tmp_path}/b::{tmp_path}/a"
+    assert kubeconfig.search_paths({"KUBECONFIG": listed}) == [tmp_path / "a", tmp_path / "b"]
+
+
+def test_search_paths_default_to_the_home_kubeconfig():
+    assert kubeconfig.search_paths({}) == [Path.home() / ".kube" / "config"]
+
+
 # --- check ------------------------------------------------------------------------------------------
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

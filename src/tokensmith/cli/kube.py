@@ -162,21 +162,28 @@ def _token_state(url: str | None) -> Callable[[str], TokenState]:
 @kubeconfig_app.command("check")
 @friendly
 def kubeconfig_check(
-    file: Annotated[Path | None, typer.Argument(help="Default: $KUBECONFIG's first file or ~/.kube/config.")] = None,
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Default: every file in $KUBECONFIG (as kubectl merges them), else ~/.kube/config.")] = None,
 ) -> None:
-    """Report a kubeconfig's problems: loose permissions, inside a git tree, tokens expired, revoked or expiring."""
-    path = file or kubeconfig.default_path()
-    if not path.exists():
-        raise CliError(f"{path} does not exist")
+    """Report kubeconfig problems: loose permissions, inside a git tree, tokens expired, revoked or expiring."""
+    explicit = bool(files)
+    paths = files or kubeconfig.search_paths()
+    missing = [path for path in paths if not path.exists()]
+    if explicit and missing:
+        raise CliError(f"{missing[0]} does not exist")
+    present = [path for path in paths if path.exists()]
+    if not present:  # kubectl itself skips $KUBECONFIG entries that do not exist
+        raise CliError(f"{' and '.join(map(str, paths))} {'does' if len(paths) == 1 else 'do'} not exist")
     url = ClientConfig.load().url
-    problems = kubeconfig.check(path, _token_state(url), datetime.now(UTC))
+    state = _token_state(url)
+    problems = [problem for path in present for problem in kubeconfig.check(path, state, datetime.now(UTC))]
     if not url:
         err.print("note: tokensmith tokens were not checked: run 'tokensmith login' or set TOKENSMITH_URL")
     for problem in problems:
         out.print(f"problem: {problem}")
     if problems:
         raise typer.Exit(1)
-    out.print(f"{path}: no problems found")
+    out.print(f"{', '.join(map(str, present))}: no problems found")
 
 
 @cluster_app.command("webhook-config")

@@ -147,6 +147,17 @@ def default_path(environ: dict[str, str] | None = None) -> Path:
     return Path.home() / ".kube" / "config"
 
 
+def search_paths(environ: dict[str, str] | None = None) -> list[Path]:
+    """Every file kubectl reads: each of ``$KUBECONFIG``'s files once, in order, else ``~/.kube/config``.
+
+    kubectl merges all of them, so a stale or world-readable token in the third file leaks just
+    as well as one in the first.
+    """
+    env = os.environ if environ is None else environ
+    listed = [Path(item).expanduser() for item in (env.get("KUBECONFIG") or "").split(os.pathsep) if item]
+    return list(dict.fromkeys(listed)) or [Path.home() / ".kube" / "config"]
+
+
 def write_atomic(path: Path, text: str, *, backup: bool = True) -> Path | None:
     """Write ``text`` to ``path`` atomically (temporary file in the same directory, then rename).
 
@@ -246,7 +257,7 @@ def check(path: Path, token_state: Callable[[str], TokenState], now: datetime) -
         if not isinstance(token, str) or not secrets.is_well_formed(token):
             continue
         state = token_state(token)
-        label = f"user {user['name']!r} (tokensmith token {state.token_id or secrets.mask(token)})"
+        label = f"{path}: user {user['name']!r} (tokensmith token {state.token_id or secrets.mask(token)})"
         if state.state == "expired":
             problems.append(f"{label} has expired; create a new token and run tokensmith kubeconfig --merge")
         elif state.state == "invalid":
