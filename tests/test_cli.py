@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.pki import CA_PEM
 from tests.servers import ServerProcess, free_port, server_env
 from tokensmith import secrets
 
@@ -117,3 +118,49 @@ def test_help_lists_commands(cli):
     out = cli("--help").stdout
     for command in ("serve", "login", "whoami", "token", "admin"):
         assert command in out
+
+
+@pytest.fixture
+def cluster_with_credential(logged_in, server):
+    """A cluster 'edge' added over the API with the CLI login's token, and one webhook credential."""
+    import tomllib
+
+    import httpx
+
+    token = tomllib.loads(logged_in.config_file.read_text())["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    name = f"edge-{os.urandom(3).hex()}"
+    created = httpx.post(f"{server.url}/v1/clusters", headers=headers, json={
+        "name": name, "server": "https://edge.example:6443", "certificate_authority": CA_PEM, "region": "eu"})
+    assert created.status_code == 201, created.text
+    minted = httpx.post(f"{server.url}/v1/clusters/{name}/webhook-credentials", headers=headers)
+    assert minted.status_code == 201, minted.text
+    return name, minted.json()
+
+
+def test_cluster_list_shows_the_organizations_clusters(logged_in, cluster_with_credential):
+    name, _ = cluster_with_credential
+    listed = json.loads(logged_in("cluster", "list", "--json").stdout)
+    assert name in [c["name"] for c in listed]
+
+
+def test_cluster_credentials_list_shows_hints_never_secrets(logged_in, cluster_with_credential):
+    name, minted = cluster_with_credential
+    result = logged_in("cluster", "credentials", "list", name)
+    assert minted["credential"]["id"] in result.stdout
+    assert minted["secret"] not in result.stdout
+
+
+def test_cluster_credentials_revoke_removes_the_credential(logged_in, cluster_with_credential):
+    name, minted = cluster_with_credential
+    credential = minted["credential"]["id"]
+    logged_in("cluster", "credentials", "revoke", name, credential)
+    listed = json.loads(logged_in("cluster", "credentials", "list", name, "--json").stdout)
+    assert credential not in [c["id"] for c in listed]
+
+
+def test_cluster_credentials_revoke_of_an_unknown_credential_is_one_line_exit_1(logged_in, cluster_with_credential):
+    name, _ = cluster_with_credential
+    result = logged_in("cluster", "credentials", "revoke", name, "whc_nope", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: 404") and "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokensmith.cli import access_keys
+from tokensmith.cli import access_keys, clusters
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
@@ -196,6 +196,7 @@ def admin_create_token(
 
 
 app.add_typer(access_keys.register(friendly, admin_app), name="access-key")
+app.add_typer(clusters.register(friendly), name="cluster")
 @admin_app.command("backup")
 @friendly
 def admin_backup(
