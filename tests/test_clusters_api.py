@@ -29,6 +29,32 @@ def test_members_read_clusters_by_id_or_name(client, admin, alice):
     assert [c["name"] for c in client.get("/v1/clusters", headers=alice.headers).json()["items"]] == ["prod"]
 
 
+def test_the_audience_defaults_to_the_server_url(client, admin):
+    created = client.post("/v1/clusters", json=cluster_body(), headers=admin.headers).json()
+    assert created["audience"] == "https://10.0.0.1:6443"
+
+
+def test_an_admin_sets_and_resets_the_audience(client, admin):
+    created = client.post("/v1/clusters", json=cluster_body(audience="tokensmith"), headers=admin.headers)
+    assert created.json()["audience"] == "tokensmith"
+    reset = client.patch("/v1/clusters/prod", json={"audience": None}, headers=admin.headers)
+    assert reset.status_code == 200 and reset.json()["audience"] == "https://10.0.0.1:6443"
+
+
+@pytest.mark.parametrize("audience", ["two words", "tab\there", "x" * 2049], ids=["space", "control", "too-long"])
+def test_a_bad_audience_is_422_and_changes_nothing(client, admin, audience):
+    client.post("/v1/clusters", json=cluster_body(), headers=admin.headers)
+    response = client.patch("/v1/clusters/prod", json={"audience": audience}, headers=admin.headers)
+    assert response.status_code == 422
+    assert "audience" in response.text
+    assert client.get("/v1/clusters/prod", headers=admin.headers).json()["audience"] == "https://10.0.0.1:6443"
+
+
+def test_members_cannot_change_the_audience(client, admin, alice):
+    client.post("/v1/clusters", json=cluster_body(), headers=admin.headers)
+    assert client.patch("/v1/clusters/prod", json={"audience": "x"}, headers=alice.headers).status_code == 403
+
+
 def test_members_cannot_create_or_delete(client, admin, alice):
     assert client.post("/v1/clusters", json=cluster_body(), headers=alice.headers).status_code == 403
     client.post("/v1/clusters", json=cluster_body(), headers=admin.headers)

@@ -243,6 +243,17 @@ def test_audiences_must_include_the_clusters_and_are_echoed(client, kube):
     assert "audiences" not in other
 
 
+def test_a_configured_audience_replaces_the_server_url(client, admin, kube):
+    changed = client.patch("/v1/clusters/prod", headers=admin.headers, json={"audience": "tokensmith:prod"})
+    assert changed.status_code == 200, changed.text
+    mine = review(client, kube["prod"], kube["credential"], kube["secret"],
+                  audiences=["https://kubernetes.default.svc", "tokensmith:prod"]).json()["status"]
+    assert mine["authenticated"] is True and mine["audiences"] == ["tokensmith:prod"]
+    by_url = review(client, kube["prod"], kube["credential"], kube["secret"],
+                    audiences=["https://10.0.0.1:6443"]).json()["status"]
+    assert by_url["authenticated"] is False
+
+
 def test_a_wrong_webhook_credential_is_401(client, kube):
     for credential in (secrets.generate(secrets.WEBHOOK_PREFIX), kube["secret"], "garbage"):
         response = review(client, kube["prod"], credential, kube["secret"])

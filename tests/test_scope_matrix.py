@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.conftest import SECRET_KEY
+from tests.routes import api_routes
 from tokensmith import scopes
 from tokensmith.api.app import create_app
 from tokensmith.config import Settings
@@ -38,15 +39,11 @@ def _scope_of(route) -> str | None:
     return found[0] if found else None
 
 
-def _flatten(routes):
-    for route in routes:
-        included = getattr(route, "original_router", None)  # FastAPI >= 0.160 includes routers lazily
-        yield from _flatten(included.routes) if included is not None else [route]
 
 
 def endpoints():
     app = create_app(Settings(data_dir=None, database_url="sqlite://"), Database("sqlite://"), SECRET_KEY)  # type: ignore[arg-type]
-    for route in _flatten(app.routes):
+    for route in api_routes(app.routes):
         if not getattr(route, "path", "").startswith("/v1/"):
             continue
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):

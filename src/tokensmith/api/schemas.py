@@ -140,6 +140,17 @@ class ClusterCreate(Request):
     certificate_authority: str = Field(description="PEM-encoded CA certificate(s) of the API server.")
     region: str
     vpc: str | None = Field(default=None, description="A VPC id or name.")
+    audience: str | None = Field(
+        default=None, max_length=2048,
+        description="The audience TokenReviews must ask for: one of the API server's --api-audiences. "
+                    "Default: the server URL.",
+    )
+
+
+class ClusterUpdate(Request):
+    audience: str | None = Field(
+        max_length=2048, description="The new audience; null or empty resets it to the server URL.",
+    )
 
 
 class ClusterOut(BaseModel):
@@ -149,6 +160,7 @@ class ClusterOut(BaseModel):
     certificate_authority: str
     region: str
     vpc: str | None = Field(description="The VPC's id, if any.")
+    audience: str = Field(description="The audience TokenReviews must ask for (when they name audiences).")
     created_at: datetime
 
     @classmethod
@@ -156,7 +168,8 @@ class ClusterOut(BaseModel):
         return cls(
             id=cluster.public_id, name=cluster.name, server=cluster.server,
             certificate_authority=cluster.certificate_authority, region=cluster.region,
-            vpc=cluster.vpc.public_id if cluster.vpc else None, created_at=cluster.created_at,
+            vpc=cluster.vpc.public_id if cluster.vpc else None, audience=cluster.token_audience,
+            created_at=cluster.created_at,
         )
 
 

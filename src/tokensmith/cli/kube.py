@@ -224,7 +224,7 @@ def webhook_config(
         minted = webhooks.WebhookCredentialService(session, SystemClock(), boot.secret_key).mint(target)
         endpoint = webhooks.tokenreview_url(url, target)
         document = webhooks.webhook_kubeconfig(endpoint, minted.secret, ca)
-        flags = webhooks.apiserver_flags(config_path, target.server)
+        flags = webhooks.apiserver_flags(config_path, target.token_audience)
         header = [
             f"# tokensmith webhook kubeconfig for cluster {target.name} ({target.public_id}),",
             f"# credential {minted.credential.public_id}. The credential is shown only now.",

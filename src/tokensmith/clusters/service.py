@@ -39,6 +39,21 @@ def validate_server_url(server: str) -> str:
     return server.strip().rstrip("/")
 
 
+MAX_AUDIENCE_LENGTH = 2048
+
+
+def validate_audience(audience: str | None) -> str | None:
+    """A TokenReview audience (any printable string without spaces, usually a URL); None or blank: the default."""
+    if audience is None or not audience.strip():
+        return None
+    value = audience.strip()
+    if len(value) > MAX_AUDIENCE_LENGTH or not value.isprintable() or any(c.isspace() for c in value):
+        raise InvalidInput(
+            f"audience must be printable text without spaces, at most {MAX_AUDIENCE_LENGTH} characters", "audience"
+        )
+    return value
+
+
 def validate_certificate_authority(pem: str) -> str:
     """One or more PEM certificates, normalised; InvalidInput if anything does not parse."""
     if len(pem.encode()) > MAX_CA_BYTES:
@@ -106,9 +121,9 @@ class ClusterService:
 
     def create(
         self, actor: Actor, name: str, server: str, certificate_authority: str, region: str,
-        vpc: str | None = None,
+        vpc: str | None = None, audience: str | None = None,
     ) -> Cluster:
-        """Register a cluster; Forbidden for non-admins, Conflict for a duplicate name."""
+        """Register a cluster; Forbidden for non-admins, Conflict for a duplicate name, InvalidInput for bad fields."""
         require_admin(actor, "creating a cluster")
         name = clean_identifier(name, "name")
         cluster = Cluster(
@@ -117,7 +132,7 @@ class ClusterService:
             certificate_authority=validate_certificate_authority(certificate_authority),
             region=clean_identifier(region, "region"),
             vpc_id=VpcService(self.session, self.clock).get(actor, vpc).id if vpc else None,
-            created_at=self.clock.now(),
+            created_at=self.clock.now(), audience=validate_audience(audience),
         )
         if self.session.scalar(select(Cluster.id).where(Cluster.org_id == actor.org_id, Cluster.name == name)):
             raise Conflict(f"a cluster named {name!r} already exists")
@@ -137,6 +152,14 @@ class ClusterService:
     def list(self, actor: Actor, cursor: str | None = None, limit: int = DEFAULT_LIMIT) -> Page[Cluster]:
         query = select(Cluster).where(Cluster.org_id == actor.org_id)
         return paginate(self.session, query, Cluster.id, cursor, limit)
+
+    def set_audience(self, actor: Actor, ref: str, audience: str | None) -> Cluster:
+        """Change the audience TokenReviews must ask for (None or blank: the server URL); admins only."""
+        require_admin(actor, "changing a cluster")
+        cluster = self.get(actor, ref)
+        cluster.audience = validate_audience(audience)
+        self.session.flush()
+        return cluster
 
     def delete(self, actor: Actor, ref: str) -> None:
         require_admin(actor, "deleting a cluster")

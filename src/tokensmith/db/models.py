@@ -133,9 +133,16 @@ class Cluster(Base):
     vpc_id: Mapped[int | None] = mapped_column(ForeignKey("vpcs.id", ondelete="SET NULL"))
     region: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # None: the server URL. Set when the API server's --api-audiences cannot include that URL.
+    audience: Mapped[str | None] = mapped_column(String(2048))
 
     organization: Mapped[Organization] = relationship(lazy="joined")
     vpc: Mapped[Vpc | None] = relationship(lazy="joined")
+
+    @property
+    def token_audience(self) -> str:
+        """The audience a TokenReview must ask for to authenticate a token at this cluster."""
+        return self.audience or self.server
 
 
 class WebhookCredential(Base):

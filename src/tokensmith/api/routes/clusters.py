@@ -10,6 +10,7 @@ from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import (
     ClusterCreate,
     ClusterOut,
+    ClusterUpdate,
     Page,
     VpcCreate,
     VpcOut,
@@ -30,7 +31,7 @@ VpcWriter = Annotated[Identity, requires("vpcs:write")]
 def create_cluster(body: ClusterCreate, caller: ClusterWriter, ctx: Context) -> ClusterOut:
     with ctx.services() as s:
         cluster = s.clusters.create(
-            caller, body.name, body.server, body.certificate_authority, body.region, body.vpc
+            caller, body.name, body.server, body.certificate_authority, body.region, body.vpc, body.audience
         )
         return ClusterOut.of(cluster)
 
@@ -48,6 +49,13 @@ def list_clusters(
 def get_cluster(cluster: str, caller: ClusterReader, ctx: Context) -> ClusterOut:
     with ctx.services() as s:
         return ClusterOut.of(s.clusters.get(caller, cluster))
+
+
+@clusters.patch("/{cluster}", response_model=ClusterOut, responses=problem_responses(400, 404, 422))
+def update_cluster(cluster: str, body: ClusterUpdate, caller: ClusterWriter, ctx: Context) -> ClusterOut:
+    """Change a cluster's TokenReview audience; its webhook credentials and granted tokens stay."""
+    with ctx.services() as s:
+        return ClusterOut.of(s.clusters.set_audience(caller, cluster, body.audience))
 
 
 @clusters.delete("/{cluster}", status_code=204, responses=problem_responses(403, 404))

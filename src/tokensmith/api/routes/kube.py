@@ -133,7 +133,7 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
     def decide() -> dict[str, Any]:
         with ctx.services() as s:
             target = _webhooks(ctx, s.session).authenticate(cluster, credential)
-            cluster_id, audience = target.id, target.server
+            cluster_id, audience = target.id, target.token_audience
         review = tokenreview.parse(body)
         return tokenreview.decide(review, cluster_id, audience, ctx.verifier.verify)
 
