@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 
 from tests.pki import CA_PEM
-from tests.routes import api_routes
 from tokensmith import secrets
+from tokensmith.api.routing import api_routes
 
 REJECTED = ("none", "malformed", "unknown", "expired", "revoked")
 CALLERS = (*REJECTED, "other_org", "non_admin")

@@ -173,3 +173,13 @@ def test_malformed_secrets_are_refused_offline_and_not_counted(app, alice):
     mangled = {"Authorization": "Bearer " + alice.secret[:-1] + ("A" if alice.secret[-1] != "A" else "B")}
     assert {guess(client, mangled).status_code for _ in range(PER_IP * 2)} == {401}
     assert guess(client, alice.headers).status_code == 200
+
+
+def test_every_api_operation_documents_the_429_it_can_answer():
+    from tokensmith.db.database import Database
+
+    app = create_app(Settings(data_dir=None, database_url="sqlite://"), Database("sqlite://"), SECRET_KEY)  # type: ignore[arg-type]
+    operations = [(method, path, operation) for path, item in app.openapi()["paths"].items()
+                  if path.startswith("/v1/") for method, operation in item.items()]
+    assert len(operations) > 20
+    assert [(m, p) for m, p, operation in operations if "429" not in operation["responses"]] == []

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import update
 
 from tests.conftest import SECRET_KEY
-from tests.routes import api_routes
 from tokensmith import scopes
 from tokensmith.api.app import create_app
+from tokensmith.api.routing import api_routes
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.db.models import User

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from sqlalchemy import func, or_, select, text
 from starlette.middleware.base import RequestResponseEndpoint
 
 from tokensmith import metrics
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.problems import problem
+from tokensmith.api.routing import api_routes
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.migrate import is_current
 from tokensmith.db.models import Token
@@ -120,8 +120,8 @@ def install(app: FastAPI) -> None:
         window_seconds=settings.failure_window_seconds,
     ))
     app.include_router(router)
-    for route in app.routes:  # every authenticated route can answer 429 once a client is over its limit
-        if isinstance(route, APIRoute) and (route.path.startswith("/v1/") or route.path == "/metrics"):
+    for route in api_routes(app.routes):  # every authenticated route can answer 429 once a client is over its limit
+        if route.path.startswith("/v1/") or route.path == "/metrics":
             route.responses.setdefault(429, problem_responses(429)[429])
 
     @app.exception_handler(RateLimited)
