@@ -15,10 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, or_, select, text
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
 
 from tokensmith import metrics
 from tokensmith.api.auth import Context, requires
+from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.problems import problem
 from tokensmith.api.routing import api_routes
 from tokensmith.api.schemas import problem_responses
@@ -51,6 +52,14 @@ DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
 ShutdownHook = Callable[[], Any]
 router = APIRouter(tags=["operations"])
+
+
+def security_headers(path: str, headers: MutableHeaders) -> None:
+    """Never sniffed, never framed, no referrer; HTML pages get a strict CSP (/docs a looser one)."""
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if headers.get("content-type", "").startswith("text/html"):
+        headers.setdefault("Content-Security-Policy", DOCS_CSP if path in DOCS_PATHS else STRICT_CSP)
 
 
 def add_shutdown_hook(app: FastAPI, hook: ShutdownHook) -> None:
@@ -128,12 +137,4 @@ def install(app: FastAPI) -> None:
     async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
         return problem(429, exc.detail, {"Retry-After": str(exc.retry_after)})
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if response.headers.get("content-type", "").startswith("text/html"):
-            csp = DOCS_CSP if request.url.path in DOCS_PATHS else STRICT_CSP
-            response.headers.setdefault("Content-Security-Policy", csp)
-        return response
+    app.add_middleware(ResponseHeaders, edit=security_headers)

@@ -15,10 +15,11 @@ from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.base import RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
 
 from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.guard import request_ip
+from tokensmith.api.headers import ResponseHeaders
 from tokensmith.console.common import (
     API_PREFIXES,
     CSP,
@@ -423,6 +424,19 @@ def _is_console(path: str) -> bool:
     return not path.startswith(API_PREFIXES)
 
 
+def console_headers(path: str, headers: MutableHeaders) -> None:
+    """A strict CSP, never framed; pages (not static files) never kept in any cache or history."""
+    if not _is_console(path):
+        return
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if not path.startswith("/static/"):
+        # Pages show token lists and, once, secrets.
+        headers["Cache-Control"] = "no-store"
+
+
 def install(app: FastAPI) -> None:
     """Serve the console at ``/`` next to the API: pages, static files, security headers."""
     app.include_router(router)
@@ -443,16 +457,4 @@ def install(app: FastAPI) -> None:
             who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
         return render(request, "error.html", exc.status, who=who, message=exc.message)
 
-    @app.middleware("http")
-    async def console_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        if _is_console(request.url.path):
-            headers = response.headers
-            headers.setdefault("Content-Security-Policy", CSP)
-            headers.setdefault("X-Frame-Options", "DENY")
-            headers.setdefault("Referrer-Policy", "no-referrer")
-            headers.setdefault("X-Content-Type-Options", "nosniff")
-            if not request.url.path.startswith("/static/"):
-                # Pages show token lists and, once, secrets: never keep them in any cache or history.
-                headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(ResponseHeaders, edit=console_headers)
