@@ -111,6 +111,7 @@ def admin_audit_export(
     """Write every audit event as JSON Lines, oldest first."""
     from sqlalchemy import select
 
+    from tokensmith.audit.query import as_record
     from tokensmith.db.models import AuditEvent, Organization
 
     boot = _admin_services()
@@ -126,12 +127,7 @@ def admin_audit_export(
                     raise CliError(f"organization {org!r} not found")
                 query = query.where(AuditEvent.org_id == ids[0])
             for e in session.scalars(query.execution_options(yield_per=500)):
-                line = json.dumps({
-                    "id": e.id, "at": e.at.isoformat(), "organization": orgs.get(e.org_id) if e.org_id else None,
-                    "actor_user": e.actor_user, "actor_token": e.actor_token, "client_ip": e.client_ip,
-                    "user_agent": e.user_agent, "action": e.action, "target": e.target, "outcome": e.outcome,
-                    "details": json.loads(e.details) if e.details else None,
-                }, ensure_ascii=False)
+                line = json.dumps(as_record(e, orgs.get(e.org_id) if e.org_id else None), ensure_ascii=False)
                 if handle:
                     handle.write(line + "\n")
                 else:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from tokensmith import audit
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext, Services
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenOut, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
+from tokensmith.audit.query import AuditFilter, list_events
 from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.errors import Forbidden, InvalidInput
 from tokensmith.kube import access
 from tokensmith.leaks import MAX_REPORTS, LeakService, Report
 from tokensmith.objectstore.crypto import KeyRing
-from tokensmith.pagination import paginate
 from tokensmith.policy import ExpiryPolicy, PolicyService
 from tokensmith.tokens.expiration import DEFAULT_EXPIRATION
 from tokensmith.verify.core import Identity
@@ -237,21 +236,7 @@ def list_audit_events(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[AuditEventOut]:
     """The organization's audit events, newest first (admins)."""
-    _admin(caller, "reading the audit log")
-    query = select(AuditEvent).where(AuditEvent.org_id == caller.org_id)
-    if action:
-        query = query.where(AuditEvent.action.startswith(action) if action.endswith(".")
-                            else AuditEvent.action == action)
-    if actor:
-        query = query.where(AuditEvent.actor_user == actor)
-    if target:
-        query = query.where(AuditEvent.target == target)
-    if outcome:
-        query = query.where(AuditEvent.outcome == outcome)
-    if since:
-        query = query.where(AuditEvent.at >= (since if since.tzinfo else since.replace(tzinfo=UTC)))
-    if until:
-        query = query.where(AuditEvent.at < (until if until.tzinfo else until.replace(tzinfo=UTC)))
+    where = AuditFilter(action=action, actor=actor, target=target, outcome=outcome, since=since, until=until)
     with ctx.services() as s:
-        page = paginate(s.session, query, AuditEvent.id, cursor, limit)
+        page = list_events(s.session, caller, where, cursor, limit)
         return Page[AuditEventOut](items=[AuditEventOut.of(e) for e in page.items], next_cursor=page.next_cursor)
