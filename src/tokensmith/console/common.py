@@ -16,7 +16,9 @@ from typing import Annotated, Any
 import jinja2
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.orm import Session
 
+from tokensmith import audit
 from tokensmith.api.context import AppContext
 from tokensmith.console.format import exact, relative
 from tokensmith.console.sessions import SessionService, SignInBrake, Viewer, csrf_token, csrf_valid
@@ -128,3 +130,8 @@ def field_error(exc: InvalidInput, default: str) -> dict[str, str]:
     field = FIELD_ALIASES.get(exc.field or "", exc.field or default)
     message = exc.detail.replace("expires_at", "the expiry date")
     return {field: message[:1].upper() + message[1:]}
+
+
+def audit_event(session: Session, request: Request, who: Viewer, action: str, **fields: Any) -> None:
+    """Audit a console action like its API twin; the signed-in user is the actor (a session, so no token)."""
+    audit.record_request(session, request, action, org_id=who.org_id, actor_user=who.username, **fields)

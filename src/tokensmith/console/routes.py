@@ -17,9 +17,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
+from tokensmith import audit
 from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.guard import request_ip
 from tokensmith.api.headers import ResponseHeaders
+from tokensmith.console import (
+    audit_page,  # noqa: F401 - registers the audit log page on the router
+    cluster_webhooks,
+    token_lifecycle,
+)
 from tokensmith.console.common import (
     API_PREFIXES,
     CSP,
@@ -33,6 +39,7 @@ from tokensmith.console.common import (
     SignedAny,
     SignInRequired,
     Text,
+    audit_event,
     brake,
     check_csrf,
     context_of,
@@ -46,7 +53,7 @@ from tokensmith.console.common import (
 from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf_valid
 from tokensmith.db.models import Token, User
 from tokensmith.errors import AuthenticationFailed, InvalidInput, TokensmithError
-from tokensmith.kube import kubeconfig
+from tokensmith.kube import access
 from tokensmith.tokens.expiration import resolve_expiry
 from tokensmith.validation import clean_name, clean_note
 
@@ -84,8 +91,14 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
             try:
                 user = s.accounts.authenticate(username.strip(), password)
             except AuthenticationFailed:
+                known = s.accounts.find_user(username.strip())
+                audit.record_request(s.session, request, "auth.sign_in", outcome=audit.FAILURE,
+                                     actor_user=username.strip()[:100], org_id=known.org_id if known else None,
+                                     details={"via": "console"})
                 return None
             session_id = SessionService(s.session, ctx.clock, ctx.secret_key).start(user)
+            audit.record_request(s.session, request, "auth.sign_in", actor_user=user.username, org_id=user.org_id,
+                                 details={"via": "console"})
             return session_id, user.must_change_password
 
     result = await run_in_threadpool(check)
@@ -150,12 +163,14 @@ def _token_row(token: Token, now: datetime) -> dict[str, Any]:
         "owner": token.user.username, "created_at": token.created_at, "expires_at": token.expires_at,
         "expired": token.expires_at is not None and now >= token.expires_at,
         "last_used_at": token.last_used_at, "clusters": [c.name for c in token.clusters],
+        **token_lifecycle.row_extras(token, now),
     }
 
 
 def _tokens_page(
     request: Request, who: Viewer, *, whole_org: bool = False, cursor: str | None = None,
     form: dict[str, Any] | None = None, errors: dict[str, str] | None = None, status: int = 200,
+    rotate_error: dict[str, str] | None = None,
 ) -> HTMLResponse:
     ctx = context_of(request)
     with ctx.services() as s, refusals():
@@ -163,13 +178,21 @@ def _tokens_page(
         rows = [_token_row(t, ctx.clock.now()) for t in page.items]
         clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
                     for c in s.clusters.list(who, limit=200).items]
+        lifecycle = token_lifecycle.page_extras(s, who)
         # The one-time flash is read (and so destroyed) only by a plain page view.
-        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+        plain_view = form is None and rotate_error is None
+        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if plain_view else None
     return render(
         request, "tokens.html", status, who=who, tokens=rows, clusters=clusters, whole_org=whole_org and who.is_admin,
-        next_cursor=page.next_cursor, flash=flash, errors=errors or {},
-        form=form or {"name": "", "note": "", "expiration": "30d", "expires_on": "", "kind": "secret", "clusters": []},
+        next_cursor=page.next_cursor, flash=flash, errors=errors or {}, rotate_error=rotate_error, **lifecycle,
+        form=form or {"name": "", "note": "", "expiration": "30d", "expires_on": "", "kind": "secret", "clusters": [],
+                      "scope_mode": token_lifecycle.ALL_SCOPES, "scopes": []},
     )
+
+
+def tokens_page_with_error(request: Request, who: Viewer, *, whole_org: bool, rotate_error: dict[str, str]) -> Response:
+    """The tokens page with a rotate dialog reopened on its error (422)."""
+    return _tokens_page(request, who, whole_org=whole_org, rotate_error=rotate_error, status=422)
 
 
 @router.get("/")
@@ -197,15 +220,17 @@ def _expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetim
 def create_token(
     request: Request, who: Signed, csrf: Csrf = "", name: Text = "", note: Text = "", expiration: Text = "30d",
     expires_on: Text = "", kind: Text = "secret", clusters: Annotated[list[str], Form()] = [],  # noqa: B006
+    scope_mode: Text = token_lifecycle.ALL_SCOPES, scopes: Annotated[list[str], Form()] = [],  # noqa: B006
 ) -> Response:
     check_csrf(request, who, csrf)
     ctx = context_of(request)
     form = {"name": name, "note": note, "expiration": expiration, "expires_on": expires_on, "kind": kind,
-            "clusters": clusters}
+            "clusters": clusters, "scope_mode": scope_mode, "scopes": scopes}
     # Check every field first, so the dialog can mark all wrong fields at once.
     errors: dict[str, str] = {}
     for check in (lambda: clean_name(name), lambda: clean_note(note),
-                  lambda: resolve_expiry(ctx.clock.now(), *_expiry_input(expiration, expires_on))):
+                  lambda: resolve_expiry(ctx.clock.now(), *_expiry_input(expiration, expires_on)),
+                  lambda: token_lifecycle.requested_scopes(scope_mode, scopes)):
         try:
             check()
         except InvalidInput as exc:
@@ -218,18 +243,22 @@ def create_token(
         return _tokens_page(request, who, form=form, errors=errors, status=422)
     try:
         with ctx.services() as s:
-            # Each cluster once, in the order given, even if a form repeats one.
-            chosen = [s.clusters.get(who, ref) for ref in dict.fromkeys(clusters)] if kind == "kubeconfig" else []
+            chosen_scopes = token_lifecycle.requested_scopes(scope_mode, scopes)
+            # Each cluster once, in the order given; explicit scopes must then include kubernetes.
+            chosen = access.resolve_clusters(s.clusters, who, clusters if kind == "kubeconfig" else [],
+                                             want_kubeconfig=kind == "kubeconfig", scopes=chosen_scopes)
             owner = s.session.get(User, who.user_id)
             assert owner is not None
-            created = s.tokens.create(owner, name, note, *_expiry_input(expiration, expires_on), clusters=chosen)
+            created = s.tokens.create(owner, name, note, *_expiry_input(expiration, expires_on), clusters=chosen,
+                                      scopes=chosen_scopes)
+            audit_event(s.session, request, who, "token.created", target=created.token.public_id,
+                        details={"name": created.token.name})
             flash: dict[str, Any] = {"kind": "token", "name": created.token.name, "secret": created.secret}
             if chosen:
-                entries = [kubeconfig.ClusterEntry(who.org_name, c.name, c.server, c.certificate_authority)
-                           for c in chosen]
-                flash["kubeconfig"] = kubeconfig.render(
-                    kubeconfig.build(entries, created.secret, who.org_name, created.token.public_id))
-                flash["filename"] = kubeconfig.filename(created.token.public_id, created.token.name)
+                issued = access.issue(created.token, created.secret, chosen)
+                flash.update(kubeconfig=issued.text, filename=issued.filename)
+                audit_event(s.session, request, who, "kubeconfig.issued", target=created.token.public_id,
+                            details={"clusters": [c.public_id for c in chosen]})
             SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, flash)
     except InvalidInput as exc:
         return _tokens_page(request, who, form=form, errors=field_error(exc, "name"), status=422)
@@ -244,6 +273,7 @@ def delete_token(request: Request, who: Signed, public_id: str, csrf: Csrf = "",
     ctx = context_of(request)
     with ctx.services() as s, refusals():
         token = s.tokens.revoke(who, public_id)
+        audit_event(s.session, request, who, "token.deleted", target=token.public_id, details={"name": token.name})
         SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
             who.session_id, {"kind": "notice", "text": f"Token “{token.name}” was deleted; its secret stops working."})
     return redirect("/tokens?all=1" if all else "/tokens")
@@ -284,8 +314,9 @@ def create_cluster(
     try:
         with ctx.services() as s, refusals():
             cluster = s.clusters.create(who, name, server, certificate_authority, region, vpc or None)
+            # Its API server needs a webhook credential to ask for TokenReviews: mint one and reveal it once.
             SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
-                who.session_id, {"kind": "notice", "text": f"Cluster “{cluster.name}” was added."})
+                who.session_id, cluster_webhooks.first_credential(request, s, cluster))
     except InvalidInput as exc:
         return _clusters_page(request, who, form, field_error(exc, "name"), 422)
     except Refused as exc:

@@ -24,6 +24,9 @@ from tokensmith.tokens.rotation import parse_grace
 from tokensmith.validation import clean_name, clean_note
 from tokensmith.webhooks.service import emit, token_data
 
+# When a token counts as expiring soon (the console's banner; the first token.expiring webhook).
+EXPIRING_SOON = timedelta(days=7)
+
 
 @dataclass(frozen=True)
 class CreatedToken:
@@ -175,3 +178,13 @@ class TokenService:
         token.expires_at = expiry
         self.session.flush()
         return CreatedToken(token, secret)
+
+    def expiring_soon(self, actor: Actor, within: timedelta = EXPIRING_SOON) -> list[Token]:
+        """The caller's own live tokens that expire within ``within`` and have not expired yet, soonest first."""
+        now = self.clock.now()
+        return list(self.session.scalars(
+            select(Token).where(
+                Token.org_id == actor.org_id, Token.user_id == actor.user_id, Token.revoked_at.is_(None),
+                Token.expires_at > now, Token.expires_at <= now + within,
+            ).order_by(Token.expires_at, Token.id)
+        ))

@@ -1,0 +1,63 @@
+"""Webhook credentials of clusters in the console (admins): minted, then revealed once.
+
+What the reveal shows is what ``tokensmith admin cluster webhook-config`` prints: the webhook
+kubeconfig the cluster's API server reads (with the credential in it) and the flags that make
+kube-apiserver ask tokensmith for TokenReviews.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from fastapi import Request, Response
+
+from tokensmith.api.context import Services
+from tokensmith.console.common import (
+    Csrf,
+    Signed,
+    check_csrf,
+    context_of,
+    redirect,
+    refusals,
+    require_admin,
+    router,
+)
+from tokensmith.console.sessions import SessionService
+from tokensmith.db.models import Cluster
+from tokensmith.kube import kubeconfig, webhooks
+
+# Where the operator saves the file on the API server's host (the CLI's default too).
+CONFIG_PATH: Final = "/etc/kubernetes/tokensmith-webhook.yaml"
+
+
+def _reveal(request: Request, s: Services, cluster: Cluster, *, added: bool) -> dict[str, Any]:
+    minted = webhooks.WebhookCredentialService(s.session, context_of(request).clock,
+                                               context_of(request).secret_key).mint(cluster)
+    # The address this browser reached tokensmith at; the dialog says to change it if the API server differs.
+    endpoint = webhooks.tokenreview_url(str(request.base_url), cluster)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cluster.name).strip("-._")[:40] or "cluster"
+    return {
+        "kind": "webhook", "added": added, "cluster": cluster.name, "credential": minted.credential.public_id,
+        "secret": minted.secret, "endpoint": endpoint, "config_path": CONFIG_PATH,
+        "kubeconfig": kubeconfig.render(webhooks.webhook_kubeconfig(endpoint, minted.secret)),
+        "flags": "\n".join(webhooks.apiserver_flags(CONFIG_PATH, cluster.server)),
+        "filename": f"tokensmith-webhook-{slug}.yaml",
+    }
+
+
+def first_credential(request: Request, s: Services, cluster: Cluster) -> dict[str, Any]:
+    """The flash for a cluster just added: its first webhook credential, minted now."""
+    return _reveal(request, s, cluster, added=True)
+
+
+@router.post("/clusters/{public_id}/webhook-credentials")
+def new_webhook_credential(request: Request, who: Signed, public_id: str, csrf: Csrf = "") -> Response:
+    """Another credential for the cluster's API server; the ones it has keep working."""
+    check_csrf(request, who, csrf)
+    require_admin(who)
+    ctx = context_of(request)
+    with ctx.services() as s, refusals():
+        reveal = _reveal(request, s, s.clusters.get(who, public_id), added=False)
+        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, reveal)
+    return redirect("/clusters")
