@@ -204,3 +204,18 @@ def bob(make_account) -> Account:
 def mallory(make_account) -> Account:
     """An admin of another organization."""
     return make_account("mallory", org="evil-corp", admin=True)
+
+
+@pytest.fixture
+def console(client, database: Database, clock: FrozenClock):
+    """Sign a TestClient in to the web console as a user (a session made directly: argon2 is slow on purpose)."""
+    from tokensmith.console.sessions import SessionService
+
+    def sign_in(user: User, test_client: TestClient | None = None) -> TestClient:
+        with database.session() as session:
+            session_id = SessionService(session, clock, SECRET_KEY).start(user)
+        target = test_client or client
+        target.cookies.set("tsm_session", session_id)
+        return target
+
+    return sign_in

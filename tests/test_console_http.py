@@ -5,29 +5,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import pytest
-
-from tests.conftest import SECRET_KEY
 from tests.pki import make_pki
 from tokensmith.accounts.service import AccountService
-from tokensmith.console.sessions import SessionService, SignInBrake
+from tokensmith.console.sessions import SignInBrake
 from tokensmith.db.models import ConsoleSession, Token
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-@pytest.fixture
-def console(client, database, clock):
-    """Sign a TestClient in as a user (a session made directly: argon2 is slow on purpose)."""
-
-    def sign_in(user, test_client=None):
-        with database.session() as session:
-            session_id = SessionService(session, clock, SECRET_KEY).start(user)
-        target = test_client or client
-        target.cookies.set("tsm_session", session_id)
-        return target
-
-    return sign_in
 
 
 def csrf_of(client, path: str = "/tokens") -> str:
