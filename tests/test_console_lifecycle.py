@@ -195,6 +195,7 @@ def test_no_banner_for_expired_tokens_or_ones_far_from_expiry(client, console, m
     console(carol.user)
     page = client.get("/tokens").text
     assert 'id="expiring-banner"' not in page and "Expired" in page and 'class="badge soon"' not in page
+    assert f'id="rotate-{carol.token_id}"' not in page  # a rotated secret would be expired as well
 
 
 def test_banner_shows_only_the_viewers_own_tokens(client, console, admin, alice, database, clock):
