@@ -444,14 +444,25 @@ def test_adding_a_cluster_reveals_its_first_webhook_credential_once(client, cons
     assert config["users"][0]["user"]["token"] == shown["secret"]
     with database.session() as session:
         cluster = ClusterService(session, clock).get(admin.user, "prod")
-        cluster_id, server = cluster.public_id, cluster.server
+        cluster_id, audience = cluster.public_id, cluster.token_audience
         assert session.query(WebhookCredential).filter_by(cluster_id=cluster.id).count() == 1
     assert config["clusters"][0]["cluster"]["server"] == f"http://testserver/v1/clusters/{cluster_id}/tokenreview"
     assert "--authentication-token-webhook-config-file=/etc/kubernetes/tokensmith-webhook.yaml" in shown["flags"]
-    assert f"--api-audiences=<your service-account issuer>,{server}" in shown["flags"]
+    assert f"--api-audiences=<your service-account issuer>,{audience}" in shown["flags"]
     assert 'download="tokensmith-webhook-prod.yaml"' in page.text
     again = client.get("/clusters").text
     assert shown["secret"] not in again and 'id="reveal-dialog"' not in again
+
+
+def test_new_credential_flags_name_the_clusters_own_audience(client, console, admin, database, clock):
+    with database.session() as session:
+        cluster = ClusterService(session, clock).create(admin.user, "prod", "https://p:6443", CA_PEM, "eu-1")
+        cluster.audience = "https://kubernetes.default.svc"
+        cluster_id = cluster.public_id
+    console(admin.user)
+    reveal = client.post(f"/clusters/{cluster_id}/webhook-credentials", data={"csrf": csrf_of(client, "/clusters")})
+    flags = webhook_reveal(reveal.text)["flags"]  # the redirect was followed to the one-time reveal
+    assert "--api-audiences=<your service-account issuer>,https://kubernetes.default.svc" in flags
 
 
 def test_revealed_webhook_credential_authenticates_token_reviews(client, console, admin, database, clock):

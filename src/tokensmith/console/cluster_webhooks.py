@@ -41,7 +41,7 @@ def _reveal(request: Request, s: Services, cluster: Cluster, *, added: bool) -> 
         "kind": "webhook", "added": added, "cluster": cluster.name, "credential": minted.credential.public_id,
         "secret": minted.secret, "endpoint": endpoint, "config_path": CONFIG_PATH,
         "kubeconfig": kubeconfig.render(webhooks.webhook_kubeconfig(endpoint, minted.secret)),
-        "flags": "\n".join(webhooks.apiserver_flags(CONFIG_PATH, cluster.server)),
+        "flags": "\n".join(webhooks.apiserver_flags(CONFIG_PATH, cluster.token_audience)),
         "filename": f"tokensmith-webhook-{slug}.yaml",
     }
 
