@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import SECRET_KEY
+from tests.pki import CA_PEM
 from tokensmith.accounts.service import AccountService
 from tokensmith.db.models import AuditEvent
 from tokensmith.leaks import LeakService
@@ -148,6 +149,15 @@ def test_access_key_creation_and_deletion_are_recorded(client, database, alice):
     assert made.target == gone.target == key_id
     assert made.actor_user == "alice" and made.actor_token == alice.token_id
     assert created["secretKey"] not in made.details
+
+
+def test_cluster_changes_are_recorded(client, database, admin):
+    body = {"name": "prod", "server": "https://10.0.0.1:6443", "certificate_authority": CA_PEM, "region": "eu-1"}
+    cluster_id = client.post("/v1/clusters", json=body, headers=admin.headers).json()["id"]
+    client.patch("/v1/clusters/prod", json={"audience": "tokensmith:prod"}, headers=admin.headers)
+    assert client.delete("/v1/clusters/prod", headers=admin.headers).status_code == 204
+    actions = [(e.action, e.actor_user) for e in events(database, target=cluster_id)]
+    assert actions == [("cluster.created", "admin"), ("cluster.updated", "admin"), ("cluster.deleted", "admin")]
 
 
 def test_behind_a_trusted_proxy_events_record_the_forwarded_client(database, clock, tmp_path, alice):

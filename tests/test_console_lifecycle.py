@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from tests.conftest import SECRET_KEY
 from tests.pki import CA_PEM
@@ -452,6 +453,19 @@ def test_adding_a_cluster_reveals_its_first_webhook_credential_once(client, cons
     assert 'download="tokensmith-webhook-prod.yaml"' in page.text
     again = client.get("/clusters").text
     assert shown["secret"] not in again and 'id="reveal-dialog"' not in again
+
+
+def test_adding_and_deleting_a_cluster_in_the_console_is_audited(client, console, admin, database, clock):
+    console(admin.user)
+    assert add_cluster(client, "prod").status_code == 303
+    with database.session() as session:
+        cluster_id = ClusterService(session, clock).get(admin.user, "prod").public_id
+    client.post(f"/clusters/{cluster_id}/delete", data={"csrf": csrf_of(client, "/clusters")})
+    with database.session() as session:
+        recorded = [(e.action, e.actor_user) for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+                    if e.action.startswith(("cluster.", "webhook_credential."))]
+    assert recorded == [("cluster.created", "admin"), ("webhook_credential.created", "admin"),
+                        ("cluster.deleted", "admin")]
 
 
 def test_new_credential_flags_name_the_clusters_own_audience(client, console, admin, database, clock):

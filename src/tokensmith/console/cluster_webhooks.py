@@ -16,6 +16,7 @@ from tokensmith.api.context import Services
 from tokensmith.console.common import (
     Csrf,
     Signed,
+    audit_event,
     check_csrf,
     context_of,
     redirect,
@@ -23,7 +24,7 @@ from tokensmith.console.common import (
     require_admin,
     router,
 )
-from tokensmith.console.sessions import SessionService
+from tokensmith.console.sessions import SessionService, Viewer
 from tokensmith.db.models import Cluster
 from tokensmith.kube import kubeconfig, webhooks
 
@@ -31,9 +32,11 @@ from tokensmith.kube import kubeconfig, webhooks
 CONFIG_PATH: Final = "/etc/kubernetes/tokensmith-webhook.yaml"
 
 
-def _reveal(request: Request, s: Services, cluster: Cluster, *, added: bool) -> dict[str, Any]:
+def _reveal(request: Request, s: Services, who: Viewer, cluster: Cluster, *, added: bool) -> dict[str, Any]:
     minted = webhooks.WebhookCredentialService(s.session, context_of(request).clock,
                                                context_of(request).secret_key).mint(cluster)
+    audit_event(s.session, request, who, "webhook_credential.created", target=minted.credential.public_id,
+                details={"cluster": cluster.public_id})
     # The address this browser reached tokensmith at; the dialog says to change it if the API server differs.
     endpoint = webhooks.tokenreview_url(str(request.base_url), cluster)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cluster.name).strip("-._")[:40] or "cluster"
@@ -46,9 +49,9 @@ def _reveal(request: Request, s: Services, cluster: Cluster, *, added: bool) -> 
     }
 
 
-def first_credential(request: Request, s: Services, cluster: Cluster) -> dict[str, Any]:
+def first_credential(request: Request, s: Services, who: Viewer, cluster: Cluster) -> dict[str, Any]:
     """The flash for a cluster just added: its first webhook credential, minted now."""
-    return _reveal(request, s, cluster, added=True)
+    return _reveal(request, s, who, cluster, added=True)
 
 
 @router.post("/clusters/{public_id}/webhook-credentials")
@@ -58,6 +61,6 @@ def new_webhook_credential(request: Request, who: Signed, public_id: str, csrf: 
     require_admin(who)
     ctx = context_of(request)
     with ctx.services() as s, refusals():
-        reveal = _reveal(request, s, s.clusters.get(who, public_id), added=False)
+        reveal = _reveal(request, s, who, s.clusters.get(who, public_id), added=False)
         SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, reveal)
     return redirect("/clusters")

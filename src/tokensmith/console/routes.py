@@ -314,9 +314,11 @@ def create_cluster(
     try:
         with ctx.services() as s, refusals():
             cluster = s.clusters.create(who, name, server, certificate_authority, region, vpc or None)
+            audit_event(s.session, request, who, "cluster.created", target=cluster.public_id,
+                        details={"name": cluster.name, "server": cluster.server})
             # Its API server needs a webhook credential to ask for TokenReviews: mint one and reveal it once.
             SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
-                who.session_id, cluster_webhooks.first_credential(request, s, cluster))
+                who.session_id, cluster_webhooks.first_credential(request, s, who, cluster))
     except InvalidInput as exc:
         return _clusters_page(request, who, form, field_error(exc, "name"), 422)
     except Refused as exc:
@@ -332,7 +334,10 @@ def delete_cluster(request: Request, who: Signed, public_id: str, csrf: Csrf = "
     require_admin(who)
     ctx = context_of(request)
     with ctx.services() as s, refusals():
+        cluster = s.clusters.get(who, public_id)
+        target, name = cluster.public_id, cluster.name
         s.clusters.delete(who, public_id)
+        audit_event(s.session, request, who, "cluster.deleted", target=target, details={"name": name})
     return redirect("/clusters")
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from tokensmith import audit
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.schemas import (
     ClusterCreate,
@@ -28,11 +29,13 @@ VpcWriter = Annotated[Identity, requires("vpcs:write")]
 
 
 @clusters.post("", status_code=201, response_model=ClusterOut, responses=problem_responses(400, 403, 404, 409, 422))
-def create_cluster(body: ClusterCreate, caller: ClusterWriter, ctx: Context) -> ClusterOut:
+def create_cluster(body: ClusterCreate, caller: ClusterWriter, ctx: Context, request: Request) -> ClusterOut:
     with ctx.services() as s:
         cluster = s.clusters.create(
             caller, body.name, body.server, body.certificate_authority, body.region, body.vpc, body.audience
         )
+        audit.record_request(s.session, request, "cluster.created", target=cluster.public_id,
+                             details={"name": cluster.name, "server": cluster.server})
         return ClusterOut.of(cluster)
 
 
@@ -52,16 +55,24 @@ def get_cluster(cluster: str, caller: ClusterReader, ctx: Context) -> ClusterOut
 
 
 @clusters.patch("/{cluster}", response_model=ClusterOut, responses=problem_responses(400, 404, 422))
-def update_cluster(cluster: str, body: ClusterUpdate, caller: ClusterWriter, ctx: Context) -> ClusterOut:
+def update_cluster(
+    cluster: str, body: ClusterUpdate, caller: ClusterWriter, ctx: Context, request: Request
+) -> ClusterOut:
     """Change a cluster's TokenReview audience; its webhook credentials and granted tokens stay."""
     with ctx.services() as s:
-        return ClusterOut.of(s.clusters.set_audience(caller, cluster, body.audience))
+        changed = s.clusters.set_audience(caller, cluster, body.audience)
+        audit.record_request(s.session, request, "cluster.updated", target=changed.public_id,
+                             details={"audience": changed.token_audience})
+        return ClusterOut.of(changed)
 
 
 @clusters.delete("/{cluster}", status_code=204, responses=problem_responses(403, 404))
-def delete_cluster(cluster: str, caller: ClusterWriter, ctx: Context) -> Response:
+def delete_cluster(cluster: str, caller: ClusterWriter, ctx: Context, request: Request) -> Response:
     with ctx.services() as s:
+        doomed = s.clusters.get(caller, cluster)
+        target, name = doomed.public_id, doomed.name
         s.clusters.delete(caller, cluster)
+        audit.record_request(s.session, request, "cluster.deleted", target=target, details={"name": name})
     return Response(status_code=204)
 
 
