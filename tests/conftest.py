@@ -204,3 +204,17 @@ def bob(make_account) -> Account:
 def mallory(make_account) -> Account:
     """An admin of another organization."""
     return make_account("mallory", org="evil-corp", admin=True)
+
+
+@pytest.fixture
+def console_as(client, database: Database, clock: FrozenClock):
+    """Sign the TestClient in to the console as ``user`` (a session made directly: argon2 is slow on purpose)."""
+    from tokensmith.console.sessions import SessionService
+
+    def sign_in(user: User) -> TestClient:
+        with database.session() as session:
+            session_id = SessionService(session, clock, SECRET_KEY).start(user)
+        client.cookies.set("tsm_session", session_id)
+        return client
+
+    return sign_in

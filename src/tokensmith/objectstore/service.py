@@ -21,7 +21,7 @@ from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.crypto import DecryptionError, KeyRing
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_DURATION, in_words
-from tokensmith.objectstore.revocation import surviving_permanent_keys
+from tokensmith.objectstore.revocation import surviving_permanent_keys, surviving_permanent_keys_by_token
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
 from tokensmith.validation import clean_name
@@ -176,6 +176,10 @@ class AccessKeyService:
     def surviving_after_token_delete(self, token_id: int) -> int:
         """Permanent keys a token minted that would outlive its deletion (for a confirmation dialog)."""
         return surviving_permanent_keys(self.session, token_id)
+
+    def surviving_after_tokens_delete(self, token_ids: list[int]) -> dict[int, int]:
+        """``surviving_after_token_delete`` for a page of tokens at once (token id → count, zeros left out)."""
+        return surviving_permanent_keys_by_token(self.session, token_ids)
 
     def secret_of(self, key: AccessKey) -> str:
         """The decrypted secret key (for SigV4 and the exchange only; never shown in listings)."""

@@ -41,7 +41,7 @@
       opener = null;
       if (dialog.id === "reveal-dialog") {
         // The secret leaves the page once its dialog is closed.
-        dialog.querySelectorAll("input, pre, a[download]").forEach(function (el) { el.remove(); });
+        dialog.querySelectorAll("input, textarea, pre, a[download]").forEach(function (el) { el.remove(); });
       }
     });
   });
