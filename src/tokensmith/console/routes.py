@@ -22,6 +22,7 @@ from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.guard import request_ip
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.console import access_keys as _access_keys  # noqa: F401  (registers its pages on the router)
+from tokensmith.console import policy as _policy  # noqa: F401  (registers its pages on the router)
 from tokensmith.console.common import (
     API_PREFIXES,
     CSP,
