@@ -129,6 +129,8 @@ def create_access_key(
     errors: dict[str, str] = {}
     with ctx.services() as s:
         keys = _service(s.session, request)
+        # Check every field first, so the dialog can mark all wrong fields at once.
+        checked: dict[str, Any] = {}
         checks = {
             "name": lambda: clean_name(name),
             "lifetime": lambda: _duration(kind, lifetime, keys.max_duration(who.org_id)),
@@ -136,12 +138,12 @@ def create_access_key(
         }
         for field, check in checks.items():
             try:
-                check()
+                checked[field] = check()
             except InvalidInput as exc:
                 errors[exc.field or field] = exc.detail[:1].upper() + exc.detail[1:]
         if not errors:
-            minter = minter_for(s.session, who, token, now)
-            created = keys.create(minter, _duration(kind, lifetime, keys.max_duration(who.org_id)), name)
+            minter = checked["token"]
+            created = keys.create(minter, checked["lifetime"], name)
             key = created.key
             audit.record_request(
                 s.session, request, "access_key.created", target=key.access_key_id, org_id=who.org_id,
