@@ -1,14 +1,14 @@
 """organization allowance for temporary S3 access key lifetimes
 
 Revision ID: 0009_keys
-Revises: 0006
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_keys"
-down_revision = "0006"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
