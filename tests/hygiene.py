@@ -1,11 +1,14 @@
 """Secret hygiene for the whole test suite (a pytest plugin, loaded by conftest).
 
-Every secret tokensmith mints in-process is registered (``tokensmith.secrets.generate`` is
-wrapped); tests add others with ``hygiene.register(value)``. While the suite runs:
+Every secret tokensmith mints in-process is registered (``tokensmith.secrets.generate`` and
+``access_key_secret`` are wrapped), and so is every S3 secret key a response hands out
+(``secretKey``, ``SecretAccessKey``), even from a server in another process; tests add others
+with ``hygiene.register(value)``. While the suite runs:
 
 * the root logger is at DEBUG and every record is scanned,
 * every HTTP response received through httpx (TestClient, schemathesis, real servers) is scanned,
-  except the one-time reveals: a POST answered 200/201 with ``Cache-Control: no-store``,
+  except the one-time reveals: a POST answered 200/201 with ``Cache-Control: no-store``, and the
+  AWS SDK token exchange (a GET by design, also no-store),
 * at the end, SQLite files and server logs under the session's temporary directory are scanned.
 
 A hit on anything shaped like a tokensmith credential (any prefix, valid checksum) or on a
@@ -33,6 +36,9 @@ _SHAPE = re.compile(
     "(?![A-Za-z0-9])"
 )
 SCANNED_FILES = ("*.db", "*.db-wal", "*.sqlite", "serve-*.log")
+# S3 secret keys as API responses carry them: the create response and the SDK exchange.
+_S3_SECRET_FIELD = re.compile(r'"(?:secretKey|SecretAccessKey)"\s*:\s*"([^"\\]{16,})"')
+SDK_EXCHANGE_PATH = "/v1/object-storage/temporary-credentials"
 
 _registered: set[str] = set()
 _other_formats: set[str] = set()  # registered values not shaped like tsm_/tsw_/tsr_: checked literally
@@ -71,7 +77,16 @@ def is_one_time_reveal(response: httpx.Response) -> bool:
     if "no-store" not in response.headers.get("cache-control", ""):
         return False
     default = response.request.method == "POST" and response.status_code in (200, 201)
-    return default or any(rule(response) for rule in _reveal_rules)
+    # The SDK exchange answers a GET with temporary credentials (the AWS container-credentials protocol).
+    exchange = response.request.method == "GET" and response.request.url.path == SDK_EXCHANGE_PATH \
+        and response.status_code == 200
+    return default or exchange or any(rule(response) for rule in _reveal_rules)
+
+
+def register_returned_secret_keys(text: str) -> None:
+    """Register every S3 secret key in a response body, so it is looked for everywhere from now on."""
+    for match in _S3_SECRET_FIELD.finditer(text):
+        register(match.group(1))
 
 
 def check_response(response: httpx.Response) -> None:
@@ -80,6 +95,8 @@ def check_response(response: httpx.Response) -> None:
         text = response.text
     except (httpx.ResponseNotRead, UnicodeDecodeError):
         return
+    # Registered first: a secret key's first appearance in a response that is not a reveal is a leak too.
+    register_returned_secret_keys(text)
     found = find_secrets(text) + find_secrets(str(dict(response.headers)))
     if found and not is_one_time_reveal(response):
         _report(f"response to {response.request.method} {response.request.url.path} ({response.status_code})",
@@ -112,6 +129,21 @@ def _wrap_generate() -> None:
     secrets.generate = generate
 
 
+def _wrap_access_key_secret() -> None:
+    original = secrets.access_key_secret
+    if getattr(original, "_hygiene", False):
+        return
+
+    @functools.wraps(original)
+    def access_key_secret() -> str:
+        secret = original()
+        register(secret)  # not shaped like tsm_...: looked for literally
+        return secret
+
+    access_key_secret._hygiene = True  # type: ignore[attr-defined]
+    secrets.access_key_secret = access_key_secret
+
+
 def _wrap_httpx() -> None:
     original = httpx.Client.send
     if getattr(original, "_hygiene", False):
@@ -142,6 +174,7 @@ def scan_files(root: Path) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _wrap_generate()
+    _wrap_access_key_secret()
     _wrap_httpx()
     handler = _ScanningHandler(level=logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))

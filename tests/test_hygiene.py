@@ -67,3 +67,58 @@ def test_digests_and_hints_are_not_hits(isolated_hits):
     secret = secrets.generate()
     hygiene.check_response(response("GET", 200, f"{secrets.digest(secret, b'k' * 32)} {secrets.mask(secret)}"))
     assert isolated_hits == []
+
+
+# --- S3 secret keys ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def forget_registered():
+    """Values a test registers are dropped afterwards (they are deliberately leaked here)."""
+    before_registered, before_other = set(hygiene._registered), set(hygiene._other_formats)
+    yield
+    hygiene._registered.intersection_update(before_registered)
+    hygiene._other_formats.intersection_update(before_other)
+
+
+def s3_secret() -> str:
+    # Not through secrets.access_key_secret: this one must be registered by what the response says.
+    return secrets.random_base62(secrets.ACCESS_KEY_SECRET_LENGTH)
+
+
+def test_every_minted_s3_secret_key_is_registered(forget_registered):
+    assert secrets.access_key_secret() in hygiene._other_formats
+
+
+def test_a_secret_key_a_response_returns_is_registered_and_a_later_leak_is_a_hit(isolated_hits, forget_registered):
+    secret = s3_secret()
+    hygiene.check_response(response("POST", 201, f'{{"accessKeyId": "TSMP0", "secretKey": "{secret}"}}',
+                                     **{"Cache-Control": "no-store"}))
+    assert isolated_hits == [] and secret in hygiene._other_formats
+    hygiene.check_response(response("GET", 200, f'{{"items": [{{"note": "{secret}"}}]}}'))
+    assert len(isolated_hits) == 1 and "GET /v1/x" in isolated_hits[0]
+    assert secret not in isolated_hits[0]  # the report itself shows only the ends
+
+
+def test_a_secret_key_first_seen_in_a_response_that_is_no_reveal_is_a_hit(isolated_hits, forget_registered):
+    hygiene.check_response(response("GET", 200, f'[{{"SecretAccessKey": "{s3_secret()}"}}]'))
+    assert len(isolated_hits) == 1
+
+
+def test_a_leaked_secret_key_in_a_log_or_a_database_file_is_a_hit(isolated_hits, forget_registered, tmp_path):
+    secret = secrets.access_key_secret()
+    logging.getLogger("tokensmith.careless").info("signing with %s", secret)
+    leaky = tmp_path / "leaky.db"
+    leaky.write_bytes(b"\x00row" + secret.encode() + b"\x00")
+    hygiene.scan_files(tmp_path)
+    leaky.unlink()
+    assert len(isolated_hits) == 2
+    assert "tokensmith.careless" in isolated_hits[0] and "leaky.db" in isolated_hits[1]
+
+
+def test_the_sdk_exchange_may_return_its_secret_key_to_a_get(isolated_hits, forget_registered):
+    body = f'{{"AccessKeyId": "TSMT0", "SecretAccessKey": "{s3_secret()}", "Token": "TSMT0"}}'
+    exchange = httpx.Response(200, text=body, headers={"Cache-Control": "no-store"},
+                              request=httpx.Request("GET", f"http://t{hygiene.SDK_EXCHANGE_PATH}"))
+    hygiene.check_response(exchange)
+    assert isolated_hits == []

@@ -40,7 +40,8 @@ def keys_table(keys: list[dict[str, Any]]) -> Table:
 
 def create(
     name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
-    duration: Annotated[str, typer.Option(help="'permanent', or a lifetime from 15m to 7d (e.g. 900, 12h).")] = "1h",
+    duration: Annotated[str, typer.Option(help="'permanent', or a lifetime from 15m to 7d, or longer if your "
+                                             "organization allows it (e.g. 900, 12h).")] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Mint an S3 access key; its secret key is printed once, as AWS environment variables."""

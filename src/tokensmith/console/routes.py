@@ -22,8 +22,10 @@ from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.guard import request_ip
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.console import (
+    access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
     cluster_webhooks,
+    policy,  # noqa: F401 - registers the Policy page on the router
     token_lifecycle,
 )
 from tokensmith.console.common import (
@@ -54,6 +56,8 @@ from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf
 from tokensmith.db.models import Token, User
 from tokensmith.errors import AuthenticationFailed, InvalidInput, TokensmithError
 from tokensmith.kube import access
+from tokensmith.objectstore.crypto import KeyRing
+from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.tokens.expiration import resolve_expiry
 from tokensmith.validation import clean_name, clean_note
 
@@ -176,6 +180,11 @@ def _tokens_page(
     with ctx.services() as s, refusals():
         page = s.tokens.list(who, whole_org=whole_org and who.is_admin, cursor=cursor, limit=100)
         rows = [_token_row(t, ctx.clock.now()) for t in page.items]
+        # What the delete dialog says: how many permanent S3 access keys each token leaves behind.
+        surviving = AccessKeyService(s.session, ctx.clock, KeyRing.from_settings(ctx.settings)) \
+            .surviving_after_tokens_delete([t.id for t in page.items])
+        for row, token in zip(rows, page.items, strict=True):
+            row["surviving_keys"] = surviving.get(token.id, 0)
         clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
                     for c in s.clusters.list(who, limit=200).items]
         lifecycle = token_lifecycle.page_extras(s, who)
@@ -268,14 +277,24 @@ def create_token(
 
 
 @router.post("/tokens/{public_id}/delete")
-def delete_token(request: Request, who: Signed, public_id: str, csrf: Csrf = "", all: Text = "") -> Response:
+def delete_token(
+    request: Request, who: Signed, public_id: str, csrf: Csrf = "", all: Text = "", revoke_access_keys: Text = "",
+) -> Response:
     check_csrf(request, who, csrf)
     ctx = context_of(request)
     with ctx.services() as s, refusals():
-        token = s.tokens.revoke(who, public_id)
-        audit_event(s.session, request, who, "token.deleted", target=token.public_id, details={"name": token.name})
-        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
-            who.session_id, {"kind": "notice", "text": f"Token “{token.name}” was deleted; its secret stops working."})
+        # The same rule as DELETE /v1/tokens/{id}?revoke_access_keys=true: temporary keys always go.
+        outcome = s.tokens.revoke_with_report(who, public_id, revoke_access_keys=bool(revoke_access_keys))
+        token = outcome.token
+        audit_event(s.session, request, who, "token.deleted", target=token.public_id,
+                    details={"name": token.name, "access_keys_revoked": outcome.revoked_access_keys,
+                             "via": "console"})
+        text = f"Token “{token.name}” was deleted; its secret stops working."
+        if outcome.revoked_access_keys:
+            text += f" Access keys revoked with it: {outcome.revoked_access_keys}."
+        if outcome.surviving_access_keys:
+            text += f" Permanent access keys it minted that keep working: {outcome.surviving_access_keys}."
+        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, {"kind": "notice", "text": text})
     return redirect("/tokens?all=1" if all else "/tokens")
 
 

@@ -206,6 +206,8 @@ class OrgPolicy(Base):
     max_lifetime_days: Mapped[int | None] = mapped_column(Integer)
     allow_never: Mapped[bool] = mapped_column(Boolean, default=True)
     default_expiration: Mapped[str | None] = mapped_column(String(16))
+    # Longest temporary S3 access key, in seconds; NULL means the default (7 days).
+    max_access_key_seconds: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -20,15 +20,16 @@ from tokensmith.db.models import AccessKey, Token, User
 from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.crypto import DecryptionError, KeyRing
-from tokensmith.objectstore.revocation import surviving_permanent_keys
+from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_DURATION, in_words
+from tokensmith.objectstore.revocation import surviving_permanent_keys, surviving_permanent_keys_by_token
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
+from tokensmith.policy import PolicyService
 from tokensmith.validation import clean_name
 
-MIN_DURATION: Final = 900
-MAX_DURATION: Final = 7 * 24 * 3600
+MAX_DURATION: Final = DEFAULT_MAX_DURATION  # without an organization policy that allows longer
 DURATION_RULE: Final = (
     f"durationSeconds must be 0 (a permanent key) or a whole number of seconds from {MIN_DURATION} "
-    f"to {MAX_DURATION} (7 days)"
+    f"to the organization's limit ({DEFAULT_MAX_DURATION}, 7 days, unless it allows up to {CEILING})"
 )
 # The SDK exchange mints one-hour keys and hands the same key out while it has 20 minutes left:
 # botocore refreshes 15 minutes before expiry, so it always receives a key it can use.
@@ -69,13 +70,19 @@ class Verdict:
     key: AccessKey | None = None
 
 
-def parse_duration(value: object) -> int:
-    """``durationSeconds`` as a JSON value: 0 or MIN..MAX seconds, an integer. InvalidInput otherwise."""
+def duration_rule(max_seconds: int) -> str:
+    """The allowed range of ``durationSeconds`` under an organization's limit, as one sentence."""
+    limit = f"{max_seconds} ({in_words(max_seconds)}, this organization's limit)"
+    return f"durationSeconds must be 0 (a permanent key) or a whole number of seconds from {MIN_DURATION} to {limit}"
+
+
+def parse_duration(value: object, max_seconds: int = DEFAULT_MAX_DURATION) -> int:
+    """``durationSeconds`` as a JSON value: 0 or MIN..``max_seconds``, an integer. InvalidInput otherwise."""
     # bool is an int in Python and a float may be fractional: both are refused, as are strings.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(DURATION_RULE, "durationSeconds")
-    if value != 0 and not MIN_DURATION <= value <= MAX_DURATION:
-        raise InvalidInput(DURATION_RULE, "durationSeconds")
+        raise InvalidInput(duration_rule(max_seconds), "durationSeconds")
+    if value != 0 and not MIN_DURATION <= value <= max_seconds:
+        raise InvalidInput(duration_rule(max_seconds), "durationSeconds")
     return value
 
 
@@ -90,14 +97,20 @@ class AccessKeyService:
     def create(self, minter: Minter, duration_seconds: object, name: str | None = None) -> CreatedAccessKey:
         """Mint a key for the caller: permanent for 0, else living ``duration_seconds``.
 
-        Raises InvalidInput for a bad duration (the message states the range) or name.
+        Temporary keys live at most the organization's limit (7 days unless its policy allows
+        longer). Raises InvalidInput for a bad duration (the message states the range, with the
+        organization's limit) or name.
         """
-        duration = parse_duration(duration_seconds)
+        duration = parse_duration(duration_seconds, self.max_duration(minter.org_id))
         now = self.clock.now()
         default = "permanent key" if duration == 0 else "temporary key"
         cleaned = clean_name(name if name is not None else default)
         expiry = None if duration == 0 else now + timedelta(seconds=duration)
         return self._mint(minter, cleaned, expiry, SOURCE_API)
+
+    def max_duration(self, org_id: int) -> int:
+        """The longest temporary key this organization allows, in seconds."""
+        return PolicyService(self.session, self.clock).get(org_id).max_access_key_seconds
 
     def exchange(self, minter: Minter) -> CreatedAccessKey:
         """Temporary credentials for an SDK: a still-valid key this token got before, or a new one.
@@ -163,6 +176,10 @@ class AccessKeyService:
     def surviving_after_token_delete(self, token_id: int) -> int:
         """Permanent keys a token minted that would outlive its deletion (for a confirmation dialog)."""
         return surviving_permanent_keys(self.session, token_id)
+
+    def surviving_after_tokens_delete(self, token_ids: list[int]) -> dict[int, int]:
+        """``surviving_after_token_delete`` for a page of tokens at once (token id → count, zeros left out)."""
+        return surviving_permanent_keys_by_token(self.session, token_ids)
 
     def secret_of(self, key: AccessKey) -> str:
         """The decrypted secret key (for SigV4 and the exchange only; never shown in listings)."""

@@ -1,6 +1,8 @@
-"""Per-organization expiry policy: maximum lifetime, whether "never" is allowed, default expiration.
+"""Per-organization policy: token expiry (maximum lifetime, whether "never" is allowed, default
+expiration) and how long temporary S3 access keys may live.
 
-No stored row means the built-in behaviour (default 30d, "never" allowed, at most 3650 days).
+No stored row means the built-in behaviour (default 30d, "never" allowed, at most 3650 days;
+temporary access keys at most 7 days). An admin may allow access keys up to 365 days.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session
 from tokensmith.clock import Clock
 from tokensmith.db.models import OrgPolicy
 from tokensmith.errors import InvalidInput
+from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE, in_words
 from tokensmith.tokens.expiration import DEFAULT_EXPIRATION, MAX_LIFETIME, NEVER, parse_duration
 
 
@@ -21,6 +24,12 @@ class ExpiryPolicy:
     max_lifetime_days: int | None = None
     allow_never: bool = True
     default_expiration: str = DEFAULT_EXPIRATION
+    # The longest lifetime of a temporary S3 access key, in seconds (MIN_ALLOWANCE..CEILING).
+    max_access_key_seconds: int = DEFAULT_MAX_DURATION
+
+    def describe_access_keys(self) -> str:
+        """The access-key allowance as one phrase, for error messages and audit events."""
+        return f"temporary access keys at most {in_words(self.max_access_key_seconds)}"
 
     def describe(self) -> str:
         """The policy as one sentence, for error messages."""
@@ -42,11 +51,22 @@ class ExpiryPolicy:
         """InvalidInput when the policy contradicts itself (its own default would be refused)."""
         if self.max_lifetime_days is not None and not 1 <= self.max_lifetime_days <= MAX_LIFETIME.days:
             raise InvalidInput(f"max_lifetime_days must be between 1 and {MAX_LIFETIME.days}", "max_lifetime_days")
+        if isinstance(self.max_access_key_seconds, bool) or not isinstance(self.max_access_key_seconds, int) \
+                or not MIN_ALLOWANCE <= self.max_access_key_seconds <= CEILING:
+            raise InvalidInput(f"max_access_key_seconds must be a whole number of seconds from {MIN_ALLOWANCE} "
+                               f"({in_words(MIN_ALLOWANCE)}) to {CEILING} ({in_words(CEILING)})",
+                               "max_access_key_seconds")
         duration = parse_duration(self.default_expiration)
         if duration is None and (not self.allow_never or self.max_lifetime_days):
             raise InvalidInput("default_expiration 'never' contradicts the policy", "default_expiration")
         if duration is not None and self.max_lifetime_days and duration > timedelta(days=self.max_lifetime_days):
             raise InvalidInput("default_expiration is longer than max_lifetime_days", "default_expiration")
+
+
+def policy_change(before: ExpiryPolicy, after: ExpiryPolicy) -> dict[str, str]:
+    """What an audit event records about a policy change (API and console alike)."""
+    return {"before": before.describe(), "after": after.describe(),
+            "access_keys_before": before.describe_access_keys(), "access_keys_after": after.describe_access_keys()}
 
 
 class PolicyService:
@@ -59,12 +79,14 @@ class PolicyService:
         row = self.session.get(OrgPolicy, org_id)
         if row is None:
             return ExpiryPolicy()
-        return ExpiryPolicy(row.max_lifetime_days, row.allow_never, row.default_expiration or DEFAULT_EXPIRATION)
+        return ExpiryPolicy(row.max_lifetime_days, row.allow_never, row.default_expiration or DEFAULT_EXPIRATION,
+                            row.max_access_key_seconds or DEFAULT_MAX_DURATION)
 
     def set(self, org_id: int, policy: ExpiryPolicy) -> ExpiryPolicy:
         """Store a policy; InvalidInput if it contradicts itself. Existing tokens are not changed."""
         policy = ExpiryPolicy(
-            policy.max_lifetime_days, policy.allow_never, policy.default_expiration.strip().lower() or NEVER
+            policy.max_lifetime_days, policy.allow_never, policy.default_expiration.strip().lower() or NEVER,
+            policy.max_access_key_seconds,
         )
         policy.check_consistent()
         row = self.session.get(OrgPolicy, org_id)
@@ -74,6 +96,7 @@ class PolicyService:
         row.max_lifetime_days = policy.max_lifetime_days
         row.allow_never = policy.allow_never
         row.default_expiration = policy.default_expiration
+        row.max_access_key_seconds = policy.max_access_key_seconds
         row.updated_at = self.clock.now()
         self.session.flush()
         return policy

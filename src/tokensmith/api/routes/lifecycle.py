@@ -19,7 +19,8 @@ from tokensmith.errors import Forbidden, InvalidInput
 from tokensmith.kube import access
 from tokensmith.leaks import MAX_REPORTS, LeakService, Report
 from tokensmith.objectstore.crypto import KeyRing
-from tokensmith.policy import ExpiryPolicy, PolicyService
+from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE
+from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
 from tokensmith.tokens.expiration import DEFAULT_EXPIRATION
 from tokensmith.verify.core import Identity
 from tokensmith.webhooks.service import EVENTS, WebhookService
@@ -77,18 +78,26 @@ class PolicyBody(RequestBody):
     max_lifetime_days: int | None = Field(default=None, description="Longest allowed lifetime; null: no maximum.")
     allow_never: bool = Field(default=True, description="Whether tokens that never expire are allowed.")
     default_expiration: str = Field(default=DEFAULT_EXPIRATION, description="Used when a request names none.")
+    max_access_key_seconds: int = Field(
+        default=DEFAULT_MAX_DURATION, ge=MIN_ALLOWANCE, le=CEILING,
+        description=f"Longest lifetime of a temporary S3 access key in seconds: {MIN_ALLOWANCE} (1 hour) to "
+                    f"{CEILING} (365 days, the hard ceiling); default {DEFAULT_MAX_DURATION} (7 days).",
+    )
 
 
 class PolicyOut(BaseModel):
     max_lifetime_days: int | None
     allow_never: bool
     default_expiration: str
+    max_access_key_seconds: int
     description: str
 
     @classmethod
     def of(cls, policy: ExpiryPolicy) -> PolicyOut:
         return cls(max_lifetime_days=policy.max_lifetime_days, allow_never=policy.allow_never,
-                   default_expiration=policy.default_expiration, description=policy.describe())
+                   default_expiration=policy.default_expiration,
+                   max_access_key_seconds=policy.max_access_key_seconds,
+                   description=f"{policy.describe()}; {policy.describe_access_keys()}")
 
 
 @router.get("/org/policy", tags=["policy"], response_model=PolicyOut)
@@ -100,15 +109,18 @@ def get_policy(caller: Reader, ctx: Context) -> PolicyOut:
 
 @router.put("/org/policy", tags=["policy"], response_model=PolicyOut, responses=problem_responses(422))
 def put_policy(body: PolicyBody, caller: Writer, ctx: Context, request: Request) -> PolicyOut:
-    """Set the expiry policy (admins). Applies to tokens created or rotated from now on."""
+    """Set the policy (admins): every field, omitted ones take their defaults.
+
+    Applies to tokens created or rotated, and access keys minted, from now on.
+    """
     _admin(caller, "changing the policy")
     with ctx.services() as s:
         policies = PolicyService(s.session, ctx.clock)
         before = policies.get(caller.org_id)
         policy = policies.set(caller.org_id, ExpiryPolicy(body.max_lifetime_days, body.allow_never,
-                                                          body.default_expiration))
+                                                          body.default_expiration, body.max_access_key_seconds))
         audit.record_request(s.session, request, "policy.updated", target="expiry-policy",
-                             details={"before": before.describe(), "after": policy.describe()})
+                             details=policy_change(before, policy))
         return PolicyOut.of(policy)
 
 

@@ -16,13 +16,8 @@ from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.objectstore.crypto import KeyRing
-from tokensmith.objectstore.service import (
-    DURATION_RULE,
-    MAX_DURATION,
-    MIN_DURATION,
-    AccessKeyService,
-    CreatedAccessKey,
-)
+from tokensmith.objectstore.limits import CEILING, MIN_DURATION
+from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
 from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
 
@@ -47,7 +42,7 @@ class AccessKeyCreate(RequestBody):
     durationSeconds: Any = Field(
         description=DURATION_RULE + ".", json_schema_extra={"anyOf": [
             {"type": "integer", "const": 0},
-            {"type": "integer", "minimum": MIN_DURATION, "maximum": MAX_DURATION},
+            {"type": "integer", "minimum": MIN_DURATION, "maximum": CEILING},
         ]},
         examples=[0, MIN_DURATION, 3600],
     )
