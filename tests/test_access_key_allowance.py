@@ -116,9 +116,11 @@ class Minter:
 
 
 @pytest.fixture
-def minter(database, clock, alice) -> Minter:
+def minter(database, clock, make_account) -> Minter:
+    """A token that never expires, so only the allowance bounds a key's lifetime."""
+    account = make_account("keeper", expiration="never")
     with database.session() as session:
-        token = session.scalars(select(Token).where(Token.public_id == alice.token_id)).one()
+        token = session.scalars(select(Token).where(Token.public_id == account.token_id)).one()
         return Minter(token.user_id, token.org_id, False, token.id, token.expires_at, token.name)
 
 

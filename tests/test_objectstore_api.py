@@ -67,6 +67,17 @@ def test_seven_days_is_the_longest_temporary_key(client, alice):
     assert mint(client, alice, 7 * 24 * 3600)["expiry"] is not None
 
 
+def test_a_temporary_key_never_outlives_the_token_that_minted_it(client, make_account, clock):
+    short = make_account("short", expiration="2h")
+    body = mint(client, short, 7 * 24 * 3600)
+    assert body["expiry"] == (clock.now() + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+
+
+def test_a_permanent_key_is_not_capped_by_its_tokens_expiry(client, make_account):
+    short = make_account("short", expiration="2h")
+    assert mint(client, short, 0)["expiry"] is None
+
+
 def test_name_defaults_by_kind(client, alice):
     response = client.post(KEYS, json={"durationSeconds": 3600}, headers=alice.headers)
     assert response.status_code == 201

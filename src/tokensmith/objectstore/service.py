@@ -98,7 +98,8 @@ class AccessKeyService:
         """Mint a key for the caller: permanent for 0, else living ``duration_seconds``.
 
         Temporary keys live at most the organization's limit (7 days unless its policy allows
-        longer). Raises InvalidInput for a bad duration (the message states the range, with the
+        longer) and never past the minting token's own expiry: the key's expiry is the earlier of
+        the two. Raises InvalidInput for a bad duration (the message states the range, with the
         organization's limit) or name.
         """
         duration = parse_duration(duration_seconds, self.max_duration(minter.org_id))
@@ -106,6 +107,9 @@ class AccessKeyService:
         default = "permanent key" if duration == 0 else "temporary key"
         cleaned = clean_name(name if name is not None else default)
         expiry = None if duration == 0 else now + timedelta(seconds=duration)
+        if expiry is not None and minter.expires_at is not None:
+            # Temporary credentials derived from a token do not outlive it (as the SDK exchange).
+            expiry = min(expiry, minter.expires_at)
         return self._mint(minter, cleaned, expiry, SOURCE_API)
 
     def max_duration(self, org_id: int) -> int:
