@@ -18,6 +18,7 @@ from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
+from tokensmith.kube.denials import DenialLog
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
@@ -45,6 +46,7 @@ def create_app(
         # Background: other replicas' invalidations, cache sweeps, last-used flushes (a final one on stop).
         verifier.start()
         operations.add_shutdown_hook(app_, verifier.stop)
+        operations.add_shutdown_hook(app_, lambda: app_.state.denials.flush(force=True))  # coalesced counts
         if background_worker:
             worker = BackgroundWorker(DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings)))
             worker.start()
@@ -57,6 +59,7 @@ def create_app(
         settings=settings, database=database, clock=clock, secret_key=secret_key, verifier=verifier,
     )
     app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
+    app.state.denials = DenialLog(database, clock)  # TokenReview denials (audit, coalesced)
     problems.install(app)
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
