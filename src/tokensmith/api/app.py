@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 
 from tokensmith import __version__
-from tokensmith.api import operations, problems
+from tokensmith.api import openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
@@ -69,5 +69,6 @@ def create_app(
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
     install_console(app)  # the web console at /
+    openapi.install(app)  # 400/422 documented as the problems they are
     app.add_middleware(ResponseHeaders, edit=no_store_for_api)
     return app
