@@ -108,3 +108,16 @@ def test_a_postgresql_database_without_secrets_is_clean(isolated_hits, postgres_
 def test_a_postgresql_database_that_cannot_be_scanned_is_a_hit(isolated_hits):
     hygiene.scan_postgres("postgresql+psycopg://nobody@127.0.0.1:1/absent?connect_timeout=2")
     assert len(isolated_hits) == 1 and "could not be scanned" in isolated_hits[0]
+
+
+def test_responses_the_fuzzer_receives_over_real_http_are_scanned(isolated_hits):
+    import requests
+    from schemathesis.core.transport import Response
+
+    from tests.test_fuzz import no_secret_leaks
+
+    request = requests.Request("GET", "http://127.0.0.1:1/v1/tokens").prepare()
+    received = Response(status_code=200, headers={"content-type": ["application/json"]}, request=request,
+                        content=f'{{"s": "{secrets.generate()}"}}'.encode(), elapsed=0.1, verify=False)
+    no_secret_leaks(None, received, None)
+    assert len(isolated_hits) == 1 and "GET /v1/tokens" in isolated_hits[0]
