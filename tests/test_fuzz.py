@@ -179,6 +179,16 @@ def test_every_documented_route_is_fuzzed(fuzz_target):
     assert {"/v1/tokens", "/v1/auth/token", "/healthz", "/readyz", "/metrics"} <= set(paths)
 
 
+
+def test_every_operation_with_a_body_documents_its_400_and_422_as_problems(fuzz_target):
+    with TestClient(fuzz_target[0]) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    with_body = [operation for item in paths.values() for operation in item.values() if "requestBody" in operation]
+    assert with_body
+    for operation in with_body:
+        for status in ("400", "422"):
+            assert "application/problem+json" in operation["responses"][status]["content"]
+
 # --- properties of expiration parsing ----------------------------------------------------------
 
 NOW = FrozenClock().now()
