@@ -104,6 +104,9 @@ def postgres_url() -> Iterator[str]:
     upgrade(database.engine)
     database.dispose()
     yield test_url
+    from tests import hygiene  # the secret-hygiene check sees the database before it goes
+
+    hygiene.scan_postgres(test_url)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

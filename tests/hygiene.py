@@ -9,7 +9,9 @@ with ``hygiene.register(value)``. While the suite runs:
 * every HTTP response received through httpx (TestClient, schemathesis, real servers) is scanned,
   except the one-time reveals: a POST answered 200/201 with ``Cache-Control: no-store``, and the
   AWS SDK token exchange (a GET by design, also no-store),
-* at the end, SQLite files and server logs under the session's temporary directory are scanned.
+* at the end, SQLite files and server logs under the session's temporary directory are scanned,
+* every PostgreSQL database the tests make is scanned (every text, JSON and bytea column of every
+  table) just before it is dropped: fixtures call ``scan_postgres(url)`` there.
 
 A hit on anything shaped like a tokensmith credential (any prefix, valid checksum) or on a
 registered value fails the run, as an error in the teardown of the worker's last test. Redaction
@@ -170,6 +172,51 @@ def scan_files(root: Path) -> None:
             found = find_secrets(text)
             if found:
                 _report(f"file {path.relative_to(root)}", found)
+
+
+# PostgreSQL column types that can hold a secret as text or bytes.
+_PG_TEXT_TYPES = ("text", "character varying", "character", "json", "jsonb", "bytea", "xml")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("latin-1")
+    return value if isinstance(value, str) else str(value)
+
+
+def scan_postgres(url: str) -> None:
+    """Scan every text/bytes column of every table of the PostgreSQL database at ``url``.
+
+    A hit is reported as ``postgresql <database>.<table>.<column>``. Call it just before a test
+    database is dropped. A scan that cannot run is reported too: an unscanned database proves nothing.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(url)
+    database = make_url(url).database
+    try:
+        with engine.connect() as connection:
+            columns: dict[tuple[str, str], list[str]] = {}
+            for schema, table, column in connection.execute(text(
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND data_type = ANY(:types) "
+                "ORDER BY table_schema, table_name, ordinal_position"
+            ), {"types": list(_PG_TEXT_TYPES)}):
+                columns.setdefault((schema, table), []).append(column)
+            for (schema, table), names in columns.items():
+                quoted = ", ".join(f'"{name}"' for name in names)
+                for row in connection.execute(text(f'SELECT {quoted} FROM "{schema}"."{table}"')):
+                    for name, value in zip(names, row, strict=True):
+                        if value is None:
+                            continue
+                        found = find_secrets(_as_text(value))
+                        if found:
+                            _report(f"postgresql {database}.{table}.{name}", found)
+    except Exception as exc:
+        hits.append(f"postgresql {database}: could not be scanned ({type(exc).__name__})")
+    finally:
+        engine.dispose()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from tests.conftest import SECRET_KEY
 from tests.pki import CA_PEM
+from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.db.models import AuditEvent
 from tokensmith.leaks import LeakService
@@ -115,11 +116,22 @@ def test_no_event_ever_contains_a_secret(client, app, database, clock, admin, al
                                     "source": created["secret"]}],
                 headers={"Authorization": f"Bearer {reporter.secret}"})
     client.put("/v1/org/policy", json={"default_expiration": "7d"}, headers=admin.headers)
+    # TokenReview denials (kube/denials.py): the reviewed secrets and the webhook credentials stay out.
+    cluster = client.post("/v1/clusters", json={"name": "prod", "server": "https://10.0.0.1:6443", "region": "eu-1",
+                                "certificate_authority": CA_PEM},
+                          headers=admin.headers).json()
+    webhook = client.post(f"/v1/clusters/{cluster['id']}/webhook-credentials", headers=admin.headers).json()
+    for credential, token in ((webhook["secret"], alice.secret), (webhook["secret"], secrets.generate()),
+                              (alice.secret, created["secret"]), (webhook["secret"][:-1], alice.secret)):
+        client.post(f"/v1/clusters/{cluster['id']}/tokenreview", headers={"Authorization": f"Bearer {credential}"},
+                    json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+    app.state.denials.flush(force=True)
+    assert {e.action for e in events(database)} >= {"kube.tokenreview.denied", "kube.webhook_credential.refused"}
     client.delete(f"/v1/tokens/{alice.token_id}", headers=alice.headers)
     clock.advance(timedelta(days=40))
     DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings), timeout=0.5).run_once()
     every_secret += [login["secret"], created["secret"], rotated["secret"], hook["signing_secret"],
-                     reporter.secret, PASSWORD]
+                     reporter.secret, webhook["secret"], PASSWORD]
     dump = json.dumps([{c.name: str(getattr(e, c.name)) for c in AuditEvent.__table__.columns}
                        for e in events(database)])
     assert len(events(database)) >= 10

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests import hygiene
 from tests.conftest import PG_ENV, require
 from tests.servers import ServerProcess, free_port, server_env
 
@@ -42,6 +43,7 @@ def crash_server(request, tmp_path):
     yield proc.start(), database_url or f"sqlite:///{data / 'tokensmith.db'}"
     proc.stop()
     if admin_engine is not None:
+        hygiene.scan_postgres(database_url)
         with admin_engine.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin_engine.dispose()

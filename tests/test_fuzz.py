@@ -1,16 +1,22 @@
 """Fuzzing: schemathesis generates requests from /openapi.json, with and without a token.
 
 No request may end in a 5xx, and every response must match the documented status codes, content
-types and schemas. The default run is bounded to seconds; ``--run-slow`` runs many more examples.
+types and schemas. Two targets: the app in-process (ASGI), and a real ``tokensmith serve`` on
+loopback (HTTP, its own /openapi.json, the whole server stack). The default run is bounded to
+seconds; ``--run-slow`` runs many more examples.
 """
 
+import time
 from datetime import timedelta
 
+import httpx
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -19,7 +25,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests import hygiene
 from tests.conftest import SECRET_KEY
+from tests.servers import ServerProcess, free_port, server_env
 from tokensmith.accounts.service import AccountService
 from tokensmith.api.app import create_app
 from tokensmith.clock import FrozenClock
@@ -29,6 +37,16 @@ from tokensmith.db.migrate import upgrade
 from tokensmith.errors import InvalidInput
 from tokensmith.tokens.expiration import MAX_LIFETIME, PRESETS, parse_duration, resolve_expiry
 from tokensmith.tokens.service import TokenService
+
+
+@schemathesis.check
+def no_secret_leaks(ctx, response, case) -> None:
+    """Over real HTTP schemathesis uses ``requests``: hand its responses to the hygiene check too."""
+    request = httpx.Request(response.request.method or "GET", response.request.url or "http://unknown/")
+    headers = [(name, value) for name, values in response.headers.items() for value in values]
+    hygiene.check_response(httpx.Response(response.status_code, headers=headers, content=response.content,
+                                          request=request))
+
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
@@ -57,20 +75,35 @@ def fuzz_target(tmp_path_factory):
 
 def fuzz(app, headers: dict[str, str] | None, profile: settings) -> None:
     """Run every operation of the app's OpenAPI document through schemathesis; fail listing what broke."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    fuzz_schema(schemathesis.openapi.from_asgi("/openapi.json", app), headers, profile)
+
+
+def fuzz_schema(schema, headers: dict[str, str] | None, profile: settings, checks: list = CHECKS) -> None:
     failures: list[str] = []
+    cases, operations, started = 0, 0, time.monotonic()
     for result in schema.get_all_operations():
         operation = result.ok()
+        operations += 1
 
-        @given(case=operation.as_strategy())
+        # Valid and invalid requests alike: invalid ones must be refused with a documented 4xx.
+        @given(case=operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE))
         @profile
         def run(case) -> None:
-            case.call_and_validate(headers=headers, checks=CHECKS)
+            nonlocal cases
+            cases += 1
+            case.call_and_validate(headers=headers, checks=checks)
 
         try:
             run()
-        except Exception as exc:  # one broken operation must not hide the others
+        except Unsatisfiable:
+            pass  # no invalid request can be made for this operation (e.g. nothing but an optional header)
+        except BaseException as exc:  # schemathesis raises exception groups; one operation must not hide others
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             failures.append(f"{operation.method.upper()} {operation.path}: {str(exc)[:1500]}")
+    # The numbers for docs/performance.md and the threat model (shown with ``-s``).
+    print(f"fuzzed {cases} cases over {operations} operations in {time.monotonic() - started:.1f} s, "
+          f"{len(failures)} failing operation(s)")
     assert not failures, "\n\n".join(failures)
 
 
@@ -92,6 +125,49 @@ def test_fuzz_authenticated_long(fuzz_target):
     fuzz(fuzz_target[0], fuzz_target[1], LONG)
 
 
+@pytest.fixture(scope="module")
+def running_server(tmp_path_factory):
+    """A real ``tokensmith serve`` on loopback (SQLite) and the headers of its admin, signed in once."""
+    data = tmp_path_factory.mktemp("fuzz-serve") / "data"
+    # Limits out of the way: this module sends thousands of bad requests from one address.
+    env = server_env(data, TOKENSMITH_AUTH_FAILURES_PER_IP="1000000000", TOKENSMITH_AUTH_FAILURES_PER_USER="1000000000",
+                     TOKENSMITH_LOG_LEVEL="INFO")
+    server = ServerProcess(data, free_port(), env).start()
+    try:
+        password = (data / "initial-admin-password").read_text().strip()
+        signed_in = httpx.post(f"{server.url}/v1/auth/token", timeout=30,
+                               json={"username": "admin", "password": password, "name": "fuzz", "expiration": "never"})
+        signed_in.raise_for_status()
+        yield server, {"Authorization": f"Bearer {signed_in.json()['secret']}"}
+    finally:
+        server.stop()
+
+
+def fuzz_server(running_server, authenticated: bool, profile: settings) -> None:
+    server, headers = running_server
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    fuzz_schema(schema, headers if authenticated else None, profile, [*CHECKS, no_secret_leaks])
+    assert server.process is not None and server.process.poll() is None, "the server died while fuzzed"
+
+
+def test_fuzz_running_server_unauthenticated(running_server):
+    fuzz_server(running_server, False, QUICK)
+
+
+def test_fuzz_running_server_authenticated(running_server):
+    fuzz_server(running_server, True, QUICK)
+
+
+@pytest.mark.slow
+def test_fuzz_running_server_unauthenticated_long(running_server):
+    fuzz_server(running_server, False, LONG)
+
+
+@pytest.mark.slow
+def test_fuzz_running_server_authenticated_long(running_server):
+    fuzz_server(running_server, True, LONG)
+
+
 def test_a_huge_duration_is_a_422_not_a_500(client, alice):
     response = client.post("/v1/tokens", json={"name": "x", "expiration": "9999999y"}, headers=alice.headers)
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "expiration"
@@ -102,6 +178,16 @@ def test_every_documented_route_is_fuzzed(fuzz_target):
         paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/tokens", "/v1/auth/token", "/healthz", "/readyz", "/metrics"} <= set(paths)
 
+
+
+def test_every_operation_with_a_body_documents_its_400_and_422_as_problems(fuzz_target):
+    with TestClient(fuzz_target[0]) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    with_body = [operation for item in paths.values() for operation in item.values() if "requestBody" in operation]
+    assert with_body
+    for operation in with_body:
+        for status in ("400", "422"):
+            assert "application/problem+json" in operation["responses"][status]["content"]
 
 # --- properties of expiration parsing ----------------------------------------------------------
 

@@ -4,6 +4,7 @@ import logging
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests import hygiene
 from tokensmith import secrets
@@ -122,3 +123,56 @@ def test_the_sdk_exchange_may_return_its_secret_key_to_a_get(isolated_hits, forg
                               request=httpx.Request("GET", f"http://t{hygiene.SDK_EXCHANGE_PATH}"))
     hygiene.check_response(exchange)
     assert isolated_hits == []
+
+
+@pytest.fixture
+def probe_table(postgres_url):
+    """A scratch table in the worker's PostgreSQL database, dropped afterwards."""
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE hygiene_probe (id integer, note varchar(200), blob bytea, doc jsonb)"))
+    yield engine
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE hygiene_probe"))
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("column", ["note", "blob", "doc"])
+def test_a_secret_in_a_postgresql_row_is_a_hit_naming_table_and_column(isolated_hits, postgres_url, probe_table,
+                                                                       column):
+    secret = secrets.generate()
+    value = {"note": secret, "blob": b"\x00" + secret.encode() + b"\xff", "doc": f'{{"k": "{secret}"}}'}[column]
+    with probe_table.begin() as connection:
+        connection.execute(text(f"INSERT INTO hygiene_probe (id, {column}) VALUES (1, :value)"), {"value": value})
+    hygiene.scan_postgres(postgres_url)
+    with probe_table.begin() as connection:
+        connection.execute(text("DELETE FROM hygiene_probe"))  # or the session's own final scan finds it too
+    assert len(isolated_hits) == 1 and f"hygiene_probe.{column}" in isolated_hits[0]
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_without_secrets_is_clean(isolated_hits, postgres_url, probe_table):
+    with probe_table.begin() as connection:
+        connection.execute(text("INSERT INTO hygiene_probe (id, note) VALUES (1, :value)"),
+                           {"value": secrets.mask(secrets.generate())})
+    hygiene.scan_postgres(postgres_url)
+    assert isolated_hits == []
+
+
+def test_a_postgresql_database_that_cannot_be_scanned_is_a_hit(isolated_hits):
+    hygiene.scan_postgres("postgresql+psycopg://nobody@127.0.0.1:1/absent?connect_timeout=2")
+    assert len(isolated_hits) == 1 and "could not be scanned" in isolated_hits[0]
+
+
+def test_responses_the_fuzzer_receives_over_real_http_are_scanned(isolated_hits):
+    import requests
+    from schemathesis.core.transport import Response
+
+    from tests.test_fuzz import no_secret_leaks
+
+    request = requests.Request("GET", "http://127.0.0.1:1/v1/tokens").prepare()
+    received = Response(status_code=200, headers={"content-type": ["application/json"]}, request=request,
+                        content=f'{{"s": "{secrets.generate()}"}}'.encode(), elapsed=0.1, verify=False)
+    no_secret_leaks(None, received, None)
+    assert len(isolated_hits) == 1 and "GET /v1/tokens" in isolated_hits[0]

@@ -71,3 +71,31 @@ def test_malformed_reports_are_422_and_change_nothing(client, alice, reporter):
     assert client.post("/v1/leaks", json={"token": alice.secret}, headers=reporter).status_code == 422
     assert client.post("/v1/leaks", json=[{"token": alice.secret, "extra": 1}], headers=reporter).status_code == 422
     assert whoami(client, alice.secret).status_code == 200
+
+
+def test_every_report_request_writes_the_same_audit_event_whether_or_not_it_matched(client, alice, reporter,
+                                                                                     database):
+    leak(client, reporter, secrets.generate())
+    leak(client, reporter, alice.secret)
+    with database.session() as session:
+        received = session.scalars(select(AuditEvent).where(AuditEvent.action == "leaks.reported")
+                                   .order_by(AuditEvent.id)).all()
+    assert [(e.actor_user, e.target, e.details, e.org_id) for e in received] == [
+        ("reporter:github", None, '{"reports": 1}', None)] * 2
+
+
+def test_a_matching_token_is_revoked_before_the_answer_and_announced_after_it(database, clock, alice, reporter):
+    from tokensmith.db.models import Token
+    from tokensmith.leaks import Report
+
+    with database.session() as session:
+        leaks = LeakService(session, clock, SECRET_KEY)
+        reporter_row = leaks.authenticate(reporter["Authorization"].split()[1])
+        leaked = leaks.report(reporter_row, [Report(alice.secret, "https://x", "scan")], "10.0.0.9", "scanner")
+    with database.session() as session:
+        assert session.scalars(select(Token).where(Token.public_id == alice.token_id)).one().revoked_at is not None
+        assert session.scalars(select(AuditEvent).where(AuditEvent.action == "token.leaked")).all() == []
+        LeakService(session, clock, SECRET_KEY).announce(leaked)
+    with database.session() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "token.leaked")).all()
+        assert (event.target, event.client_ip) == (alice.token_id, "10.0.0.9")

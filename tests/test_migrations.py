@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from tests import hygiene
 from tests.conftest import PG_ENV, SECRET_KEY, require
 from tokensmith.accounts.service import AccountService
 from tokensmith.clock import FrozenClock
@@ -34,6 +35,7 @@ def empty_database(request, tmp_path):
     database = Database(url.set(database=name).render_as_string(hide_password=False))
     yield database
     database.dispose()
+    hygiene.scan_postgres(database.url)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

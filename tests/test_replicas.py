@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests import hygiene
 from tests.conftest import PG_ENV, SECRET_KEY, require
 from tests.servers import ServerProcess, free_port, server_env
 from tokensmith.accounts.service import AccountService
@@ -29,7 +30,9 @@ def database_url():
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield url.set(database=name).render_as_string(hide_password=False)
+    database_url = url.set(database=name).render_as_string(hide_password=False)
+    yield database_url
+    hygiene.scan_postgres(database_url)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

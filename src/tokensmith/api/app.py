@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 
 from tokensmith import __version__
-from tokensmith.api import operations, problems
+from tokensmith.api import openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
@@ -18,6 +18,7 @@ from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
+from tokensmith.kube.denials import DenialLog
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
@@ -45,6 +46,7 @@ def create_app(
         # Background: other replicas' invalidations, cache sweeps, last-used flushes (a final one on stop).
         verifier.start()
         operations.add_shutdown_hook(app_, verifier.stop)
+        operations.add_shutdown_hook(app_, lambda: app_.state.denials.flush(force=True))  # coalesced counts
         if background_worker:
             worker = BackgroundWorker(DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings)))
             worker.start()
@@ -57,6 +59,7 @@ def create_app(
         settings=settings, database=database, clock=clock, secret_key=secret_key, verifier=verifier,
     )
     app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
+    app.state.denials = DenialLog(database, clock)  # TokenReview denials (audit, coalesced)
     problems.install(app)
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
@@ -66,5 +69,6 @@ def create_app(
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
     install_console(app)  # the web console at /
+    openapi.install(app)  # 400/422 documented as the problems they are
     app.add_middleware(ResponseHeaders, edit=no_store_for_api)
     return app

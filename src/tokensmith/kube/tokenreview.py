@@ -99,23 +99,41 @@ def refuse(review: Review, error: str) -> dict[str, Any]:
     return answer(review, {"authenticated": False, "error": error})
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for the API server, and for the audit log why it was a refusal and whose token it was."""
+
+    answer: dict[str, Any]
+    reason: str | None = None  # None: authenticated
+    identity: Identity | None = None  # the token's owner, when the token verified
+
+    @property
+    def authenticated(self) -> bool:
+        return self.reason is None
+
+
 def decide(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity]) -> dict[str, Any]:
-    """Review a token for the cluster ``cluster_id``: a TokenReview answer, authenticated or not.
+    """Review a token for the cluster ``cluster_id``: a TokenReview answer, authenticated or not."""
+    return judge(review, cluster_id, audience, verify).answer
+
+
+def judge(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity]) -> Verdict:
+    """Review a token for the cluster ``cluster_id``: the answer, and the reason when it is a refusal.
 
     ``verify`` is the verification core (raises AuthenticationFailed). Authenticated only when the
     token is live, grants this cluster, holds the ``kubernetes`` scope, and (when audiences are
     asked for) the cluster's ``audience`` is among them.
     """
     if review.audiences is not None and audience not in review.audiences:
-        return refuse(review, WRONG_AUDIENCE)
+        return Verdict(refuse(review, WRONG_AUDIENCE), WRONG_AUDIENCE)
     try:
         identity = verify(review.token)
     except AuthenticationFailed as failure:
-        return refuse(review, failure.detail)
+        return Verdict(refuse(review, failure.detail), failure.detail)
     if cluster_id not in identity.cluster_ids:
-        return refuse(review, NOT_GRANTED)
+        return Verdict(refuse(review, NOT_GRANTED), NOT_GRANTED, identity)
     if SCOPE not in identity.scopes:
-        return refuse(review, NO_SCOPE)
+        return Verdict(refuse(review, NO_SCOPE), NO_SCOPE, identity)
     status: dict[str, Any] = {
         "authenticated": True,
         "user": {
@@ -127,4 +145,4 @@ def decide(review: Review, cluster_id: int, audience: str, verify: Callable[[str
     }
     if review.audiences is not None:
         status["audiences"] = [audience]
-    return answer(review, status)
+    return Verdict(answer(review, status), identity=identity)

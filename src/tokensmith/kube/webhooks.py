@@ -79,6 +79,10 @@ class WebhookCredentialService:
         Raises AuthenticationFailed (one neutral message) for anything else: a malformed, unknown or
         revoked credential, or one that belongs to another cluster.
         """
+        return self.authenticate_credential(cluster_ref, secret).cluster
+
+    def authenticate_credential(self, cluster_ref: str, secret: str) -> WebhookCredential:
+        """``authenticate``, returning the credential itself (its cluster is ``.cluster``)."""
         if not secrets.is_well_formed(secret, secrets.WEBHOOK_PREFIX):
             raise AuthenticationFailed(INVALID_CREDENTIAL)
         digest = secrets.digest(secret, self.secret_key)
@@ -95,7 +99,7 @@ class WebhookCredentialService:
         if credential.last_used_at is None or now - credential.last_used_at >= LAST_USED_PRECISION:
             credential.last_used_at = now
             self.session.flush()
-        return credential.cluster
+        return credential
 
 
 def tokenreview_url(base_url: str, cluster: Cluster) -> str:

@@ -1,7 +1,16 @@
 """Leaked-secret response: reporters tell us where a secret was found; we revoke it at once.
 
 Reporters authenticate with their own credential (``tsr_...``, stored as a digest). The answer
-is the same whether or not a report matched, so the endpoint cannot be used to test guesses.
+is the same whether or not a report matched, so the endpoint cannot be used to test guesses,
+and it takes the same time (docs/threat-model.md, bench/bench_leaks.py):
+
+* in the request, every well-formed report costs one indexed lookup, whether it matches or not
+  (no relationship loading, so a found token costs no extra query); a matching token gets its
+  ``revoked_at`` in the same transaction, so it is refused from the very next request on; and
+  every request writes one ``leaks.reported`` audit event, so every commit writes;
+* after the answer has been sent, ``announce`` queues the ``token.leaked`` webhook events and
+  writes the ``token.leaked`` audit entries (the slow, match-only work). If the process dies in
+  between, the token stays revoked; only that announcement is lost (logged as an error).
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from tokensmith import audit, secrets
 from tokensmith.clock import Clock
@@ -27,6 +36,18 @@ class Report:
     token: str
     url: str | None = None
     source: str | None = None
+
+
+@dataclass(frozen=True)
+class Leaked:
+    """A token revoked by a report, waiting for its announcement (webhook event, audit entry)."""
+
+    token_id: int
+    report: Report
+    reporter: str
+    at: datetime
+    client_ip: str | None
+    user_agent: str | None
 
 
 @dataclass(frozen=True)
@@ -65,38 +86,43 @@ class LeakService:
     def report(
         self, reporter: LeakReporter, reports: list[Report], client_ip: str | None = None,
         user_agent: str | None = None,
-    ) -> int:
-        """Revoke every live token whose current or in-grace secret was reported; returns how many.
+    ) -> list[Leaked]:
+        """Revoke every live token whose current or in-grace secret was reported; returns what was revoked.
 
-        Each revoked token gets a token.leaked event and an audit entry saying where it was found.
-        Callers must not reveal the count: the answer has to be the same either way.
+        The same work whether or not anything matched (see the module doc); pass the result to
+        ``announce`` after answering. Callers must not reveal it: the answer has to be the same.
         """
         now = self.clock.now()
-        revoked = 0
+        leaked: list[Leaked] = []
         for item in reports:
             if not secrets.is_well_formed(item.token):
                 continue
             digest = secrets.digest(item.token, self.secret_key)
-            tokens = self.session.scalars(select(Token).where(
+            tokens = self.session.scalars(select(Token).options(lazyload(Token.user), lazyload(Token.clusters)).where(
                 Token.revoked_at.is_(None),
                 or_(Token.secret_digest == digest, Token.previous_secret_digest == digest),
             )).all()
             for token in tokens:
-                self._revoke(token, item, reporter, now, client_ip, user_agent)
-                revoked += 1
+                token.revoked_at = now
+                leaked.append(Leaked(token.id, item, reporter.name, now, client_ip, user_agent))
+        audit.record(self.session, "leaks.reported", at=now, actor_user=f"reporter:{reporter.name}",
+                     client_ip=client_ip, user_agent=user_agent, details={"reports": len(reports)})
         self.session.flush()
-        return revoked
+        return leaked
 
-    def _revoke(
-        self, token: Token, item: Report, reporter: LeakReporter, now: datetime,
-        client_ip: str | None, user_agent: str | None,
-    ) -> None:
-        token.revoked_at = now
-        # Reports quote where a secret was found, often with the secret in it: never pass that on.
-        where = {"url": audit.scrub((item.url or "")[:1000]), "source": audit.scrub((item.source or "")[:200])}
-        emit(self.session, token.org_id, "token.leaked", {"token": token_data(token), "found": where}, now)
-        audit.record(
-            self.session, "token.leaked", at=now, org_id=token.org_id, actor_user=f"reporter:{reporter.name}",
-            client_ip=client_ip, user_agent=user_agent, target=token.public_id,
-            details={"name": token.name, "owner": token.user.username, **where},
-        )
+    def announce(self, leaked: list[Leaked]) -> None:
+        """For each revoked token: a token.leaked event for its organization, an audit entry of where it was found."""
+        for revoked in leaked:
+            token = self.session.get(Token, revoked.token_id)
+            if token is None:
+                continue
+            item = revoked.report
+            # Reports quote where a secret was found, often with the secret in it: never pass that on.
+            where = {"url": audit.scrub((item.url or "")[:1000]), "source": audit.scrub((item.source or "")[:200])}
+            emit(self.session, token.org_id, "token.leaked", {"token": token_data(token), "found": where}, revoked.at)
+            audit.record(
+                self.session, "token.leaked", at=revoked.at, org_id=token.org_id,
+                actor_user=f"reporter:{revoked.reporter}", client_ip=revoked.client_ip, user_agent=revoked.user_agent,
+                target=token.public_id, details={"name": token.name, "owner": token.user.username, **where},
+            )
+        self.session.flush()

@@ -14,7 +14,8 @@ from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.models import WebhookCredential
-from tokensmith.kube import tokenreview
+from tokensmith.errors import AuthenticationFailed
+from tokensmith.kube import denials, tokenreview
 from tokensmith.kube.webhooks import WebhookCredentialService
 from tokensmith.verify.core import Identity
 
@@ -127,14 +128,26 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
     The cluster's API server calls this with its webhook credential as bearer token.
     """
     ctx: AppContext = request.app.state.context
-    credential = bearer_secret(request.headers.get("authorization"))
+    try:
+        credential = bearer_secret(request.headers.get("authorization"))
+    except AuthenticationFailed:
+        await run_in_threadpool(denials.record_refused_credential, request, cluster)  # audited, coalesced
+        raise
     body = await _read_limited(request, tokenreview.MAX_BODY_BYTES)
 
     def decide() -> dict[str, Any]:
         with ctx.services() as s:
-            target = _webhooks(ctx, s.session).authenticate(cluster, credential)
-            cluster_id, audience = target.id, target.token_audience
+            try:
+                webhook = _webhooks(ctx, s.session).authenticate_credential(cluster, credential)
+            except AuthenticationFailed:
+                denials.record_refused_credential(request, cluster)
+                raise
+            target = webhook.cluster
         review = tokenreview.parse(body)
-        return tokenreview.decide(review, cluster_id, audience, ctx.verifier.verify)
+        verdict = tokenreview.judge(review, target.id, target.token_audience, ctx.verifier.verify)
+        if verdict.reason is not None:  # audited, coalesced (kube/denials.py)
+            denials.record_denied_review(request, target, webhook.public_id, review.token, verdict.reason,
+                                         verdict.identity)
+        return verdict.answer
 
     return JSONResponse(await run_in_threadpool(decide), headers={"Cache-Control": "no-store"})

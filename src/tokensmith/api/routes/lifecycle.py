@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from tokensmith import audit
@@ -17,7 +18,7 @@ from tokensmith.audit.query import AuditFilter, list_events
 from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.errors import Forbidden, InvalidInput
 from tokensmith.kube import access
-from tokensmith.leaks import MAX_REPORTS, LeakService, Report
+from tokensmith.leaks import MAX_REPORTS, Leaked, LeakService, Report
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE
 from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
@@ -26,6 +27,7 @@ from tokensmith.verify.core import Identity
 from tokensmith.webhooks.service import EVENTS, WebhookService
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403))
+log = logging.getLogger("tokensmith.leaks")
 Reader = Annotated[Identity, requires("tokens:read")]
 Writer = Annotated[Identity, requires("tokens:write")]
 
@@ -199,19 +201,30 @@ class LeaksAccepted(BaseModel):
              responses=problem_responses(422))
 def report_leaks(
     body: Annotated[list[LeakReport], Field(max_length=MAX_REPORTS)], ctx: Context, request: Request,
+    background: BackgroundTasks,
     authorization: Annotated[str | None, Header()] = None,
 ) -> LeaksAccepted:
     """Report leaked secrets (reporter credential ``tsr_...``). Matching secrets are revoked at once.
 
-    The answer is the same whether or not anything matched.
+    The answer is the same, and takes the same time, whether or not anything matched.
     """
     secret = bearer_secret(authorization)
     ip, agent = audit.client_of(request)
     with ctx.services() as s:
         leaks = LeakService(s.session, ctx.clock, ctx.secret_key)
         reporter = leaks.authenticate(secret)
-        leaks.report(reporter, [Report(r.token, r.url, r.source) for r in body], ip, agent)
+        leaked = leaks.report(reporter, [Report(r.token, r.url, r.source) for r in body], ip, agent)
+    if leaked:  # events and audit entries after the answer: match-only work must not show in its timing
+        background.add_task(announce_leaks, ctx, leaked)
     return LeaksAccepted(reports=len(body))
+
+
+def announce_leaks(ctx: AppContext, leaked: list[Leaked]) -> None:
+    try:
+        with ctx.database.session() as session:
+            LeakService(session, ctx.clock, ctx.secret_key).announce(leaked)
+    except Exception:  # the tokens are revoked already; say loudly that their announcement was lost
+        log.exception("could not announce %d leaked token(s)", len(leaked))
 
 
 # --- audit log -------------------------------------------------------------------------------
