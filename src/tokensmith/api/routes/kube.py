@@ -12,10 +12,13 @@ from pydantic import BaseModel, Field
 
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.models import WebhookCredential
+from tokensmith.errors import AuthenticationFailed
 from tokensmith.kube import tokenreview
 from tokensmith.kube.webhooks import WebhookCredentialService
+from tokensmith.ratelimit import RateLimited, via_key
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/clusters", tags=["kubernetes"])
@@ -114,6 +117,16 @@ TOKENREVIEW_SCHEMA = {
 }
 
 
+def _review_limited(request: Request, token: str, keys: SubjectKeys) -> Identity:
+    """The verification core under the cluster's ceiling; a refusal is a failed review, never an error."""
+    verifier = request.app.state.context.verifier
+    try:
+        return guarded_subject(request, "tokenreview", token, verifier.verify, verifier.verify_cached, keys)
+    except RateLimited as limited:
+        raise AuthenticationFailed(f"too many invalid tokens from this cluster; retry after {limited.retry_after} s") \
+            from None
+
+
 @router.post(
     "/{cluster}/tokenreview",
     responses={200: {"description": "A TokenReview with status filled in (authenticated or not)."},
@@ -125,6 +138,9 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
     """Kubernetes webhook token authentication (authentication.k8s.io/v1 or v1beta1).
 
     The cluster's API server calls this with its webhook credential as bearer token.
+    Brute force: a bad webhook credential counts against the caller's address (429 over the limit);
+    invalid reviewed tokens count against the cluster with a high ceiling, over which reviews are
+    answered from the verification cache only (docs/kubernetes.md).
     """
     ctx: AppContext = request.app.state.context
     credential = bearer_secret(request.headers.get("authorization"))
@@ -132,9 +148,11 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
 
     def decide() -> dict[str, Any]:
         with ctx.services() as s:
-            target = _webhooks(ctx, s.session).authenticate(cluster, credential)
+            target = guarded_verify(request, "tokenreview-credential", credential,
+                                    lambda secret: _webhooks(ctx, s.session).authenticate(cluster, secret))
             cluster_id, audience = target.id, target.token_audience
+            keys = SubjectKeys(None, via_key(f"cluster:{target.public_id}"))
         review = tokenreview.parse(body)
-        return tokenreview.decide(review, cluster_id, audience, ctx.verifier.verify)
+        return tokenreview.decide(review, cluster_id, audience, lambda token: _review_limited(request, token, keys))
 
     return JSONResponse(await run_in_threadpool(decide), headers={"Cache-Control": "no-store"})
