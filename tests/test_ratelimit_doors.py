@@ -237,6 +237,14 @@ def test_tokenreview_over_the_cluster_ceiling_is_a_failed_review_saying_when_to_
     assert body["status"]["authenticated"] is False and "retry after" in body["status"]["error"]
 
 
+def test_tokenreview_cluster_ceiling_is_shared_by_replicas(app, kube, database, clock, tmp_path):
+    other_replica = limited_app(database, clock, tmp_path)
+    flood_tokenreview(app, kube, PER_GATEWAY)  # up to the ceiling on one replica
+    review(client_at(other_replica), kube, secrets.generate())  # the failure past it, on the other
+    response = review(client_at(other_replica), kube, secrets.generate())
+    assert "retry after" in response.json()["status"]["error"]
+
+
 # --- S3 SigV4 verify -----------------------------------------------------------------------------
 
 

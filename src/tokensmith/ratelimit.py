@@ -19,6 +19,7 @@ Three kinds of key (docs/threat-model.md, "Brute force"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -80,6 +81,7 @@ def client_ip(peer: str | None, forwarded_for: str | None,
     return address
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -88,6 +90,7 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs tens of µs; the same few repeat
 def is_trusted(address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

@@ -39,7 +39,12 @@ def limiter_of(request: Request) -> FailureLimiter:
 
 
 def request_ip(request: Request) -> str:
-    return client_ip(_peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
+    """Who the client is (docs/operations.md): worked out once per request, several doors ask."""
+    known = getattr(request.state, "client_ip", None)
+    if known is None:
+        known = client_ip(_peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
+        request.state.client_ip = known
+    return known
 
 
 def _peer(request: Request) -> str:
