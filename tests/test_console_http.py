@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from tests.pki import make_pki
 from tokensmith.accounts.service import AccountService
-from tokensmith.console.sessions import SignInBrake
 from tokensmith.db.models import ConsoleSession, Token
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -74,19 +73,6 @@ def test_wrong_password_is_refused_with_the_same_message(client, database, clock
     assert wrong.status_code == unknown.status_code == 401
     assert "do not match" in wrong.text and "do not match" in unknown.text
     assert "tsm_session" not in client.cookies
-
-
-def test_repeated_failed_sign_ins_are_slowed_down_and_a_success_resets():
-    brake = SignInBrake()
-    assert brake.delay("user:carol") == 0
-    delays = []
-    for _ in range(6):
-        brake.failed("user:carol", "ip:1.2.3.4")
-        delays.append(brake.delay("user:carol"))
-    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
-    assert brake.delay("user:other", "ip:1.2.3.4") == 8.0  # the same address guessing other names
-    brake.succeeded("user:carol", "ip:1.2.3.4")
-    assert brake.delay("user:carol", "ip:1.2.3.4") == 0
 
 
 def test_sign_in_form_without_csrf_is_refused(client, database, clock):

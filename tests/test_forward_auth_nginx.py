@@ -3,8 +3,11 @@
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,11 +43,14 @@ http {{
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }}
     location / {{
       auth_request /_tokensmith;
       auth_request_set $tokensmith_user $upstream_http_x_auth_request_user;
       auth_request_set $tokensmith_token $upstream_http_x_tokensmith_token_id;
+      auth_request_set $tokensmith_retry_after $upstream_http_retry_after;
+      add_header Retry-After $tokensmith_retry_after always;
       proxy_set_header X-Auth-Request-User $tokensmith_user;
       proxy_set_header X-Tokensmith-Token-Id $tokensmith_token;
       proxy_set_header Authorization "";
@@ -70,12 +76,12 @@ class Upstream(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    require(shutil.which(NGINX) is not None, "the nginx test needs Debian's nginx package")
-    root = tmp_path_factory.mktemp("nginx-stack")
+@contextmanager
+def running_stack(root: Path, **server_settings: str) -> Iterator[dict]:
+    """tokensmith serve (with ``server_settings`` as environment), an upstream, and nginx in front."""
     data = root / "data"
-    server = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_SECRET_KEY=SECRET_KEY.decode())).start()
+    server = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_SECRET_KEY=SECRET_KEY.decode(),
+                                                         **server_settings)).start()
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     prefix = root / "nginx"
@@ -94,6 +100,13 @@ def stack(tmp_path_factory):
         nginx.wait(10)
         upstream.shutdown()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    require(shutil.which(NGINX) is not None, "the nginx test needs Debian's nginx package")
+    with running_stack(tmp_path_factory.mktemp("nginx-stack")) as running:
+        yield running
 
 
 def make_token(server: ServerProcess, username: str, clock=None, expiration: str = "1d") -> tuple[str, str]:
@@ -148,3 +161,41 @@ def test_a_deleted_token_gets_401(stack):
                            headers={"Authorization": f"Bearer {secret}"}, timeout=10)
     assert deleted.status_code == 204
     assert get(stack, secret).status_code == 401
+
+
+# --- brute force behind nginx: one client's flood, another client passes --------------------------
+
+FLOOD_LIMIT = 5
+
+
+@pytest.fixture(scope="module")
+def limited_stack(tmp_path_factory):
+    """nginx is the trusted proxy and forwards each client's address; a small per-client limit."""
+    require(shutil.which(NGINX) is not None, "the nginx test needs Debian's nginx package")
+    with running_stack(tmp_path_factory.mktemp("nginx-limited"), TOKENSMITH_TRUSTED_PROXIES="127.0.0.1/32",
+                       TOKENSMITH_AUTH_FAILURES_PER_IP=str(FLOOD_LIMIT)) as running:
+        yield running
+
+
+def get_from(stack, source_address: str, secret: str) -> httpx.Response:
+    """A request from another loopback address: to nginx, a different client."""
+    transport = httpx.HTTPTransport(local_address=source_address)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.get(f"{stack['url']}/dashboard", headers={"Authorization": f"Bearer {secret}"})
+
+
+def test_behind_nginx_a_flooding_client_is_refused_with_403_and_retry_after_never_500(limited_stack):
+    statuses = [get_from(limited_stack, "127.0.0.2", secrets.generate()).status_code for _ in range(FLOOD_LIMIT)]
+    assert statuses == [401] * FLOOD_LIMIT
+    refused = get_from(limited_stack, "127.0.0.2", secrets.generate())
+    assert refused.status_code == 403
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_behind_nginx_another_client_with_a_valid_token_passes_during_the_flood(limited_stack):
+    secret, _ = make_token(limited_stack["server"], "bystander")
+    for _ in range(FLOOD_LIMIT + 2):
+        assert get_from(limited_stack, "127.0.0.4", secrets.generate()).status_code in (401, 403)
+    passed = get_from(limited_stack, "127.0.0.5", secret)
+    assert passed.status_code == 200 and passed.text == "upstream ok"
+    assert get_from(limited_stack, "127.0.0.4", secret).status_code == 403  # the flooder itself stays refused

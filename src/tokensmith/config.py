@@ -37,6 +37,15 @@ def _positive_int(env: os._Environ[str] | dict[str, str], name: str, default: in
     return int(text)
 
 
+def _whole_number(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if text is None or not text.strip():
+        return default
+    if not text.strip().isdigit():
+        raise ValueError(f"{name} must be a whole number (0 turns it off)")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -50,6 +59,7 @@ class Settings:
     failures_per_ip: int = 30
     failures_per_user: int = 10
     failure_window_seconds: int = 60
+    failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -68,6 +78,7 @@ class Settings:
             failures_per_ip=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_IP", 30),
             failures_per_user=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_USER", 10),
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
+            failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
         )
 
     @property

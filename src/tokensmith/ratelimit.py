@@ -4,10 +4,22 @@ Only failures are counted, in fixed windows stored in the database, so every rep
 totals. A request with a valid credential never touches the counters. A client over its limit is
 refused with 429 before the expensive path (database lookup, argon2): locally from a small cache
 learned when its failure was recorded, and for password sign-in also from the shared counters.
+
+Three kinds of key (docs/threat-model.md, "Brute force"):
+
+* ``ip:<address>`` - one client (the TCP peer, or the original client a trusted proxy forwarded);
+  ``per_ip`` failures per window, then that client is refused outright.
+* ``user:<hash>`` - one user name at password sign-in; ``per_user``.
+* ``via:<intermediary>`` - a proxy, gateway or API server that speaks for many clients (a
+  forward-auth proxy that named no client, an introspection or TokenReview caller). Its ceiling
+  ``per_gateway`` is much higher, and the doors never refuse it outright: over the ceiling they
+  answer from the verification cache only (tokens in use keep passing, unknown ones no longer
+  reach the database). 0 turns these keys off.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -60,15 +72,16 @@ def client_ip(peer: str | None, forwarded_for: str | None,
     first untrusted address is the client (anything left of it could be forged by the client).
     """
     address = peer or "unknown"
-    if not trusted or not forwarded_for or not _is_trusted(address, trusted):
+    if not trusted or not forwarded_for or not is_trusted(address, trusted):
         return address
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not _is_trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             return hop if _is_ip(hop) else address
         address = hop
     return address
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -77,7 +90,8 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _is_trusted(address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+@functools.lru_cache(maxsize=4096)  # parsing an address costs tens of µs; the same few repeat
+def is_trusted(address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -87,6 +101,10 @@ def _is_trusted(address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.I
 
 def ip_key(ip: str) -> str:
     return f"ip:{ip}"[:200]
+
+
+def via_key(intermediary: str) -> str:
+    return f"via:{intermediary}"[:200]
 
 
 def user_key(username: str) -> str:
@@ -99,6 +117,7 @@ class Limits:
     per_ip: int = 30
     per_user: int = 10
     window_seconds: int = 60
+    per_gateway: int = 600  # 0: intermediaries are not counted at all
 
 
 class FailureLimiter:
@@ -120,7 +139,31 @@ class FailureLimiter:
         return max(1, math.ceil((until - self.clock.now()).total_seconds()))
 
     def _limit(self, key: str) -> int:
-        return self.limits.per_user if key.startswith("user:") else self.limits.per_ip
+        if key.startswith("user:"):
+            return self.limits.per_user
+        if key.startswith("via:"):
+            return self.limits.per_gateway
+        return self.limits.per_ip
+
+    def counts(self, key: str) -> bool:
+        """Whether failures of ``key`` are counted at all (intermediaries can be switched off)."""
+        return self._limit(key) > 0
+
+    def has_blocks(self) -> bool:
+        """Whether this process knows of any key over its limit (no lock: a hint for the fast path)."""
+        return bool(self._blocked)
+
+    def limited(self, key: str) -> RateLimited:
+        """The refusal for ``key`` (just found over its limit): retry when its window ends."""
+        return RateLimited(self._retry_after(self._blocked.get(key) or self._window()[1]))
+
+    def blocked_local(self, key: str) -> int | None:
+        """Seconds until ``key`` may try again, if this process knows it is over its limit (no I/O)."""
+        try:
+            self.check_local(key)
+        except RateLimited as limited:
+            return limited.retry_after
+        return None
 
     def check_local(self, *keys: str) -> None:
         """Raise RateLimited if this process already knows one of ``keys`` is over its limit (no I/O)."""
@@ -151,19 +194,25 @@ class FailureLimiter:
 
     def record_failure(self, *keys: str) -> None:
         """Count one failure against each key; raise RateLimited once a key has exceeded its limit."""
+        if self.count_failure(*keys):
+            raise RateLimited(self._retry_after(self._window()[1]))
+
+    def count_failure(self, *keys: str) -> list[str]:
+        """Count one failure against each counted key; the keys now over their limit (blocked locally)."""
         start, end = self._window()
-        over = False
+        over = []
         with self.database.session() as session:
             for key in keys:
+                if not self.counts(key):
+                    continue
                 count = session.execute(self._upsert(key, start)).scalar_one()
                 if count > self._limit(key):
                     self._block(key, end)
-                    over = True
+                    over.append(key)
             self._recorded += 1
             if self._recorded % SWEEP_EVERY == 0:
                 session.execute(delete(AuthFailure).where(AuthFailure.window_start < start))
-        if over:
-            raise RateLimited(self._retry_after(end))
+        return over
 
     def _upsert(self, key: str, start: datetime):
         insert = pg_insert if self.database.engine.dialect.name == "postgresql" else sqlite_insert

@@ -1,18 +1,37 @@
-"""Brute-force limits and verification metrics around any door's credential check."""
+"""Brute-force limits and verification metrics around any door's credential check.
+
+Two shapes of door (docs/threat-model.md, "Brute force"):
+
+* A client presents its own credential (API bearer, S3 token exchange, a gateway's or API server's
+  own credential, password sign-in): failures count against the client's address, and a client
+  over its limit is refused outright (``guarded_verify``, ``guarded_password``).
+* An intermediary asks about someone else's token (forward-auth, introspection, TokenReview):
+  ``guarded_subject`` counts an invalid subject against the original client when one is known
+  (refused outright over its limit) and against the intermediary (proxy, gateway credential,
+  cluster) with a much higher ceiling. Over that ceiling the intermediary is never refused: its
+  subjects are answered from the verification cache only, so tokens in use keep passing while
+  unknown ones stop reaching the database.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import Request
 
 from tokensmith import metrics, secrets
-from tokensmith.errors import AuthenticationFailed
-from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, user_key
+from tokensmith.errors import AuthenticationFailed, InvalidInput
+from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, is_trusted, user_key, via_key
 from tokensmith.verify.core import Identity
 
 CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
+# How an authenticated gateway (introspection, S3 verify) names the client it asks for.
+CLIENT_ADDRESS_HEADER = "Tokensmith-Client-Address"
+T = TypeVar("T")
 
 
 def limiter_of(request: Request) -> FailureLimiter:
@@ -20,11 +39,23 @@ def limiter_of(request: Request) -> FailureLimiter:
 
 
 def request_ip(request: Request) -> str:
-    return client_ip(request.client.host if request.client else None,
-                     request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
+    """Who the client is (docs/operations.md): worked out once per request, several doors ask."""
+    known = getattr(request.state, "client_ip", None)
+    if known is None:
+        known = client_ip(_peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
+        request.state.client_ip = known
+    return known
 
 
-def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], Identity]) -> Identity:
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _is_well_formed(secret: str) -> bool:
+    return any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES)
+
+
+def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T]) -> T:
     """``verify(secret)`` under the brute-force limit for the client's IP, with verification metrics.
 
     Only failures are counted, and only for well-formed secrets: a malformed one is refused offline
@@ -33,7 +64,7 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
     limiter, key, started = limiter_of(request), ip_key(request_ip(request)), time.perf_counter()
     try:
         limiter.check_local(key)
-        identity = verify(secret)
+        result = verify(secret)
     except RateLimited:
         metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
         metrics.observe_rate_limited()
@@ -41,7 +72,7 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
     except AuthenticationFailed as exc:
         outcome = "expired" if exc.detail == "token expired" else "invalid"
         metrics.observe_verification(door, outcome, time.perf_counter() - started)
-        if any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES):
+        if _is_well_formed(secret):
             try:
                 limiter.record_failure(key)
             except RateLimited:
@@ -49,28 +80,165 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
                 raise
         raise
     metrics.observe_verification(door, "ok", time.perf_counter() - started)
-    return identity
+    return result
 
 
-def guarded_password(request: Request, username: str, check: Callable[[], object]) -> object:
+def guarded_password(request: Request, username: str, check: Callable[[], T], door: str = "password") -> T:
     """Run a password ``check`` under the per-IP and per-user-name limits.
 
     The shared counters are read first (sign-in is rare and argon2 is the expensive path);
     a failure counts against both the client's IP and the user name.
     """
-    limiter = limiter_of(request)
+    limiter, started = limiter_of(request), time.perf_counter()
     keys = (ip_key(request_ip(request)), user_key(username))
     try:
         limiter.check_shared(*keys)
     except RateLimited:
+        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
         metrics.observe_rate_limited()
         raise
     try:
-        return check()
+        result = check()
     except AuthenticationFailed:
+        metrics.observe_verification(door, "invalid", time.perf_counter() - started)
         try:
             limiter.record_failure(*keys)
         except RateLimited:
             metrics.observe_rate_limited()
             raise
         raise
+    metrics.observe_verification(door, "ok", time.perf_counter() - started)
+    return result
+
+
+# --- doors where an intermediary asks about someone else's token ----------------------------
+
+
+@dataclass(frozen=True)
+class SubjectKeys:
+    """Whom an invalid subject token is counted against."""
+
+    client: str | None  # the original client: refused outright over its limit
+    intermediary: str | None  # the proxy/gateway/cluster: answered from memory only over its ceiling
+
+    def all(self) -> tuple[str, ...]:
+        return tuple(key for key in (self.client, self.intermediary) if key is not None)
+
+
+def forward_auth_keys(request: Request) -> SubjectKeys:
+    """Forward-auth: the original client when a trusted proxy named it, never the proxy's own address.
+
+    Without a forwarded client the caller is either a proxy (no trusted proxies configured, or a
+    trusted one that sent no X-Forwarded-For) or, when trusted proxies are configured and the peer
+    is not one of them, a client calling directly.
+    """
+    peer, client = _peer(request), request_ip(request)
+    if client != peer:
+        return SubjectKeys(ip_key(client), None)
+    trusted = request.app.state.trusted_proxies
+    if trusted and not is_trusted(peer, trusted):
+        return SubjectKeys(ip_key(peer), None)
+    return SubjectKeys(None, via_key(f"proxy:{peer}"))
+
+
+def named_client(request: Request) -> str | None:
+    """The ``ip:`` key of the client an authenticated gateway names in Tokensmith-Client-Address, if any.
+
+    Believed because the caller is an authenticated principal holding the door's scope; a value
+    that is not an IP address is refused (400).
+    """
+    named = request.headers.get(CLIENT_ADDRESS_HEADER)
+    if named is None or not named.strip():
+        return None
+    try:
+        return ip_key(str(ipaddress.ip_address(named.strip())))
+    except ValueError:
+        raise InvalidInput(f"{CLIENT_ADDRESS_HEADER} must be an IP address") from None
+
+
+def gateway_keys(request: Request, caller: str) -> SubjectKeys:
+    """Introspection: the client the gateway names, if any, and the authenticated ``caller`` itself."""
+    return SubjectKeys(named_client(request), via_key(caller))
+
+
+def guarded_for_client(request: Request, door: str, client: str | None, check: Callable[[], T],
+                       failed: Callable[[T], bool]) -> T:
+    """``check()`` under the limit of a named ``client`` (no limit without one), with metrics.
+
+    For doors whose failures are answers, not exceptions (S3 verify): ``failed(result)`` says
+    whether to count it. Raises RateLimited before ``check`` for a client over its limit, and
+    instead of the answer that takes it over.
+    """
+    limiter, started = limiter_of(request), time.perf_counter()
+    try:
+        if client is not None:
+            limiter.check_local(client)
+        result = check()
+        if not failed(result):
+            metrics.observe_verification(door, "ok", time.perf_counter() - started)
+            return result
+        metrics.observe_verification(door, "invalid", time.perf_counter() - started)
+        if client is not None:
+            limiter.record_failure(client)
+        return result
+    except RateLimited:
+        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
+        metrics.observe_rate_limited()
+        raise
+
+
+def from_memory(request: Request, door: str, secret: str, cached: Callable[[str], Identity | None],
+                keys: SubjectKeys) -> Identity | None:
+    """The fast path of an async door: a cache hit, with no I/O, when no key is blocked; None otherwise.
+
+    None sends the caller to ``guarded_subject`` (in a thread): a miss, a failure to count, a block.
+    """
+    limiter, started = limiter_of(request), time.perf_counter()
+    if limiter.has_blocks() and any(limiter.blocked_local(key) is not None for key in keys.all()):
+        return None
+    try:
+        identity = cached(secret)
+    except AuthenticationFailed:
+        return None
+    if identity is not None:
+        metrics.observe_verification(door, "ok", time.perf_counter() - started)
+    return identity
+
+
+def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[str], Identity],
+                    cached: Callable[[str], Identity | None], keys: SubjectKeys) -> Identity:
+    """Verify a subject token an intermediary asked about, under the client and intermediary limits.
+
+    Raises AuthenticationFailed (invalid, expired) or RateLimited (the client is over its limit, or
+    the intermediary is over its ceiling and the cache cannot vouch for the token). Blocking I/O:
+    call it from a thread in async code.
+    """
+    limiter, started, degraded = limiter_of(request), time.perf_counter(), False
+    try:
+        if keys.client is not None:
+            limiter.check_local(keys.client)
+        retry_after = limiter.blocked_local(keys.intermediary) if keys.intermediary is not None else None
+        degraded = retry_after is not None
+        if retry_after is None:
+            identity = verify(secret)
+        else:
+            identity = cached(secret)  # over the ceiling: memory only, never the database
+            if identity is None:
+                raise RateLimited(retry_after)
+    except RateLimited:
+        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
+        metrics.observe_rate_limited()
+        raise
+    except AuthenticationFailed as exc:
+        outcome = "expired" if exc.detail == "token expired" else "invalid"
+        metrics.observe_verification(door, outcome, time.perf_counter() - started)
+        # Over its ceiling the intermediary is not counted any more: memory-only answers cost no I/O.
+        counted = (keys.client,) if degraded else keys.all()
+        if _is_well_formed(secret) and any(counted):
+            over = limiter.count_failure(*[key for key in counted if key is not None])
+            if keys.client is not None and keys.client in over:
+                metrics.observe_rate_limited()
+                raise limiter.limited(keys.client) from None
+        raise
+    metrics.observe_verification(door, "ok", time.perf_counter() - started)
+    return identity

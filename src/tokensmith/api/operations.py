@@ -126,11 +126,13 @@ def install(app: FastAPI) -> None:
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.limiter = FailureLimiter(context.database, context.clock, Limits(
         per_ip=settings.failures_per_ip, per_user=settings.failures_per_user,
-        window_seconds=settings.failure_window_seconds,
+        window_seconds=settings.failure_window_seconds, per_gateway=settings.failures_per_gateway,
     ))
     app.include_router(router)
-    for route in api_routes(app.routes):  # every authenticated route can answer 429 once a client is over its limit
-        if route.path.startswith("/v1/") or route.path == "/metrics":
+    # Every authenticated route can answer 429 once a client is over its limit; forward-auth answers
+    # 403 instead (nginx auth_request turns a 429 into a 500).
+    for route in api_routes(app.routes):
+        if (route.path.startswith("/v1/") or route.path == "/metrics") and route.path != "/v1/auth/verify":
             route.responses.setdefault(429, problem_responses(429)[429])
 
     @app.exception_handler(RateLimited)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from tokensmith import audit
 from tokensmith.api.context import AppContext
 from tokensmith.console.format import exact, relative
-from tokensmith.console.sessions import SessionService, SignInBrake, Viewer, csrf_token, csrf_valid
+from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf_valid
 from tokensmith.errors import InvalidInput, TokensmithError
 from tokensmith.tokens.expiration import PRESETS
 
@@ -41,7 +41,6 @@ templates = jinja2.Environment(
 templates.globals.update(relative=relative, exact=exact, presets=PRESETS)
 templates.filters["b64"] = lambda text: base64.b64encode(text.encode()).decode()
 router = APIRouter(include_in_schema=False)
-brake = SignInBrake()
 
 
 class SignInRequired(Exception):

@@ -6,7 +6,6 @@ they share (viewer, CSRF, flash, rendering) lives in ``common``.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ from starlette.datastructures import MutableHeaders
 
 from tokensmith import audit
 from tokensmith.accounts.admin import UserAdminService
-from tokensmith.api.guard import request_ip
+from tokensmith.api.guard import guarded_password
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
@@ -42,7 +41,6 @@ from tokensmith.console.common import (
     SignInRequired,
     Text,
     audit_event,
-    brake,
     check_csrf,
     context_of,
     field_error,
@@ -58,6 +56,7 @@ from tokensmith.errors import AuthenticationFailed, InvalidInput, TokensmithErro
 from tokensmith.kube import access
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.service import AccessKeyService
+from tokensmith.ratelimit import RateLimited
 from tokensmith.tokens.expiration import resolve_expiry
 from tokensmith.validation import clean_name, clean_note
 
@@ -76,6 +75,11 @@ def _sign_in_page(request: Request, status: int = 200, error: str = "", username
     return response
 
 
+def _wait(limited: RateLimited) -> str:
+    seconds = limited.retry_after
+    return f"{seconds} seconds" if seconds < 120 else f"{round(seconds / 60)} minutes"
+
+
 @router.get("/sign-in")
 def sign_in_form(request: Request) -> Response:
     return _sign_in_page(request)
@@ -86,9 +90,6 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     ctx = context_of(request)
     if not csrf_valid(ctx.secret_key, "pre:" + request.cookies.get(PRE_COOKIE, ""), csrf):
         return _sign_in_page(request, 403, "The sign-in form expired. Please try again.", username)
-    keys = (f"user:{username.strip().lower()}", f"ip:{request_ip(request)}")
-    # Waiting before checking (not after) makes parallel guesses wait too.
-    await asyncio.sleep(brake.delay(*keys))
 
     def check() -> tuple[str, bool] | None:
         with ctx.services() as s:
@@ -105,11 +106,21 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
                                  details={"via": "console"})
             return session_id, user.must_change_password
 
-    result = await run_in_threadpool(check)
-    if result is None:
-        brake.failed(*keys)
+    def checked() -> tuple[str, bool]:
+        result = check()  # a failure's audit record is committed before it is counted
+        if result is None:
+            raise AuthenticationFailed("user name and password do not match")
+        return result
+
+    try:  # the same shared limits as API sign-in: per address and per user name, on every replica
+        result = await run_in_threadpool(guarded_password, request, username, checked, "console")
+    except RateLimited as limited:
+        response = _sign_in_page(request, 429, f"Too many failed sign-ins. Please try again in {_wait(limited)}.",
+                                 username)
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    except AuthenticationFailed:
         return _sign_in_page(request, 401, "That user name and password do not match.", username)
-    brake.succeeded(*keys)
     session_id, must_change = result
     response = redirect("/account/password" if must_change else "/tokens")
     _set_cookie(request, response, SESSION_COOKIE, session_id)

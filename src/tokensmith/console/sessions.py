@@ -1,4 +1,6 @@
-"""Console sign-in sessions, CSRF tokens, one-time flashes and the failed sign-in brake.
+"""Console sign-in sessions, CSRF tokens and one-time flashes.
+
+Failed sign-ins are limited by the shared brute-force limits (ratelimit.py), like API sign-in.
 
 The browser holds a random session id; the database holds only its HMAC digest, so a copy of
 the database cannot be replayed as a cookie. CSRF tokens are derived from the session id (no
@@ -14,8 +16,6 @@ import hmac
 import json
 import os
 import secrets as stdlib_secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -146,42 +146,3 @@ class SessionService:
         except (InvalidTag, ValueError):
             return None
         return json.loads(plain)
-
-
-class SignInBrake:
-    """Slows down repeated failed sign-ins per user name and per client address.
-
-    Each failure doubles the wait before the next answer (0.5 s, 1 s, 2 s ... up to MAX_DELAY);
-    a success or QUIET_PERIOD without failures forgets the count. Per process: with several
-    workers an attacker gets at most workers times the rate, still far below brute-force speed.
-    """
-
-    BASE_DELAY = 0.5
-    MAX_DELAY = 8.0
-    QUIET_PERIOD = 15 * 60.0
-
-    def __init__(self) -> None:
-        self._failures: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
-
-    def delay(self, *keys: str) -> float:
-        """Seconds to wait before checking a sign-in for these keys."""
-        now = time.monotonic()
-        with self._lock:
-            counts = [self._failures.get(k, (0, now)) for k in keys]
-        worst = max((n for n, at in counts if now - at < self.QUIET_PERIOD), default=0)
-        return 0.0 if worst == 0 else min(self.BASE_DELAY * 2 ** (worst - 1), self.MAX_DELAY)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) > 10_000:  # bounded memory under a spray of names
-                self._failures.clear()
-            for key in keys:
-                count, at = self._failures.get(key, (0, now))
-                self._failures[key] = (count + 1 if now - at < self.QUIET_PERIOD else 1, now)
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)

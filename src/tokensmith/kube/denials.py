@@ -55,6 +55,8 @@ REVOKED = "token revoked"
 USER_DISABLED = "user disabled"
 ROTATED_OUT = "rotated-out secret"
 BAD_CREDENTIAL = "invalid webhook credential"
+# Over the cluster's ceiling of invalid tokens (api/routes/kube.py): answered from the cache only.
+CLUSTER_LIMITED = "too many invalid tokens from this cluster"
 
 log = logging.getLogger("tokensmith.audit")
 
@@ -222,6 +224,13 @@ def record_refused_credential(request: Any, cluster_ref: str) -> None:
     extra = () if cluster is not None else (("cluster_ref", cluster_ref[:64]),)
     request.app.state.denials.note(Denial(REFUSED_ACTION, target, org_id, UNKNOWN, BAD_CREDENTIAL, None, ip, agent,
                                           extra))
+
+
+def record_limited_review(request: Any, cluster: Cluster, credential: str) -> None:
+    """A review refused because the cluster is over its ceiling of invalid tokens: no token lookup."""
+    ip, agent = audit.client_of(request)
+    request.app.state.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, UNKNOWN,
+                                          CLUSTER_LIMITED, credential, ip, agent))
 
 
 def record_denied_review(request: Any, cluster: Cluster, credential: str, secret: str, reason: str,

@@ -12,11 +12,13 @@ from pydantic import BaseModel, Field
 
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.models import WebhookCredential
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.kube import denials, tokenreview
 from tokensmith.kube.webhooks import WebhookCredentialService
+from tokensmith.ratelimit import RateLimited, via_key
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/clusters", tags=["kubernetes"])
@@ -115,6 +117,15 @@ TOKENREVIEW_SCHEMA = {
 }
 
 
+def _review_limited(request: Request, token: str, keys: SubjectKeys) -> Identity:
+    """The verification core under the cluster's ceiling; a refusal is a failed review, never an error."""
+    verifier = request.app.state.context.verifier
+    try:
+        return guarded_subject(request, "tokenreview", token, verifier.verify, verifier.verify_cached, keys)
+    except RateLimited as limited:
+        raise AuthenticationFailed(f"{denials.CLUSTER_LIMITED}; retry after {limited.retry_after} s") from None
+
+
 @router.post(
     "/{cluster}/tokenreview",
     responses={200: {"description": "A TokenReview with status filled in (authenticated or not)."},
@@ -126,6 +137,9 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
     """Kubernetes webhook token authentication (authentication.k8s.io/v1 or v1beta1).
 
     The cluster's API server calls this with its webhook credential as bearer token.
+    Brute force: a bad webhook credential counts against the caller's address (429 over the limit);
+    invalid reviewed tokens count against the cluster with a high ceiling, over which reviews are
+    answered from the verification cache only (docs/kubernetes.md).
     """
     ctx: AppContext = request.app.state.context
     try:
@@ -137,15 +151,23 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
 
     def decide() -> dict[str, Any]:
         with ctx.services() as s:
-            try:
-                webhook = _webhooks(ctx, s.session).authenticate_credential(cluster, credential)
-            except AuthenticationFailed:
-                denials.record_refused_credential(request, cluster)
-                raise
+            def authenticate(secret: str) -> WebhookCredential:
+                try:
+                    return _webhooks(ctx, s.session).authenticate_credential(cluster, secret)
+                except AuthenticationFailed:
+                    denials.record_refused_credential(request, cluster)  # audited, coalesced
+                    raise
+
+            webhook = guarded_verify(request, "tokenreview-credential", credential, authenticate)
             target = webhook.cluster
+            keys = SubjectKeys(None, via_key(f"cluster:{target.public_id}"))
         review = tokenreview.parse(body)
-        verdict = tokenreview.judge(review, target.id, target.token_audience, ctx.verifier.verify)
-        if verdict.reason is not None:  # audited, coalesced (kube/denials.py)
+        verdict = tokenreview.judge(review, target.id, target.token_audience,
+                                    lambda token: _review_limited(request, token, keys))
+        if verdict.reason is not None and verdict.reason.startswith(denials.CLUSTER_LIMITED):
+            # Over the cluster's ceiling: recorded without looking the token up (that is the point).
+            denials.record_limited_review(request, target, webhook.public_id)
+        elif verdict.reason is not None:  # audited, coalesced (kube/denials.py)
             denials.record_denied_review(request, target, webhook.public_id, review.token, verdict.reason,
                                          verdict.identity)
         return verdict.answer

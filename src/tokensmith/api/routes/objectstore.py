@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from tokensmith import audit
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import guarded_for_client, guarded_verify, named_client
 from tokensmith.api.schemas import Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
@@ -18,6 +19,7 @@ from tokensmith.errors import AuthenticationFailed
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.limits import CEILING, MIN_DURATION
 from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
+from tokensmith.ratelimit import RateLimited
 from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
 
@@ -183,8 +185,13 @@ def temporary_credentials(request: Request, ctx: Context, response: Response) ->
     Point AWS_CONTAINER_CREDENTIALS_FULL_URI here and put the token in AWS_CONTAINER_AUTHORIZATION_TOKEN
     (with or without "Bearer "). Needs the object-storage:write scope. Repeated calls reuse a key
     that still has at least 20 minutes to live.
+
+    Brute force: the SDK calls directly, so invalid tokens count per client address like the API
+    (429 with Retry-After over the limit; AWS SDKs retry a non-200 a few times, then fail).
     """
-    identity = request.app.state.context.verifier.verify(_exchange_secret(request.headers.get("authorization")))
+    verifier = request.app.state.context.verifier
+    identity = guarded_verify(request, "s3-exchange", _exchange_secret(request.headers.get("authorization")),
+                              verifier.verify)
     request.state.identity = identity
     require_scope(identity, "object-storage:write")
     with ctx.services() as s:
@@ -201,21 +208,37 @@ def temporary_credentials(request: Request, ctx: Context, response: Response) ->
 
 # --- SigV4 verification for S3 gateways -------------------------------------------------------
 
+RATE_LIMITED = "rate limited"
+
 
 @router.post("/verify", response_model=VerifyResult, response_model_exclude_none=True,
              responses=problem_responses(400, 422))
-def verify_signature(body: VerifyRequest, caller: Gateway, ctx: Context) -> VerifyResult:
+def verify_signature(
+    body: VerifyRequest, caller: Gateway, ctx: Context, request: Request, response: Response
+) -> VerifyResult:
     """Is this S3 request's AWS Signature Version 4 genuine, by a live key? For S3 gateways.
 
     200 with valid true/false for every well-formed request; 4xx only when the request described is
     not a SigV4 request at all (missing headers, malformed Authorization).
+
+    Brute force: invalid signatures count against the client the gateway names in the
+    Tokensmith-Client-Address header; over its limit that client gets valid false with reason
+    "rate limited". Nothing is counted against the gateway itself: access keys are not cached, so
+    any refusal keyed on the gateway would refuse valid signatures of everyone behind it.
     """
-    with ctx.services() as s:
-        verdict = access_keys(s.session, ctx).verify_signature(
-            body.method, body.path, body.query, body.headers, body.bodySha256
-        )
-        if not verdict.valid or verdict.key is None:
-            return VerifyResult(valid=False, reason=verdict.reason)
-        key = verdict.key
-        return VerifyResult(valid=True, accessKeyId=key.access_key_id, user=key.user.username,
-                            org=key.user.organization.name)
+    def check() -> VerifyResult:
+        with ctx.services() as s:
+            verdict = access_keys(s.session, ctx).verify_signature(
+                body.method, body.path, body.query, body.headers, body.bodySha256
+            )
+            if not verdict.valid or verdict.key is None:
+                return VerifyResult(valid=False, reason=verdict.reason)
+            key = verdict.key
+            return VerifyResult(valid=True, accessKeyId=key.access_key_id, user=key.user.username,
+                                org=key.user.organization.name)
+
+    try:
+        return guarded_for_client(request, "s3-verify", named_client(request), check, lambda r: not r.valid)
+    except RateLimited as limited:
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return VerifyResult(valid=False, reason=RATE_LIMITED)

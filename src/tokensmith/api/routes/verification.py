@@ -12,9 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from tokensmith.api import problems
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import request_ip
+from tokensmith.api.guard import forward_auth_keys, from_memory, gateway_keys, guarded_subject, request_ip
 from tokensmith.api.schemas import problem_responses
 from tokensmith.errors import AuthenticationFailed
+from tokensmith.ratelimit import RateLimited
 from tokensmith.verify.core import Identity
 
 router = APIRouter(tags=["verification"])
@@ -35,7 +36,8 @@ def identity_headers(identity: Identity) -> dict[str, str]:
 @router.get(
     "/v1/auth/verify", status_code=200, response_class=Response,
     responses={200: {"description": "The token is valid; identity in the X-Auth-Request-User and "
-                                    "X-Tokensmith-* headers."}, **problem_responses(401)},
+                                    "X-Tokensmith-* headers."},
+               **problem_responses(401, 403)},
 )
 async def forward_auth(request: Request) -> Response:
     """Forward-auth for nginx ``auth_request``, Traefik ForwardAuth and Caddy ``forward_auth``.
@@ -43,14 +45,29 @@ async def forward_auth(request: Request) -> Response:
     Reads ``Authorization: Bearer <secret>`` only (never a query string). Async on purpose:
     a cached answer is given on the event loop, without a threadpool hop; only a cache miss
     goes to a thread for the database lookup.
+
+    Brute force: invalid tokens count against the original client when a trusted proxy forwarded
+    it (403 with Retry-After once over the limit: nginx ``auth_request`` passes 401 and 403 on but
+    turns a 429 into a 500), else against the proxy with a much higher ceiling, over which answers
+    come from the verification cache only (docs/forward-auth.md).
     """
     context: AppContext = request.app.state.context
     client_ip = request_ip(request)
+    keys = forward_auth_keys(request)
+
+    def cached(secret: str) -> Identity | None:
+        return context.verifier.verify_cached(secret, client_ip)
+
     try:
         secret = bearer_secret(request.headers.get("authorization"))
-        identity = context.verifier.verify_cached(secret, client_ip)
+        identity = from_memory(request, "forward-auth", secret, cached, keys)
         if identity is None:
-            identity = await run_in_threadpool(context.verifier.verify, secret, client_ip)
+            identity = await run_in_threadpool(
+                guarded_subject, request, "forward-auth", secret,
+                lambda s: context.verifier.verify(s, client_ip), cached, keys,
+            )
+    except RateLimited as limited:
+        return problems.problem(403, limited.detail, {"Retry-After": str(limited.retry_after)})
     except AuthenticationFailed as exc:
         return problems.problem(401, exc.detail, problems.www_authenticate(exc))
     return Response(status_code=200, headers=identity_headers(identity))
@@ -64,6 +81,7 @@ async def forward_auth(request: Request) -> Response:
 def introspect(
     caller: Introspector,
     ctx: Context,
+    request: Request,
     token: Annotated[str, Form(description="The secret to introspect.")] = "",
     token_type_hint: Annotated[str | None, Form(description="Ignored: there is one kind of token.")] = None,
 ) -> JSONResponse:
@@ -71,10 +89,17 @@ def introspect(
 
     Expired, revoked, unknown, malformed and other organizations' tokens are all exactly
     ``{"active": false}``: an introspector learns nothing about why.
+
+    Brute force: invalid tokens count against the client the gateway names in the
+    Tokensmith-Client-Address header (inactive for it once over its limit) and against the
+    caller's token with a much higher ceiling, over which answers come from the verification
+    cache only (docs/threat-model.md).
     """
+    keys = gateway_keys(request, f"token:{caller.token_public_id}")
     try:
-        identity = ctx.verifier.verify(token)
-    except AuthenticationFailed:
+        identity = guarded_subject(request, "introspection", token, ctx.verifier.verify,
+                                   ctx.verifier.verify_cached, keys)
+    except (AuthenticationFailed, RateLimited):
         return JSONResponse(INACTIVE)
     if identity.org_id != caller.org_id:
         return JSONResponse(INACTIVE)
