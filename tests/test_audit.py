@@ -172,6 +172,18 @@ def test_cluster_changes_are_recorded(client, database, admin):
     assert actions == [("cluster.created", "admin"), ("cluster.updated", "admin"), ("cluster.deleted", "admin")]
 
 
+def test_webhook_credentials_minted_and_revoked_are_recorded_without_their_secret(client, database, admin):
+    body = {"name": "prod", "server": "https://10.0.0.1:6443", "certificate_authority": CA_PEM, "region": "eu-1"}
+    cluster_id = client.post("/v1/clusters", json=body, headers=admin.headers).json()["id"]
+    minted = client.post("/v1/clusters/prod/webhook-credentials", headers=admin.headers).json()
+    credential = minted["credential"]["id"]
+    revoked = client.delete(f"/v1/clusters/prod/webhook-credentials/{credential}", headers=admin.headers)
+    assert revoked.status_code == 204
+    recorded = [(e.action, json.loads(e.details)["cluster"]) for e in events(database, target=credential)]
+    assert recorded == [("webhook_credential.created", cluster_id), ("webhook_credential.revoked", cluster_id)]
+    assert all(minted["secret"] not in (e.details or "") for e in events(database))
+
+
 def test_behind_a_trusted_proxy_events_record_the_forwarded_client(database, clock, tmp_path, alice):
     from fastapi.testclient import TestClient
 

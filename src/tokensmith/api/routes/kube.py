@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from tokensmith import audit
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
 from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify
@@ -53,12 +54,14 @@ def _webhooks(ctx: AppContext, session: Any) -> WebhookCredentialService:
     responses=problem_responses(401, 403, 404),
 )
 def mint_webhook_credential(
-    cluster: str, caller: ClusterWriter, ctx: Context, response: Response
+    cluster: str, caller: ClusterWriter, ctx: Context, request: Request, response: Response
 ) -> MintedWebhookCredentialOut:
     """Mint a webhook credential for a cluster's API server; the cluster's other credentials keep working."""
     with ctx.services() as s:
         target = s.clusters.get(caller, cluster)
         minted = _webhooks(ctx, s.session).mint(target)
+        audit.record_request(s.session, request, "webhook_credential.created", target=minted.credential.public_id,
+                             details={"cluster": target.public_id})
         out = MintedWebhookCredentialOut(
             credential=WebhookCredentialOut.of(minted.credential), secret=minted.secret,
             tokenreview_path=f"/v1/clusters/{target.public_id}/tokenreview",
@@ -80,10 +83,15 @@ def list_webhook_credentials(cluster: str, caller: ClusterWriter, ctx: Context) 
 @router.delete(
     "/{cluster}/webhook-credentials/{credential}", status_code=204, responses=problem_responses(401, 403, 404)
 )
-def revoke_webhook_credential(cluster: str, credential: str, caller: ClusterWriter, ctx: Context) -> Response:
+def revoke_webhook_credential(
+    cluster: str, credential: str, caller: ClusterWriter, ctx: Context, request: Request
+) -> Response:
     """Revoke a webhook credential: the API server using it is refused from its next review on."""
     with ctx.services() as s:
-        _webhooks(ctx, s.session).revoke(s.clusters.get(caller, cluster), credential)
+        target = s.clusters.get(caller, cluster)
+        revoked = _webhooks(ctx, s.session).revoke(target, credential)
+        audit.record_request(s.session, request, "webhook_credential.revoked", target=revoked.public_id,
+                             details={"cluster": target.public_id})
     return Response(status_code=204)
 
 
