@@ -422,3 +422,9 @@ def test_every_door_counts_rate_limited_verifications(door, app, real_time, admi
     before = rate_limited(door)
     FLOODS[door](app, admin, kube, s3_key)
     assert rate_limited(door) > before
+
+
+@pytest.mark.parametrize("path", ["/v1/oauth2/introspect", "/v1/object-storage/verify"])
+def test_the_gateway_doors_document_the_client_address_header(app, path):
+    parameters = app.openapi()["paths"][path]["post"]["parameters"]
+    assert [p["name"] for p in parameters if p["in"] == "header"] == ["Tokensmith-Client-Address"]

@@ -31,6 +31,12 @@ from tokensmith.verify.core import Identity
 CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
 CLIENT_ADDRESS_HEADER = "Tokensmith-Client-Address"
+# The header as an OpenAPI parameter, for the gateway doors that read it (``openapi_extra``).
+CLIENT_ADDRESS_PARAMETER = {
+    "name": CLIENT_ADDRESS_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+    "description": "The IP address of the client the gateway is asking for, so brute-force limits apply "
+                   "to that client and not to the gateway (422 if it is not an IP address).",
+}
 T = TypeVar("T")
 
 

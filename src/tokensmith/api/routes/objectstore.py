@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from tokensmith import audit
 from tokensmith.api.auth import Context, requires
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import guarded_for_client, guarded_verify, named_client
+from tokensmith.api.guard import CLIENT_ADDRESS_PARAMETER, guarded_for_client, guarded_verify, named_client
 from tokensmith.api.schemas import Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
@@ -212,7 +212,7 @@ RATE_LIMITED = "rate limited"
 
 
 @router.post("/verify", response_model=VerifyResult, response_model_exclude_none=True,
-             responses=problem_responses(400, 422))
+             responses=problem_responses(400, 422), openapi_extra={"parameters": [CLIENT_ADDRESS_PARAMETER]})
 def verify_signature(
     body: VerifyRequest, caller: Gateway, ctx: Context, request: Request, response: Response
 ) -> VerifyResult:

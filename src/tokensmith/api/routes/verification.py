@@ -12,7 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from tokensmith.api import problems
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import forward_auth_keys, from_memory, gateway_keys, guarded_subject, request_ip
+from tokensmith.api.guard import (
+    CLIENT_ADDRESS_PARAMETER,
+    forward_auth_keys,
+    from_memory,
+    gateway_keys,
+    guarded_subject,
+    request_ip,
+)
 from tokensmith.api.schemas import problem_responses
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.ratelimit import RateLimited
@@ -77,6 +84,7 @@ async def forward_auth(request: Request) -> Response:
     "/v1/oauth2/introspect",
     responses={200: {"description": 'RFC 7662: {"active": true, ...} or exactly {"active": false}.'},
                **problem_responses(401, 403, 422)},
+    openapi_extra={"parameters": [CLIENT_ADDRESS_PARAMETER]},
 )
 def introspect(
     caller: Introspector,
