@@ -134,6 +134,7 @@ def asgi(tmp: Path) -> None:
 
     from fastapi import Response
 
+    from bench.server import first_in_line
     from tokensmith.api.app import create_app
     from tokensmith.config import Settings
 
@@ -145,6 +146,8 @@ def asgi(tmp: Path) -> None:
     @app.get("/v1/bench/noop", include_in_schema=False)
     async def noop() -> Response:
         return Response(status_code=200)
+
+    first_in_line(app)
 
     async def call(path: str) -> int:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
