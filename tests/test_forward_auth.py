@@ -15,6 +15,22 @@ def test_a_valid_token_gets_200_and_identity_headers(client, alice):
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_a_cached_answer_is_the_same_as_the_first_one(client, alice):
+    """The second call is answered by ForwardAuthFastPath from the cache, the first by the route."""
+    first = client.get("/v1/auth/verify", headers=alice.headers)
+    cached = client.get("/v1/auth/verify", headers=alice.headers)
+    assert (cached.status_code, cached.content) == (first.status_code, first.content) == (200, b"")
+    assert {k: v for k, v in cached.headers.items() if k != "date"} == \
+        {k: v for k, v in first.headers.items() if k != "date"}
+
+
+def test_a_deleted_token_is_refused_even_after_cached_answers(client, alice):
+    for _ in range(2):
+        assert client.get("/v1/auth/verify", headers=alice.headers).status_code == 200
+    assert client.delete(f"/v1/tokens/{alice.token_id}", headers=alice.headers).status_code == 204
+    assert client.get("/v1/auth/verify", headers=alice.headers).status_code == 401
+
+
 def test_no_token_gets_401_with_www_authenticate(client):
     response = client.get("/v1/auth/verify")
     assert response.status_code == 401

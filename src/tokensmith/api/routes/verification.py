@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith.api import problems
 from tokensmith.api.auth import Context, bearer_secret, requires
@@ -26,6 +27,7 @@ from tokensmith.ratelimit import RateLimited
 from tokensmith.verify.core import Identity
 
 router = APIRouter(tags=["verification"])
+FORWARD_AUTH_PATH = "/v1/auth/verify"
 Introspector = Annotated[Identity, requires("introspect")]
 INACTIVE: dict[str, Any] = {"active": False}
 
@@ -41,7 +43,7 @@ def identity_headers(identity: Identity) -> dict[str, str]:
 
 
 @router.get(
-    "/v1/auth/verify", status_code=200, response_class=Response,
+    FORWARD_AUTH_PATH, status_code=200, response_class=Response,
     responses={200: {"description": "The token is valid; identity in the X-Auth-Request-User and "
                                     "X-Tokensmith-* headers."},
                **problem_responses(401, 403)},
@@ -67,7 +69,7 @@ async def forward_auth(request: Request) -> Response:
 
     try:
         secret = bearer_secret(request.headers.get("authorization"))
-        identity = from_memory(request, "forward-auth", secret, cached, keys)
+        identity = from_memory(request, "forward-auth", secret, cached, keys)  # ForwardAuthFastPath's hit
         if identity is None:
             identity = await run_in_threadpool(
                 guarded_subject, request, "forward-auth", secret,
@@ -78,6 +80,37 @@ async def forward_auth(request: Request) -> Response:
     except AuthenticationFailed as exc:
         return problems.problem(401, exc.detail, problems.www_authenticate(exc))
     return Response(status_code=200, headers=identity_headers(identity))
+
+
+def forward_auth_from_memory(request: Request) -> Identity | None:
+    """Forward-auth's answer when the cache alone can give it (a hit, nothing blocked); else None."""
+    try:
+        secret = bearer_secret(request.headers.get("authorization"))
+    except AuthenticationFailed:
+        return None
+    verifier, client_ip = request.app.state.context.verifier, request_ip(request)
+    return from_memory(request, "forward-auth", secret, lambda s: verifier.verify_cached(s, client_ip),
+                       forward_auth_keys(request))
+
+
+class ForwardAuthFastPath:
+    """Answers ``GET /v1/auth/verify`` for a cached, unblocked token before FastAPI's router.
+
+    The hot path of every proxied request: matching routes, solving dependencies and building a
+    response class cost several times the verification itself. Anything else (a miss, a refusal,
+    a block) falls through to ``forward_auth``, which gives the same answer the slow way.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == FORWARD_AUTH_PATH and scope["method"] == "GET":
+            identity = forward_auth_from_memory(Request(scope))
+            if identity is not None:
+                await Response(status_code=200, headers=identity_headers(identity))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @router.post(
