@@ -26,7 +26,7 @@ from fastapi import Request
 from tokensmith import metrics, secrets
 from tokensmith.errors import AuthenticationFailed, InvalidInput
 from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, is_trusted, user_key, via_key
-from tokensmith.verify.core import Identity
+from tokensmith.verify.core import EXPIRED, Identity
 
 CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
@@ -57,6 +57,19 @@ def _peer(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _observe(door: str, outcome: str, started: float) -> None:
+    metrics.observe_verification(door, outcome, time.perf_counter() - started)
+
+
+def _observe_limited(door: str, started: float) -> None:
+    _observe(door, "rate_limited", started)
+    metrics.observe_rate_limited()
+
+
+def _outcome_of(failure: AuthenticationFailed) -> str:
+    return "expired" if failure.detail == EXPIRED else "invalid"
+
+
 def _is_well_formed(secret: str) -> bool:
     return any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES)
 
@@ -72,12 +85,10 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
         limiter.check_local(key)
         result = verify(secret)
     except RateLimited:
-        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
-        metrics.observe_rate_limited()
+        _observe_limited(door, started)
         raise
     except AuthenticationFailed as exc:
-        outcome = "expired" if exc.detail == "token expired" else "invalid"
-        metrics.observe_verification(door, outcome, time.perf_counter() - started)
+        _observe(door, _outcome_of(exc), started)
         if _is_well_formed(secret):
             try:
                 limiter.record_failure(key)
@@ -85,7 +96,7 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
                 metrics.observe_rate_limited()
                 raise
         raise
-    metrics.observe_verification(door, "ok", time.perf_counter() - started)
+    _observe(door, "ok", started)
     return result
 
 
@@ -100,20 +111,19 @@ def guarded_password(request: Request, username: str, check: Callable[[], T], do
     try:
         limiter.check_shared(*keys)
     except RateLimited:
-        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
-        metrics.observe_rate_limited()
+        _observe_limited(door, started)
         raise
     try:
         result = check()
     except AuthenticationFailed:
-        metrics.observe_verification(door, "invalid", time.perf_counter() - started)
+        _observe(door, "invalid", started)
         try:
             limiter.record_failure(*keys)
         except RateLimited:
             metrics.observe_rate_limited()
             raise
         raise
-    metrics.observe_verification(door, "ok", time.perf_counter() - started)
+    _observe(door, "ok", started)
     return result
 
 
@@ -181,15 +191,14 @@ def guarded_for_client(request: Request, door: str, client: str | None, check: C
             limiter.check_local(client)
         result = check()
         if not failed(result):
-            metrics.observe_verification(door, "ok", time.perf_counter() - started)
+            _observe(door, "ok", started)
             return result
-        metrics.observe_verification(door, "invalid", time.perf_counter() - started)
+        _observe(door, "invalid", started)
         if client is not None:
             limiter.record_failure(client)
         return result
     except RateLimited:
-        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
-        metrics.observe_rate_limited()
+        _observe_limited(door, started)
         raise
 
 
@@ -207,7 +216,7 @@ def from_memory(request: Request, door: str, secret: str, cached: Callable[[str]
     except AuthenticationFailed:
         return None
     if identity is not None:
-        metrics.observe_verification(door, "ok", time.perf_counter() - started)
+        _observe(door, "ok", started)
     return identity
 
 
@@ -232,12 +241,10 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
             if identity is None:
                 raise RateLimited(retry_after)
     except RateLimited:
-        metrics.observe_verification(door, "rate_limited", time.perf_counter() - started)
-        metrics.observe_rate_limited()
+        _observe_limited(door, started)
         raise
     except AuthenticationFailed as exc:
-        outcome = "expired" if exc.detail == "token expired" else "invalid"
-        metrics.observe_verification(door, outcome, time.perf_counter() - started)
+        _observe(door, _outcome_of(exc), started)
         # Over its ceiling the intermediary is not counted any more: memory-only answers cost no I/O.
         counted = (keys.client,) if degraded else keys.all()
         if _is_well_formed(secret) and any(counted):
@@ -246,5 +253,5 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
                 metrics.observe_rate_limited()
                 raise limiter.limited(keys.client) from None
         raise
-    metrics.observe_verification(door, "ok", time.perf_counter() - started)
+    _observe(door, "ok", started)
     return identity
