@@ -161,7 +161,10 @@ class ClusterService:
         self.session.flush()
         return cluster
 
-    def delete(self, actor: Actor, ref: str) -> None:
+    def delete(self, actor: Actor, ref: str) -> Cluster:
+        """Delete a cluster (its webhook credentials go with it); returns it, for the audit log."""
         require_admin(actor, "deleting a cluster")
-        self.session.delete(self.get(actor, ref))
+        cluster = self.get(actor, ref)
+        self.session.delete(cluster)
         self.session.flush()
+        return cluster

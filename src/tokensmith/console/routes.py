@@ -364,10 +364,9 @@ def delete_cluster(request: Request, who: Signed, public_id: str, csrf: Csrf = "
     require_admin(who)
     ctx = context_of(request)
     with ctx.services() as s, refusals():
-        cluster = s.clusters.get(who, public_id)
-        target, name = cluster.public_id, cluster.name
-        s.clusters.delete(who, public_id)
-        audit_event(s.session, request, who, "cluster.deleted", target=target, details={"name": name})
+        deleted = s.clusters.delete(who, public_id)
+        audit_event(s.session, request, who, "cluster.deleted", target=deleted.public_id,
+                    details={"name": deleted.name})
     return redirect("/clusters")
 
 

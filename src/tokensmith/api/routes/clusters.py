@@ -69,10 +69,9 @@ def update_cluster(
 @clusters.delete("/{cluster}", status_code=204, responses=problem_responses(403, 404))
 def delete_cluster(cluster: str, caller: ClusterWriter, ctx: Context, request: Request) -> Response:
     with ctx.services() as s:
-        doomed = s.clusters.get(caller, cluster)
-        target, name = doomed.public_id, doomed.name
-        s.clusters.delete(caller, cluster)
-        audit.record_request(s.session, request, "cluster.deleted", target=target, details={"name": name})
+        deleted = s.clusters.delete(caller, cluster)
+        audit.record_request(s.session, request, "cluster.deleted", target=deleted.public_id,
+                             details={"name": deleted.name})
     return Response(status_code=204)
 
 
