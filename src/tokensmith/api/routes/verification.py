@@ -51,9 +51,9 @@ def identity_headers(identity: Identity) -> dict[str, str]:
 async def forward_auth(request: Request) -> Response:
     """Forward-auth for nginx ``auth_request``, Traefik ForwardAuth and Caddy ``forward_auth``.
 
-    Reads ``Authorization: Bearer <secret>`` only (never a query string). Async on purpose:
-    a cached answer is given on the event loop, without a threadpool hop; only a cache miss
-    goes to a thread for the database lookup.
+    Reads ``Authorization: Bearer <secret>`` only (never a query string). A cached answer never
+    reaches this route: ``ForwardAuthFastPath`` gives it on the event loop, before the router.
+    What arrives here (a miss, a refusal, a block) goes to a thread for the database lookup.
 
     Brute force: invalid tokens count against the original client when a trusted proxy forwarded
     it (403 with Retry-After once over the limit: nginx ``auth_request`` passes 401 and 403 on but
@@ -69,12 +69,10 @@ async def forward_auth(request: Request) -> Response:
 
     try:
         secret = bearer_secret(request.headers.get("authorization"))
-        identity = from_memory(request, "forward-auth", secret, cached, keys)  # ForwardAuthFastPath's hit
-        if identity is None:
-            identity = await run_in_threadpool(
-                guarded_subject, request, "forward-auth", secret,
-                lambda s: context.verifier.verify(s, client_ip), cached, keys,
-            )
+        identity = await run_in_threadpool(
+            guarded_subject, request, "forward-auth", secret,
+            lambda s: context.verifier.verify(s, client_ip), cached, keys,
+        )
     except RateLimited as limited:
         return problems.problem(403, limited.detail, {"Retry-After": str(limited.retry_after)})
     except AuthenticationFailed as exc:
