@@ -15,20 +15,22 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
-from tokensmith import audit
 from tokensmith.console.common import (
     Csrf,
     Signed,
     Text,
+    audit_event,
     check_csrf,
     context_of,
+    pop_flash,
+    put_flash,
     redirect,
     refusals,
     render,
     router,
 )
 from tokensmith.console.format import exact
-from tokensmith.console.sessions import SessionService, Viewer
+from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import AccessKey
 from tokensmith.errors import InvalidInput
 from tokensmith.objectstore.crypto import KeyRing
@@ -87,7 +89,7 @@ def _page(
         tokens = [{"id": t.public_id, "name": t.name, "hint": t.hint, "expires_at": t.expires_at}
                   for t in minting_tokens(s.session, who, now)]
         # The one-time flash is read (and so destroyed) only by a plain page view.
-        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+        flash = pop_flash(request, s.session, who) if form is None else None
     if form is None:
         form = {"name": "", "kind": "temporary", "lifetime": DEFAULT_LIFETIME,
                 "token": tokens[0]["id"] if tokens else ""}
@@ -145,13 +147,10 @@ def create_access_key(
             minter = checked["token"]
             created = keys.create(minter, checked["lifetime"], name)
             key = created.key
-            audit.record_request(
-                s.session, request, "access_key.created", target=key.access_key_id, org_id=who.org_id,
-                actor_user=who.username,
-                details={"name": key.name, "temporary": key.expires_at is not None,
-                         "minted_by_token": minter.token_public_id, "via": "console"},
-            )
-            SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, {
+            audit_event(s.session, request, who, "access_key.created", target=key.access_key_id,
+                        details={"name": key.name, "temporary": key.expires_at is not None,
+                                 "minted_by_token": minter.token_public_id, "via": "console"})
+            put_flash(request, s.session, who, {
                 "kind": "access_key", "name": key.name, "access_key_id": key.access_key_id, "secret": created.secret,
                 "expires": exact(key.expires_at) if key.expires_at else None,
                 "profile": _profile_name(key.name), "token_name": minter.token_name,
@@ -167,9 +166,9 @@ def delete_access_key(request: Request, who: Signed, access_key_id: str, csrf: C
     ctx = context_of(request)
     with ctx.services() as s, refusals():
         key = _service(s.session, request).revoke(who, access_key_id)
-        audit.record_request(s.session, request, "access_key.deleted", target=key.access_key_id, org_id=who.org_id,
-                             actor_user=who.username, details={"via": "console"})
-        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, {
+        audit_event(s.session, request, who, "access_key.deleted", target=key.access_key_id,
+                    details={"via": "console"})
+        put_flash(request, s.session, who, {
             "kind": "notice", "text": f"Access key {key.access_key_id} (“{key.name}”) was deleted; "
                                       "requests signed with it are refused from now on."})
     return redirect("/access-keys")

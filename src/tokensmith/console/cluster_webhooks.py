@@ -19,12 +19,13 @@ from tokensmith.console.common import (
     audit_event,
     check_csrf,
     context_of,
+    put_flash,
     redirect,
     refusals,
     require_admin,
     router,
 )
-from tokensmith.console.sessions import SessionService, Viewer
+from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import Cluster
 from tokensmith.kube import kubeconfig, webhooks
 
@@ -62,5 +63,5 @@ def new_webhook_credential(request: Request, who: Signed, public_id: str, csrf: 
     ctx = context_of(request)
     with ctx.services() as s, refusals():
         reveal = _reveal(request, s, who, s.clusters.get(who, public_id), added=False)
-        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, reveal)
+        put_flash(request, s.session, who, reveal)
     return redirect("/clusters")

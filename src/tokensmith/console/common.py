@@ -131,6 +131,18 @@ def field_error(exc: InvalidInput, default: str) -> dict[str, str]:
     return {field: message[:1].upper() + message[1:]}
 
 
+def put_flash(request: Request, session: Session, who: Viewer, flash: dict[str, Any]) -> None:
+    """Keep ``flash`` (a notice, or a secret to reveal once) for the viewer's next plain page view."""
+    ctx = context_of(request)
+    SessionService(session, ctx.clock, ctx.secret_key).put_flash(who.session_id, flash)
+
+
+def pop_flash(request: Request, session: Session, who: Viewer) -> dict[str, Any] | None:
+    """The viewer's flash, destroyed by reading it (only a plain page view should)."""
+    ctx = context_of(request)
+    return SessionService(session, ctx.clock, ctx.secret_key).pop_flash(who.session_id)
+
+
 def audit_event(session: Session, request: Request, who: Viewer, action: str, **fields: Any) -> None:
     """Audit a console action like its API twin; the signed-in user is the actor (a session, so no token)."""
     audit.record_request(session, request, action, org_id=who.org_id, actor_user=who.username, **fields)

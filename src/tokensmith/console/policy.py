@@ -12,19 +12,21 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 
-from tokensmith import audit
 from tokensmith.console.common import (
     Csrf,
     Signed,
     Text,
+    audit_event,
     check_csrf,
     context_of,
+    pop_flash,
+    put_flash,
     redirect,
     render,
     require_admin,
     router,
 )
-from tokensmith.console.sessions import SessionService, Viewer
+from tokensmith.console.sessions import Viewer
 from tokensmith.errors import InvalidInput
 from tokensmith.objectstore.limits import CEILING, MIN_ALLOWANCE, in_words
 from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
@@ -49,7 +51,7 @@ def _page(request: Request, who: Viewer, form: dict[str, Any] | None = None, err
     ctx = context_of(request)
     with ctx.services() as s:
         policy = PolicyService(s.session, ctx.clock).get(who.org_id)
-        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+        flash = pop_flash(request, s.session, who) if form is None else None
     form = form or _form_of(policy)
     allowances = _choices([str(a) for a in ALLOWANCES], form["max_access_key_seconds"])
     return render(
@@ -100,12 +102,11 @@ def save_policy(
                 policies = PolicyService(s.session, ctx.clock)
                 before = policies.get(who.org_id)
                 after = policies.set(who.org_id, ExpiryPolicy(days, bool(allow_never), default_expiration, seconds))
-                audit.record_request(s.session, request, "policy.updated", target="expiry-policy",
-                                     org_id=who.org_id, actor_user=who.username,
-                                     details={**policy_change(before, after), "via": "console"})
-                SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
-                    who.session_id, {"kind": "notice", "text": "The policy was saved. It applies to tokens and access "
-                                                               "keys created from now on."})
+                audit_event(s.session, request, who, "policy.updated", target="expiry-policy",
+                            details={**policy_change(before, after), "via": "console"})
+                put_flash(request, s.session, who, {
+                    "kind": "notice", "text": "The policy was saved. It applies to tokens and access keys created "
+                                              "from now on."})
         except InvalidInput as exc:
             message = exc.detail.replace("max_lifetime_days", "the maximum lifetime") \
                 .replace("default_expiration", "the default expiration") \

@@ -44,6 +44,8 @@ from tokensmith.console.common import (
     check_csrf,
     context_of,
     field_error,
+    pop_flash,
+    put_flash,
     redirect,
     refusals,
     render,
@@ -201,7 +203,7 @@ def _tokens_page(
         lifecycle = token_lifecycle.page_extras(s, who)
         # The one-time flash is read (and so destroyed) only by a plain page view.
         plain_view = form is None and rotate_error is None
-        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if plain_view else None
+        flash = pop_flash(request, s.session, who) if plain_view else None
     return render(
         request, "tokens.html", status, who=who, tokens=rows, clusters=clusters, whole_org=whole_org and who.is_admin,
         next_cursor=page.next_cursor, flash=flash, errors=errors or {}, rotate_error=rotate_error, **lifecycle,
@@ -279,7 +281,7 @@ def create_token(
                 flash.update(kubeconfig=issued.text, filename=issued.filename)
                 audit_event(s.session, request, who, "kubeconfig.issued", target=created.token.public_id,
                             details={"clusters": [c.public_id for c in chosen]})
-            SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, flash)
+            put_flash(request, s.session, who, flash)
     except InvalidInput as exc:
         return _tokens_page(request, who, form=form, errors=field_error(exc, "name"), status=422)
     except TokensmithError as exc:  # a cluster that vanished meanwhile, for instance
@@ -305,7 +307,7 @@ def delete_token(
             text += f" Access keys revoked with it: {outcome.revoked_access_keys}."
         if outcome.surviving_access_keys:
             text += f" Permanent access keys it minted that keep working: {outcome.surviving_access_keys}."
-        SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, {"kind": "notice", "text": text})
+        put_flash(request, s.session, who, {"kind": "notice", "text": text})
     return redirect("/tokens?all=1" if all else "/tokens")
 
 
@@ -320,7 +322,7 @@ def _clusters_page(request: Request, who: Viewer, form: dict[str, str] | None = 
                      "vpc": c.vpc.name if c.vpc else "", "created_at": c.created_at}
                     for c in s.clusters.list(who, limit=200).items]
         vpcs = [v.name for v in s.vpcs.list(who, limit=200).items]
-        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+        flash = pop_flash(request, s.session, who) if form is None else None
     return render(request, "clusters.html", status, who=who, clusters=clusters, vpcs=vpcs, errors=errors or {},
                   flash=flash, form=form or {"name": "", "server": "", "certificate_authority": "", "region": "",
                                              "vpc": ""})
@@ -347,8 +349,7 @@ def create_cluster(
             audit_event(s.session, request, who, "cluster.created", target=cluster.public_id,
                         details={"name": cluster.name, "server": cluster.server})
             # Its API server needs a webhook credential to ask for TokenReviews: mint one and reveal it once.
-            SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(
-                who.session_id, cluster_webhooks.first_credential(request, s, who, cluster))
+            put_flash(request, s.session, who, cluster_webhooks.first_credential(request, s, who, cluster))
     except InvalidInput as exc:
         return _clusters_page(request, who, form, field_error(exc, "name"), 422)
     except Refused as exc:
@@ -424,7 +425,7 @@ def _users_page(request: Request, who: Viewer, form: dict[str, Any] | None = Non
                   "must_change_password": u.must_change_password, "created_at": u.created_at,
                   "is_me": u.id == who.user_id}
                  for u in UserAdminService(s.session, ctx.clock).list(who)]
-        flash = SessionService(s.session, ctx.clock, ctx.secret_key).pop_flash(who.session_id) if form is None else None
+        flash = pop_flash(request, s.session, who) if form is None else None
     return render(request, "users.html", status, who=who, users=users, errors=errors or {}, flash=flash,
                   form=form or {"username": "", "is_admin": False})
 

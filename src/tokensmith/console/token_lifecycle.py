@@ -22,12 +22,13 @@ from tokensmith.console.common import (
     check_csrf,
     context_of,
     field_error,
+    put_flash,
     redirect,
     refusals,
     router,
 )
 from tokensmith.console.format import exact, relative
-from tokensmith.console.sessions import SessionService, Viewer
+from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import Token
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import access
@@ -102,7 +103,7 @@ def rotate_token(request: Request, who: Signed, public_id: str, csrf: Csrf = "",
                 flash.update(kubeconfig=issued.text, filename=issued.filename)
                 audit_event(s.session, request, who, "kubeconfig.issued", target=token.public_id,
                             details={"clusters": [c.public_id for c in token.clusters]})
-            SessionService(s.session, ctx.clock, ctx.secret_key).put_flash(who.session_id, flash)
+            put_flash(request, s.session, who, flash)
     except InvalidInput as exc:  # a grace period or an expiry the policy refuses: shown in the dialog
         from tokensmith.console.routes import tokens_page_with_error  # routes imports this module
 
