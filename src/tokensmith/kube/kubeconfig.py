@@ -139,12 +139,8 @@ def merge(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_path(environ: dict[str, str] | None = None) -> Path:
-    """Where kubectl reads by default: ``$KUBECONFIG``'s first file, else ``~/.kube/config``."""
-    env = os.environ if environ is None else environ
-    for item in (env.get("KUBECONFIG") or "").split(os.pathsep):
-        if item:
-            return Path(item).expanduser()
-    return Path.home() / ".kube" / "config"
+    """Where kubectl writes by default: ``$KUBECONFIG``'s first file, else ``~/.kube/config``."""
+    return search_paths(environ)[0]
 
 
 def search_paths(environ: dict[str, str] | None = None) -> list[Path]:
