@@ -125,7 +125,7 @@ def test_no_event_ever_contains_a_secret(client, app, database, clock, admin, al
                               (alice.secret, created["secret"]), (webhook["secret"][:-1], alice.secret)):
         client.post(f"/v1/clusters/{cluster['id']}/tokenreview", headers={"Authorization": f"Bearer {credential}"},
                     json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
-    app.state.denials.flush(force=True)
+    app.state.context.denials.flush(force=True)
     assert {e.action for e in events(database)} >= {"kube.tokenreview.denied", "kube.webhook_credential.refused"}
     client.delete(f"/v1/tokens/{alice.token_id}", headers=alice.headers)
     clock.advance(timedelta(days=40))

@@ -119,8 +119,10 @@ def test_rotating_a_token_that_grants_clusters_reissues_its_kubeconfig(client, c
     assert f'download="kubeconfig-{token}-kube.yaml"' in page
     preview = html.unescape(re.search(r'<pre id="kubeconfig-preview" tabindex="0">(.*?)</pre>', page, re.S).group(1))
     assert yaml.safe_load(preview)["users"][0]["user"]["token"] == new
-    issued = events(database, "kubeconfig.issued")
-    assert issued[-1].target == token and issued[-1].actor_user == "admin"
+    # One operation, one event: the re-issued kubeconfig is part of the rotation's record.
+    rotated = events(database, "token.rotated")
+    assert rotated[-1].target == token and rotated[-1].actor_user == "admin"
+    assert json.loads(rotated[-1].details)["kubeconfig"] is True
 
 
 def test_rotate_is_audited_like_the_api(client, console, alice, database):
@@ -128,7 +130,7 @@ def test_rotate_is_audited_like_the_api(client, console, alice, database):
     rotate(client, alice.token_id, "1d")
     [event] = events(database, "token.rotated")
     assert (event.actor_user, event.target, event.outcome) == ("alice", alice.token_id, audit.SUCCESS)
-    assert json.loads(event.details) == {"grace": "1d", "name": "alice's token"}
+    assert json.loads(event.details) == {"grace": "1d", "name": "alice's token", "via": "console"}
     assert event.client_ip and event.org_id == alice.user.org_id
 
 
@@ -298,7 +300,7 @@ def test_console_sign_in_and_token_creation_are_audited(client, database, clock)
     assert [(e.actor_user, e.outcome, e.org_id) for e in sign_ins] == [
         ("carol", audit.FAILURE, carol.org_id), ("carol", audit.SUCCESS, carol.org_id)]
     [created] = events(database, "token.created")
-    assert created.actor_user == "carol" and json.loads(created.details) == {"name": "from the console"}
+    assert created.actor_user == "carol" and json.loads(created.details) == {"name": "from the console", "via": "console"}
 
 
 # --- audit log page ---------------------------------------------------------------------------------

@@ -156,9 +156,9 @@ def test_each_token_and_reason_has_its_own_key(client, database, kube):
 def test_pending_counts_are_written_at_shutdown_and_add_up(app, client, database, kube):
     for _ in range(7):
         review(client, kube["prod"], kube["credential"], secrets.generate())
-    assert app.state.denials.flush(force=True) == 1
+    assert app.state.context.denials.flush(force=True) == 1
     assert sum(details(e)["count"] for e in events(database, DENIED)) == 7
-    assert app.state.denials.flush(force=True) == 0
+    assert app.state.context.denials.flush(force=True) == 0
 
 
 def test_the_coalescer_keeps_a_bounded_number_of_keys(database, clock):

@@ -247,7 +247,7 @@ def test_tokenreview_refusals_over_the_ceiling_are_audited_under_one_reason(app,
     apiserver = client_at(app)
     answers = [review(apiserver, kube, secrets.generate()).json()["status"] for _ in range(PER_GATEWAY * 2)]
     refused_over_ceiling = sum("too many" in answer.get("error", "") for answer in answers)
-    app.state.denials.flush(force=True)
+    app.state.context.denials.flush(force=True)
     with database.session() as session:
         limited = [json.loads(e.details) for e in session.scalars(
             select(AuditEvent).where(AuditEvent.action == "kube.tokenreview.denied"))

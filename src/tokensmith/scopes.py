@@ -25,10 +25,12 @@ SCOPES: Final[dict[str, str]] = {
     "kubernetes": "authenticate to Kubernetes clusters through their webhook",
     "introspect": "introspect other tokens, RFC 7662 (service tokens)",
     "metrics:read": "read Prometheus metrics (admins)",
+    "org:admin": "change the organization's policy, webhooks and users (admins)",
+    "audit:read": "read the organization's audit log (admins)",
 }
 ALL: Final = frozenset(SCOPES)
 # Only admins hold these; a member's token never can.
-ADMIN_ONLY: Final = frozenset({"clusters:write", "vpcs:write", "metrics:read"})
+ADMIN_ONLY: Final = frozenset({"clusters:write", "vpcs:write", "metrics:read", "org:admin", "audit:read"})
 # Service permissions: admins hold them by default; a member's token only when an admin grants them.
 SERVICE: Final = frozenset({"introspect", "object-storage:verify"})
 MEMBER_DEFAULT: Final = ALL - ADMIN_ONLY - SERVICE

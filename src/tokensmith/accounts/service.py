@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
 from tokensmith.accounts.passwords import hash_password, verify_password
 from tokensmith.clock import Clock
-from tokensmith.db.models import Organization, User
+from tokensmith.db.models import ConsoleSession, Organization, User
 from tokensmith.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from tokensmith.validation import clean_identifier
 
@@ -75,3 +75,7 @@ class AccountService:
             raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters", "password")
         user.password_hash = hash_password(password)
         user.must_change_password = False
+
+    def end_console_sessions(self, user: User) -> None:
+        """Sign a user out of the console everywhere (disabled, or a password set by someone else)."""
+        self.session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user.id))

@@ -13,14 +13,10 @@ from tokensmith.api import openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
-from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
-from tokensmith.kube.denials import DenialLog
-from tokensmith.objectstore.crypto import KeyRing
-from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
 
 DESCRIPTION = """Self-hosted API access tokens. Authenticate with `Authorization: Bearer <secret>`.
@@ -38,28 +34,24 @@ def create_app(
     *, background_worker: bool = False,
 ) -> FastAPI:
     """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
-    clock = clock or SystemClock()
-    verifier = Verifier(database, secret_key, clock)
+    context = AppContext.build(settings, database, secret_key, clock or SystemClock())
+    verifier = context.verifier
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         # Background: other replicas' invalidations, cache sweeps, last-used flushes (a final one on stop).
         verifier.start()
         operations.add_shutdown_hook(app_, verifier.stop)
-        operations.add_shutdown_hook(app_, lambda: app_.state.denials.flush(force=True))  # coalesced counts
+        operations.add_shutdown_hook(app_, lambda: context.denials.flush(force=True))  # coalesced counts
         if background_worker:
-            worker = BackgroundWorker(DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings)))
+            worker = BackgroundWorker(DeliveryWorker(database, context.clock, keyring=context.keyring))
             worker.start()
             operations.add_shutdown_hook(app_, worker.stop)
         async with operations.lifespan(app_):
             yield
 
     app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
-    app.state.context = AppContext(
-        settings=settings, database=database, clock=clock, secret_key=secret_key, verifier=verifier,
-    )
-    app.state.addresses = AddressBook()  # first use of a token from a new IP (audit)
-    app.state.denials = DenialLog(database, clock)  # TokenReview denials (audit, coalesced)
+    app.state.context = context  # the composition root (api/context.py); doors read it via context_of()
     problems.install(app)
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.

@@ -1,25 +1,36 @@
-"""What a running server holds: settings, database, clock, server key and the verifier."""
+"""The composition root: every collaborator of a running server, built once, typed, handed to the doors.
+
+``create_app`` builds one :class:`AppContext` and keeps it on ``app.state.context``; doors reach it
+through ``context_of(request)`` and hand its unit-of-work factory to the use-case layer
+(``tokensmith.usecases``). Nothing else is kept on ``app.state`` by the application's own code
+except the brute-force limiter and proxy list of the door guard (see ``api/operations.py``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from tokensmith.accounts.service import AccountService
+from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock
 from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
+from tokensmith.kube.denials import DenialLog
+from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
 from tokensmith.tokens.service import TokenService
+from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
 from tokensmith.verify.core import Verifier
 
 
 @dataclass
 class Services:
-    """The services of one unit of work, sharing one session and committed together."""
+    """The services of one unit of work, sharing one session and committed together (read paths)."""
 
     session: Session
     accounts: AccountService
@@ -35,6 +46,25 @@ class AppContext:
     clock: Clock
     secret_key: bytes
     verifier: Verifier
+    keyring: KeyRing
+    addresses: AddressBook  # first use of a token from a new IP (audit)
+    denials: DenialLog  # TokenReview denials (audit, coalesced)
+    units: UnitsOfWork
+
+    @classmethod
+    def build(cls, settings: Settings, database: Database, secret_key: bytes, clock: Clock) -> AppContext:
+        keyring: KeyRing = LazyKeyRing(settings)  # the key file is read once, on first use
+        return cls(
+            settings=settings, database=database, clock=clock, secret_key=secret_key,
+            verifier=Verifier(database, secret_key, clock), keyring=keyring, addresses=AddressBook(),
+            denials=DenialLog(database, clock),
+            units=UnitsOfWork(database=database, clock=clock, secret_key=secret_key, keyring=keyring,
+                              settings=settings),
+        )
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        """One transaction for a use case (``tokensmith.usecases``)."""
+        return self.units()
 
     @contextmanager
     def services(self) -> Iterator[Services]:
@@ -47,3 +77,9 @@ class AppContext:
                 clusters=ClusterService(session, self.clock),
                 vpcs=VpcService(session, self.clock),
             )
+
+
+def context_of(connection: HTTPConnection) -> AppContext:
+    """The app's context, from any request or connection."""
+    context: AppContext = connection.app.state.context
+    return context

@@ -19,7 +19,7 @@ from tokensmith.console.common import (
     Csrf,
     Signed,
     Text,
-    audit_event,
+    actor_of,
     check_csrf,
     context_of,
     pop_flash,
@@ -33,10 +33,10 @@ from tokensmith.console.format import exact
 from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import AccessKey
 from tokensmith.errors import InvalidInput
-from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.limits import MIN_DURATION, in_words
 from tokensmith.objectstore.minters import minter_for, minting_tokens
 from tokensmith.objectstore.service import AccessKeyService, parse_duration
+from tokensmith.usecases import access_keys as access_keys_uc
 from tokensmith.validation import clean_name
 
 # Lifetimes offered for a temporary key; those beyond the organization's limit are left out.
@@ -47,7 +47,7 @@ PAGE_SIZE = 100
 
 def _service(session: Session, request: Request) -> AccessKeyService:
     ctx = context_of(request)
-    return AccessKeyService(session, ctx.clock, KeyRing.from_settings(ctx.settings))
+    return AccessKeyService(session, ctx.clock, ctx.keyring)
 
 
 def _key_row(key: AccessKey, now: Any) -> dict[str, Any]:
@@ -143,14 +143,13 @@ def create_access_key(
                 checked[field] = check()
             except InvalidInput as exc:
                 errors[exc.field or field] = exc.detail[:1].upper() + exc.detail[1:]
-        if not errors:
+    if not errors:
+        with ctx.unit_of_work() as uow:  # the same operation as POST /v1/object-storage/access-keys
             minter = checked["token"]
-            created = keys.create(minter, checked["lifetime"], name)
+            created = access_keys_uc.mint_access_key(uow, actor_of(request, who), checked["lifetime"], name,
+                                                     token=minter.token_public_id)
             key = created.key
-            audit_event(s.session, request, who, "access_key.created", target=key.access_key_id,
-                        details={"name": key.name, "temporary": key.expires_at is not None,
-                                 "minted_by_token": minter.token_public_id, "via": "console"})
-            put_flash(request, s.session, who, {
+            put_flash(request, uow.session, who, {
                 "kind": "access_key", "name": key.name, "access_key_id": key.access_key_id, "secret": created.secret,
                 "expires": exact(key.expires_at) if key.expires_at else None,
                 "profile": _profile_name(key.name), "token_name": minter.token_name,
@@ -164,11 +163,9 @@ def create_access_key(
 def delete_access_key(request: Request, who: Signed, access_key_id: str, csrf: Csrf = "") -> Response:
     check_csrf(request, who, csrf)
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
-        key = _service(s.session, request).revoke(who, access_key_id)
-        audit_event(s.session, request, who, "access_key.deleted", target=key.access_key_id,
-                    details={"via": "console"})
-        put_flash(request, s.session, who, {
+    with ctx.unit_of_work() as uow, refusals():
+        key = access_keys_uc.delete_access_key(uow, actor_of(request, who), access_key_id)
+        put_flash(request, uow.session, who, {
             "kind": "notice", "text": f"Access key {key.access_key_id} (“{key.name}”) was deleted; "
                                       "requests signed with it are refused from now on."})
     return redirect("/access-keys")

@@ -12,11 +12,10 @@ from typing import Any, Final
 
 from fastapi import Request, Response
 
-from tokensmith.api.context import Services
 from tokensmith.console.common import (
     Csrf,
     Signed,
-    audit_event,
+    actor_of,
     check_csrf,
     context_of,
     put_flash,
@@ -25,19 +24,17 @@ from tokensmith.console.common import (
     require_admin,
     router,
 )
-from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import Cluster
 from tokensmith.kube import kubeconfig, webhooks
+from tokensmith.usecases import Actor, UnitOfWork
+from tokensmith.usecases import clusters as clusters_uc
 
 # Where the operator saves the file on the API server's host (the CLI's default too).
 CONFIG_PATH: Final = "/etc/kubernetes/tokensmith-webhook.yaml"
 
 
-def _reveal(request: Request, s: Services, who: Viewer, cluster: Cluster, *, added: bool) -> dict[str, Any]:
-    minted = webhooks.WebhookCredentialService(s.session, context_of(request).clock,
-                                               context_of(request).secret_key).mint(cluster)
-    audit_event(s.session, request, who, "webhook_credential.created", target=minted.credential.public_id,
-                details={"cluster": cluster.public_id})
+def _reveal(request: Request, uow: UnitOfWork, actor: Actor, cluster: Cluster, *, added: bool) -> dict[str, Any]:
+    minted = clusters_uc.mint_webhook_credential(uow, actor, cluster.public_id).minted
     # The address this browser reached tokensmith at; the dialog says to change it if the API server differs.
     endpoint = webhooks.tokenreview_url(str(request.base_url), cluster)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cluster.name).strip("-._")[:40] or "cluster"
@@ -50,9 +47,9 @@ def _reveal(request: Request, s: Services, who: Viewer, cluster: Cluster, *, add
     }
 
 
-def first_credential(request: Request, s: Services, who: Viewer, cluster: Cluster) -> dict[str, Any]:
+def first_credential(request: Request, uow: UnitOfWork, actor: Actor, cluster: Cluster) -> dict[str, Any]:
     """The flash for a cluster just added: its first webhook credential, minted now."""
-    return _reveal(request, s, who, cluster, added=True)
+    return _reveal(request, uow, actor, cluster, added=True)
 
 
 @router.post("/clusters/{public_id}/webhook-credentials")
@@ -61,7 +58,8 @@ def new_webhook_credential(request: Request, who: Signed, public_id: str, csrf: 
     check_csrf(request, who, csrf)
     require_admin(who)
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
-        reveal = _reveal(request, s, who, s.clusters.get(who, public_id), added=False)
-        put_flash(request, s.session, who, reveal)
+    with ctx.unit_of_work() as uow, refusals():
+        actor = actor_of(request, who)
+        reveal = _reveal(request, uow, actor, clusters_uc.get_cluster(uow, actor, public_id), added=False)
+        put_flash(request, uow.session, who, reveal)
     return redirect("/clusters")

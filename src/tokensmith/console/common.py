@@ -18,12 +18,14 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
-from tokensmith import audit
 from tokensmith.api.context import AppContext
+from tokensmith.api.context import context_of as _context_of
+from tokensmith.api.guard import request_ip
 from tokensmith.console.format import exact, relative
 from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf_valid
 from tokensmith.errors import InvalidInput, TokensmithError
 from tokensmith.tokens.expiration import PRESETS
+from tokensmith.usecases import Actor, RequestContext
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "tsm_session"
@@ -61,7 +63,7 @@ class Refused(Exception):
 
 
 def context_of(request: Request) -> AppContext:
-    return request.app.state.context
+    return _context_of(request)
 
 
 def _viewer(request: Request) -> Viewer:
@@ -143,6 +145,9 @@ def pop_flash(request: Request, session: Session, who: Viewer) -> dict[str, Any]
     return SessionService(session, ctx.clock, ctx.secret_key).pop_flash(who.session_id)
 
 
-def audit_event(session: Session, request: Request, who: Viewer, action: str, **fields: Any) -> None:
-    """Audit a console action like its API twin; the signed-in user is the actor (a session, so no token)."""
-    audit.record_request(session, request, action, org_id=who.org_id, actor_user=who.username, **fields)
+def actor_of(request: Request, who: Viewer) -> Actor:
+    """The signed-in person as the use-case layer sees them (a session: everything their role permits)."""
+    return Actor.for_session(
+        user_id=who.user_id, org_id=who.org_id, is_admin=who.is_admin, username=who.username,
+        request=RequestContext(request_ip(request), request.headers.get("user-agent"), via="console"),
+    )

@@ -16,7 +16,7 @@ from tokensmith.console.common import (
     Csrf,
     Signed,
     Text,
-    audit_event,
+    actor_of,
     check_csrf,
     context_of,
     pop_flash,
@@ -29,8 +29,9 @@ from tokensmith.console.common import (
 from tokensmith.console.sessions import Viewer
 from tokensmith.errors import InvalidInput
 from tokensmith.objectstore.limits import CEILING, MIN_ALLOWANCE, in_words
-from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
+from tokensmith.policy import ExpiryPolicy, PolicyService
 from tokensmith.tokens.expiration import MAX_LIFETIME, PRESETS
+from tokensmith.usecases import org
 
 ALLOWANCES = (3600, 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400, 180 * 86400, 365 * 86400)
 
@@ -98,13 +99,10 @@ def save_policy(
         errors["max_access_key_seconds"] = exc.detail
     if not errors:
         try:
-            with ctx.services() as s:
-                policies = PolicyService(s.session, ctx.clock)
-                before = policies.get(who.org_id)
-                after = policies.set(who.org_id, ExpiryPolicy(days, bool(allow_never), default_expiration, seconds))
-                audit_event(s.session, request, who, "policy.updated", target="expiry-policy",
-                            details={**policy_change(before, after), "via": "console"})
-                put_flash(request, s.session, who, {
+            with ctx.unit_of_work() as uow:  # the same operation as PUT /v1/org/policy
+                org.set_policy(uow, actor_of(request, who),
+                               ExpiryPolicy(days, bool(allow_never), default_expiration, seconds))
+                put_flash(request, uow.session, who, {
                     "kind": "notice", "text": "The policy was saved. It applies to tokens and access keys created "
                                               "from now on."})
         except InvalidInput as exc:

@@ -16,9 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
-from tokensmith import audit
-from tokensmith.accounts.admin import UserAdminService
-from tokensmith.api.guard import guarded_password
+from tokensmith.api.guard import guarded_password, request_ip
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
@@ -40,7 +38,7 @@ from tokensmith.console.common import (
     SignedAny,
     SignInRequired,
     Text,
-    audit_event,
+    actor_of,
     check_csrf,
     context_of,
     field_error,
@@ -53,13 +51,16 @@ from tokensmith.console.common import (
     router,
 )
 from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf_valid
-from tokensmith.db.models import Token, User
+from tokensmith.db.models import Token
 from tokensmith.errors import AuthenticationFailed, InvalidInput, TokensmithError
-from tokensmith.kube import access
-from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.ratelimit import RateLimited
 from tokensmith.tokens.expiration import resolve_expiry
+from tokensmith.usecases import Actor, RequestContext, auth, tokens
+from tokensmith.usecases import clusters as clusters_uc
+from tokensmith.usecases import users as users_uc
+from tokensmith.usecases.clusters import ClusterRequest
+from tokensmith.usecases.tokens import TokenRequest
 from tokensmith.validation import clean_name, clean_note
 
 # --- sign-in ---------------------------------------------------------------------------------
@@ -93,26 +94,13 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     if not csrf_valid(ctx.secret_key, "pre:" + request.cookies.get(PRE_COOKIE, ""), csrf):
         return _sign_in_page(request, 403, "The sign-in form expired. Please try again.", username)
 
-    def check() -> tuple[str, bool] | None:
-        with ctx.services() as s:
-            try:
-                user = s.accounts.authenticate(username.strip(), password)
-            except AuthenticationFailed:
-                known = s.accounts.find_user(username.strip())
-                audit.record_request(s.session, request, "auth.sign_in", outcome=audit.FAILURE,
-                                     actor_user=username.strip()[:100], org_id=known.org_id if known else None,
-                                     details={"via": "console"})
-                return None
-            session_id = SessionService(s.session, ctx.clock, ctx.secret_key).start(user)
-            audit.record_request(s.session, request, "auth.sign_in", actor_user=user.username, org_id=user.org_id,
-                                 details={"via": "console"})
-            return session_id, user.must_change_password
+    anonymous = Actor.anonymous(RequestContext(request_ip(request), request.headers.get("user-agent"), "console"))
 
     def checked() -> tuple[str, bool]:
-        result = check()  # a failure's audit record is committed before it is counted
-        if result is None:
-            raise AuthenticationFailed("user name and password do not match")
-        return result
+        with ctx.unit_of_work() as uow:  # the failure's audit record is committed before it is counted
+            signed = auth.sign_in_to_console(uow, anonymous, username, password)
+            session_id = SessionService(uow.session, ctx.clock, ctx.secret_key).start(signed.user)
+            return session_id, signed.must_change_password
 
     try:  # the same shared limits as API sign-in: per address and per user name, on every replica
         result = await run_in_threadpool(guarded_password, request, username, checked, "console")
@@ -159,9 +147,8 @@ def change_password(
         errors["new"] = "Choose a password different from the current one."
     if not errors:
         try:
-            with ctx.services() as s:
-                user = s.accounts.authenticate(who.username, current)
-                s.accounts.set_password(user, new)
+            with ctx.unit_of_work() as uow:
+                auth.change_password(uow, actor_of(request, who), current, new)
         except AuthenticationFailed:
             errors["current"] = "The current password is not right."
         except InvalidInput as exc:
@@ -190,20 +177,21 @@ def _tokens_page(
     rotate_error: dict[str, str] | None = None,
 ) -> HTMLResponse:
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
-        page = s.tokens.list(who, whole_org=whole_org and who.is_admin, cursor=cursor, limit=100)
+    actor = actor_of(request, who)
+    with ctx.unit_of_work() as uow, refusals():
+        page = tokens.list_tokens(uow, actor, whole_org=whole_org and who.is_admin, cursor=cursor, limit=100)
         rows = [_token_row(t, ctx.clock.now()) for t in page.items]
         # What the delete dialog says: how many permanent S3 access keys each token leaves behind.
-        surviving = AccessKeyService(s.session, ctx.clock, KeyRing.from_settings(ctx.settings)) \
+        surviving = AccessKeyService(uow.session, ctx.clock, ctx.keyring) \
             .surviving_after_tokens_delete([t.id for t in page.items])
         for row, token in zip(rows, page.items, strict=True):
             row["surviving_keys"] = surviving.get(token.id, 0)
         clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
-                    for c in s.clusters.list(who, limit=200).items]
-        lifecycle = token_lifecycle.page_extras(s, who)
+                    for c in tokens.grantable_clusters(uow, actor)]
+        lifecycle = token_lifecycle.page_extras(uow, request, who)
         # The one-time flash is read (and so destroyed) only by a plain page view.
         plain_view = form is None and rotate_error is None
-        flash = pop_flash(request, s.session, who) if plain_view else None
+        flash = pop_flash(request, uow.session, who) if plain_view else None
     return render(
         request, "tokens.html", status, who=who, tokens=rows, clusters=clusters, whole_org=whole_org and who.is_admin,
         next_cursor=page.next_cursor, flash=flash, errors=errors or {}, rotate_error=rotate_error, **lifecycle,
@@ -225,6 +213,11 @@ def home(who: Signed) -> Response:
 @router.get("/tokens")
 def tokens_page(request: Request, who: Signed, all: bool = False, cursor: str | None = None) -> Response:
     return _tokens_page(request, who, whole_org=all, cursor=cursor)
+
+
+def _expiry_fields(expiration: str, expires_on: str) -> dict[str, Any]:
+    chosen, at = _expiry_input(expiration, expires_on)
+    return {"expiration": chosen, "expires_at": at}
 
 
 def _expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetime | None]:
@@ -263,25 +256,18 @@ def create_token(
         errors["clusters"] = "Pick at least one cluster for the kubeconfig."
     if errors:
         return _tokens_page(request, who, form=form, errors=errors, status=422)
+    wants_kubeconfig = kind == "kubeconfig"
+    token_request = TokenRequest(
+        name=name, note=note, clusters=clusters if wants_kubeconfig else [], kubeconfig=wants_kubeconfig,
+        scopes=token_lifecycle.requested_scopes(scope_mode, scopes), **_expiry_fields(expiration, expires_on),
+    )
     try:
-        with ctx.services() as s:
-            chosen_scopes = token_lifecycle.requested_scopes(scope_mode, scopes)
-            # Each cluster once, in the order given; explicit scopes must then include kubernetes.
-            chosen = access.resolve_clusters(s.clusters, who, clusters if kind == "kubeconfig" else [],
-                                             want_kubeconfig=kind == "kubeconfig", scopes=chosen_scopes)
-            owner = s.session.get(User, who.user_id)
-            assert owner is not None
-            created = s.tokens.create(owner, name, note, *_expiry_input(expiration, expires_on), clusters=chosen,
-                                      scopes=chosen_scopes)
-            audit_event(s.session, request, who, "token.created", target=created.token.public_id,
-                        details={"name": created.token.name})
-            flash: dict[str, Any] = {"kind": "token", "name": created.token.name, "secret": created.secret}
-            if chosen:
-                issued = access.issue(created.token, created.secret, chosen)
-                flash.update(kubeconfig=issued.text, filename=issued.filename)
-                audit_event(s.session, request, who, "kubeconfig.issued", target=created.token.public_id,
-                            details={"clusters": [c.public_id for c in chosen]})
-            put_flash(request, s.session, who, flash)
+        with ctx.unit_of_work() as uow:  # the same operation as POST /v1/tokens
+            issued = tokens.issue_token(uow, actor_of(request, who), token_request)
+            flash: dict[str, Any] = {"kind": "token", "name": issued.token.name, "secret": issued.secret}
+            if issued.kubeconfig is not None:
+                flash.update(kubeconfig=issued.kubeconfig.text, filename=issued.kubeconfig.filename)
+            put_flash(request, uow.session, who, flash)
     except InvalidInput as exc:
         return _tokens_page(request, who, form=form, errors=field_error(exc, "name"), status=422)
     except TokensmithError as exc:  # a cluster that vanished meanwhile, for instance
@@ -295,19 +281,17 @@ def delete_token(
 ) -> Response:
     check_csrf(request, who, csrf)
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
-        # The same rule as DELETE /v1/tokens/{id}?revoke_access_keys=true: temporary keys always go.
-        outcome = s.tokens.revoke_with_report(who, public_id, revoke_access_keys=bool(revoke_access_keys))
+    with ctx.unit_of_work() as uow, refusals():
+        # The same operation as DELETE /v1/tokens/{id}?revoke_access_keys=true: temporary keys always go.
+        outcome = tokens.delete_token(uow, actor_of(request, who), public_id,
+                                      revoke_access_keys=bool(revoke_access_keys))
         token = outcome.token
-        audit_event(s.session, request, who, "token.deleted", target=token.public_id,
-                    details={"name": token.name, "access_keys_revoked": outcome.revoked_access_keys,
-                             "via": "console"})
         text = f"Token “{token.name}” was deleted; its secret stops working."
         if outcome.revoked_access_keys:
             text += f" Access keys revoked with it: {outcome.revoked_access_keys}."
         if outcome.surviving_access_keys:
             text += f" Permanent access keys it minted that keep working: {outcome.surviving_access_keys}."
-        put_flash(request, s.session, who, {"kind": "notice", "text": text})
+        put_flash(request, uow.session, who, {"kind": "notice", "text": text})
     return redirect("/tokens?all=1" if all else "/tokens")
 
 
@@ -344,12 +328,12 @@ def create_cluster(
     form = {"name": name, "server": server, "certificate_authority": certificate_authority, "region": region,
             "vpc": vpc}
     try:
-        with ctx.services() as s, refusals():
-            cluster = s.clusters.create(who, name, server, certificate_authority, region, vpc or None)
-            audit_event(s.session, request, who, "cluster.created", target=cluster.public_id,
-                        details={"name": cluster.name, "server": cluster.server})
+        with ctx.unit_of_work() as uow, refusals():
+            actor = actor_of(request, who)
+            cluster = clusters_uc.create_cluster(
+                uow, actor, ClusterRequest(name, server, certificate_authority, region, vpc or None))
             # Its API server needs a webhook credential to ask for TokenReviews: mint one and reveal it once.
-            put_flash(request, s.session, who, cluster_webhooks.first_credential(request, s, who, cluster))
+            put_flash(request, uow.session, who, cluster_webhooks.first_credential(request, uow, actor, cluster))
     except InvalidInput as exc:
         return _clusters_page(request, who, form, field_error(exc, "name"), 422)
     except Refused as exc:
@@ -364,10 +348,8 @@ def delete_cluster(request: Request, who: Signed, public_id: str, csrf: Csrf = "
     check_csrf(request, who, csrf)
     require_admin(who)
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
-        deleted = s.clusters.delete(who, public_id)
-        audit_event(s.session, request, who, "cluster.deleted", target=deleted.public_id,
-                    details={"name": deleted.name})
+    with ctx.unit_of_work() as uow, refusals():
+        clusters_uc.delete_cluster(uow, actor_of(request, who), public_id)
     return redirect("/clusters")
 
 
@@ -393,8 +375,8 @@ def create_vpc(request: Request, who: Signed, csrf: Csrf = "", name: Text = "", 
     require_admin(who)
     form = {"name": name, "region": region, "cidr": cidr}
     try:
-        with context_of(request).services() as s, refusals():
-            s.vpcs.create(who, name, region, cidr)
+        with context_of(request).unit_of_work() as uow, refusals():
+            clusters_uc.create_vpc(uow, actor_of(request, who), name, region, cidr)
     except InvalidInput as exc:
         return _vpcs_page(request, who, form, field_error(exc, "name"), 422)
     except Refused as exc:
@@ -408,8 +390,8 @@ def create_vpc(request: Request, who: Signed, csrf: Csrf = "", name: Text = "", 
 def delete_vpc(request: Request, who: Signed, public_id: str, csrf: Csrf = "") -> Response:
     check_csrf(request, who, csrf)
     require_admin(who)
-    with context_of(request).services() as s, refusals():
-        s.vpcs.delete(who, public_id)
+    with context_of(request).unit_of_work() as uow, refusals():
+        clusters_uc.delete_vpc(uow, actor_of(request, who), public_id)
     return redirect("/vpcs")
 
 
@@ -420,12 +402,12 @@ def _users_page(request: Request, who: Viewer, form: dict[str, Any] | None = Non
                 errors: dict[str, str] | None = None, status: int = 200) -> HTMLResponse:
     require_admin(who)
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
+    with ctx.unit_of_work() as uow, refusals():
         users = [{"id": u.public_id, "username": u.username, "is_admin": u.is_admin, "disabled": u.disabled,
                   "must_change_password": u.must_change_password, "created_at": u.created_at,
                   "is_me": u.id == who.user_id}
-                 for u in UserAdminService(s.session, ctx.clock).list(who)]
-        flash = pop_flash(request, s.session, who) if form is None else None
+                 for u in users_uc.list_users(uow, actor_of(request, who))]
+        flash = pop_flash(request, uow.session, who) if form is None else None
     return render(request, "users.html", status, who=who, users=users, errors=errors or {}, flash=flash,
                   form=form or {"username": "", "is_admin": False})
 
@@ -443,8 +425,8 @@ def create_user(request: Request, who: Signed, csrf: Csrf = "", username: Text =
     ctx = context_of(request)
     form = {"username": username, "is_admin": bool(is_admin)}
     try:
-        with ctx.services() as s, refusals():
-            UserAdminService(s.session, ctx.clock).create(who, username, password, is_admin=bool(is_admin))
+        with ctx.unit_of_work() as uow, refusals():
+            users_uc.create_user(uow, actor_of(request, who), username, password, is_admin=bool(is_admin))
     except InvalidInput as exc:
         return _users_page(request, who, form, field_error(exc, "username"), 422)
     except Refused as exc:
@@ -460,10 +442,8 @@ def disable_user(request: Request, who: Signed, public_id: str, csrf: Csrf = "",
     require_admin(who)
     ctx = context_of(request)
     try:
-        with ctx.services() as s, refusals():
-            user = UserAdminService(s.session, ctx.clock).set_disabled(who, public_id, disabled=not enable)
-            if user.disabled:
-                SessionService(s.session, ctx.clock, ctx.secret_key).end_all_for(user.id)
+        with ctx.unit_of_work() as uow, refusals():
+            users_uc.set_user_disabled(uow, actor_of(request, who), public_id, disabled=not enable)
     except InvalidInput as exc:
         raise Refused(422, exc.detail) from None
     return redirect("/users")
@@ -474,12 +454,9 @@ def reset_password(request: Request, who: Signed, public_id: str, csrf: Csrf = "
     check_csrf(request, who, csrf)
     require_admin(who)
     ctx = context_of(request)
-    with ctx.services() as s, refusals():
-        user, password = UserAdminService(s.session, ctx.clock).reset_password(who, public_id)
-        sessions = SessionService(s.session, ctx.clock, ctx.secret_key)
-        if user.id != who.user_id:
-            sessions.end_all_for(user.id)
-        sessions.put_flash(who.session_id, {"kind": "password", "username": user.username, "password": password})
+    with ctx.unit_of_work() as uow, refusals():
+        user, password = users_uc.reset_password(uow, actor_of(request, who), public_id)
+        put_flash(request, uow.session, who, {"kind": "password", "username": user.username, "password": password})
     return redirect("/users")
 
 

@@ -13,12 +13,11 @@ from typing import Any, Final
 from fastapi import Request, Response
 
 from tokensmith import scopes as scope_rules
-from tokensmith.api.context import Services
 from tokensmith.console.common import (
     Csrf,
     Signed,
     Text,
-    audit_event,
+    actor_of,
     check_csrf,
     context_of,
     field_error,
@@ -31,8 +30,8 @@ from tokensmith.console.format import exact, relative
 from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import Token
 from tokensmith.errors import InvalidInput
-from tokensmith.kube import access
 from tokensmith.tokens.service import EXPIRING_SOON
+from tokensmith.usecases import UnitOfWork, tokens
 
 # What the rotate dialog offers; tokens.rotation.parse_grace accepts any of them (0s..7d).
 GRACE_CHOICES: Final = (("0s", "None: the old secret stops working at once"), ("1h", "1 hour"),
@@ -59,10 +58,10 @@ def scope_choices(is_admin: bool) -> list[tuple[str, str]]:
     return [(name, description) for name, description in scope_rules.SCOPES.items() if name in offered]
 
 
-def page_extras(s: Services, who: Viewer) -> dict[str, Any]:
+def page_extras(uow: UnitOfWork, request: Request, who: Viewer) -> dict[str, Any]:
     """What the tokens page needs for the banner, the rotate dialogs and the scope picker."""
     expiring = [{"id": t.public_id, "name": t.name, "expires_at": t.expires_at}
-                for t in s.tokens.expiring_soon(who)]
+                for t in tokens.expiring_soon(uow, actor_of(request, who))]
     return {"expiring": expiring, "scope_choices": scope_choices(who.is_admin), "grace_choices": GRACE_CHOICES,
             "default_grace": DEFAULT_GRACE}
 
@@ -90,20 +89,17 @@ def rotate_token(request: Request, who: Signed, public_id: str, csrf: Csrf = "",
     check_csrf(request, who, csrf)
     ctx = context_of(request)
     try:
-        with ctx.services() as s, refusals():
-            rotated = s.tokens.rotate(who, public_id, grace)
+        with ctx.unit_of_work() as uow, refusals():
+            # The same operation as POST /v1/tokens/{id}/rotate, with a kubeconfig when the token grants clusters.
+            current = tokens.get_token(uow, actor_of(request, who), public_id)
+            rotated = tokens.rotate_token(uow, actor_of(request, who), public_id, grace=grace,
+                                          kubeconfig=bool(current.clusters))
             token = rotated.token
-            # The same events as POST /v1/tokens/{id}/rotate (with kubeconfig): rotated, then issued.
-            audit_event(s.session, request, who, "token.rotated", target=token.public_id,
-                        details={"grace": grace, "name": token.name})
             flash: dict[str, Any] = {"kind": "token", "name": token.name, "secret": rotated.secret,
                                      "rotated": _old_secret_note(token, ctx.clock.now())}
-            if token.clusters:
-                issued = access.issue(token, rotated.secret, token.clusters)
-                flash.update(kubeconfig=issued.text, filename=issued.filename)
-                audit_event(s.session, request, who, "kubeconfig.issued", target=token.public_id,
-                            details={"clusters": [c.public_id for c in token.clusters]})
-            put_flash(request, s.session, who, flash)
+            if rotated.kubeconfig is not None:
+                flash.update(kubeconfig=rotated.kubeconfig.text, filename=rotated.kubeconfig.filename)
+            put_flash(request, uow.session, who, flash)
     except InvalidInput as exc:  # a grace period or an expiry the policy refuses: shown in the dialog
         from tokensmith.console.routes import tokens_page_with_error  # routes imports this module
 

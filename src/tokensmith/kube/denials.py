@@ -222,14 +222,14 @@ def record_refused_credential(request: Any, cluster_ref: str) -> None:
         cluster = cluster_named(session, cluster_ref)
         target, org_id = (cluster.public_id, cluster.org_id) if cluster is not None else (UNKNOWN, None)
     extra = () if cluster is not None else (("cluster_ref", cluster_ref[:64]),)
-    request.app.state.denials.note(Denial(REFUSED_ACTION, target, org_id, UNKNOWN, BAD_CREDENTIAL, None, ip, agent,
-                                          extra))
+    request.app.state.context.denials.note(
+        Denial(REFUSED_ACTION, target, org_id, UNKNOWN, BAD_CREDENTIAL, None, ip, agent, extra))
 
 
 def record_limited_review(request: Any, cluster: Cluster, credential: str) -> None:
     """A review refused because the cluster is over its ceiling of invalid tokens: no token lookup."""
     ip, agent = audit.client_of(request)
-    request.app.state.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, UNKNOWN,
+    request.app.state.context.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, UNKNOWN,
                                           CLUSTER_LIMITED, credential, ip, agent))
 
 
@@ -243,5 +243,5 @@ def record_denied_review(request: Any, cluster: Cluster, credential: str, secret
     else:
         with context.database.session() as session:
             token, reason = token_behind(session, secret, context.secret_key, cluster, reason, context.clock.now())
-    request.app.state.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, token, reason,
+    request.app.state.context.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, token, reason,
                                           credential, ip, agent))

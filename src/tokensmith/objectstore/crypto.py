@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -43,8 +42,8 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
-        """The ring configured for ``settings`` (cached: the key file is read once per process)."""
-        return _cached_ring(settings)
+        """The ring configured for ``settings``, read now (the server builds one, in its composition root)."""
+        return cls(settings.encryption_keys())
 
     def encrypt(self, plaintext: str, associated: str) -> str:
         """Ciphertext of ``plaintext`` under the current (first) key, bound to ``associated``."""
@@ -72,6 +71,26 @@ class KeyRing:
         return ciphertext.startswith(f"{VERSION}.{self.current_id}.")
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_ring(settings: Settings) -> KeyRing:
-    return KeyRing(settings.encryption_keys())
+class LazyKeyRing(KeyRing):
+    """A ring whose keys are read on first use: an app that never touches S3 keys never reads the key file."""
+
+    def __init__(self, settings: Settings) -> None:  # KeyRing.__init__ runs on first use (_load)
+        self._settings = settings
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            KeyRing.__init__(self, self._settings.encryption_keys())
+            self._loaded = True
+
+    def encrypt(self, plaintext: str, associated: str) -> str:
+        self._load()
+        return super().encrypt(plaintext, associated)
+
+    def decrypt(self, ciphertext: str, associated: str) -> str:
+        self._load()
+        return super().decrypt(ciphertext, associated)
+
+    def is_current(self, ciphertext: str) -> bool:
+        self._load()
+        return super().is_current(ciphertext)

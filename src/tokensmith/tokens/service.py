@@ -68,7 +68,7 @@ class TokenService:
         may be put on a member's token only with ``grant_service_scopes`` (admin paths).
         """
         now = self.clock.now()
-        stored_scopes = self._check_scopes(owner, scopes, grant_service_scopes)
+        stored_scopes = self.check_scopes(owner, scopes, grant_service_scopes)
         name = clean_name(name)
         note = clean_note(note)
         policy = PolicyService(self.session, self.clock).get(owner.org_id)
@@ -87,7 +87,7 @@ class TokenService:
         return CreatedToken(token, secret)
 
     @staticmethod
-    def _check_scopes(owner: User, scopes: Sequence[str] | None, grant_service_scopes: bool) -> frozenset[str] | None:
+    def check_scopes(owner: User, scopes: Sequence[str] | None, grant_service_scopes: bool) -> frozenset[str] | None:
         if scopes is None:
             return None
         requested = scope_rules.parse(scopes)

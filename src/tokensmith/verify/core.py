@@ -53,6 +53,10 @@ class Identity:
     expires_at: datetime | None
     cluster_ids: frozenset[int]
     scopes: frozenset[str]
+    # The token stores no scope list of its own: it holds whatever its owner may hold.
+    holds_owner_scopes: bool = True
+    # Verified by a rotated-out secret during its grace period (authenticates, manages nothing).
+    rotated_out: bool = False
 
 
 class Verifier:
@@ -146,6 +150,7 @@ class Verifier:
                 org_id=org.id, org_public_id=org.public_id, org_name=org.name, is_admin=user.is_admin,
                 created_at=token.created_at, expires_at=expires_at, cluster_ids=cluster_ids,
                 scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
+                holds_owner_scopes=token.scopes is None, rotated_out=previous and not current,
             )
 
     def start(self) -> None:

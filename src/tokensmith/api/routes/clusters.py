@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
-from tokensmith import audit
-from tokensmith.api.auth import Context, requires
+from tokensmith.api.auth import Context, acting
 from tokensmith.api.schemas import (
     ClusterCreate,
     ClusterOut,
@@ -17,85 +16,79 @@ from tokensmith.api.schemas import (
     VpcOut,
     problem_responses,
 )
-from tokensmith.verify.core import Identity
+from tokensmith.usecases import Actor
+from tokensmith.usecases import clusters as uc
+from tokensmith.usecases.clusters import ClusterRequest
 
 clusters = APIRouter(prefix="/v1/clusters", tags=["clusters"], responses=problem_responses(401, 403))
 vpcs = APIRouter(prefix="/v1/vpcs", tags=["vpcs"], responses=problem_responses(401, 403))
 Limit = Annotated[int, Query(ge=1, le=200)]
-ClusterReader = Annotated[Identity, requires("clusters:read")]
-ClusterWriter = Annotated[Identity, requires("clusters:write")]
-VpcReader = Annotated[Identity, requires("vpcs:read")]
-VpcWriter = Annotated[Identity, requires("vpcs:write")]
 
 
 @clusters.post("", status_code=201, response_model=ClusterOut, responses=problem_responses(400, 403, 404, 409, 422))
-def create_cluster(body: ClusterCreate, caller: ClusterWriter, ctx: Context, request: Request) -> ClusterOut:
-    with ctx.services() as s:
-        cluster = s.clusters.create(
-            caller, body.name, body.server, body.certificate_authority, body.region, body.vpc, body.audience
-        )
-        audit.record_request(s.session, request, "cluster.created", target=cluster.public_id,
-                             details={"name": cluster.name, "server": cluster.server})
-        return ClusterOut.of(cluster)
+def create_cluster(
+    body: ClusterCreate, caller: Annotated[Actor, acting(uc.create_cluster)], ctx: Context
+) -> ClusterOut:
+    request = ClusterRequest(body.name, body.server, body.certificate_authority, body.region, body.vpc,
+                             body.audience)
+    with ctx.unit_of_work() as uow:
+        return ClusterOut.of(uc.create_cluster(uow, caller, request))
 
 
 @clusters.get("", response_model=Page[ClusterOut], responses=problem_responses(422))
 def list_clusters(
-    caller: ClusterReader, ctx: Context, cursor: str | None = None, limit: Limit = 50
+    caller: Annotated[Actor, acting(uc.list_clusters)], ctx: Context, cursor: str | None = None, limit: Limit = 50
 ) -> Page[ClusterOut]:
-    with ctx.services() as s:
-        page = s.clusters.list(caller, cursor, limit)
+    with ctx.unit_of_work() as uow:
+        page = uc.list_clusters(uow, caller, cursor, limit)
         return Page[ClusterOut](items=[ClusterOut.of(c) for c in page.items], next_cursor=page.next_cursor)
 
 
 @clusters.get("/{cluster}", response_model=ClusterOut, responses=problem_responses(404))
-def get_cluster(cluster: str, caller: ClusterReader, ctx: Context) -> ClusterOut:
-    with ctx.services() as s:
-        return ClusterOut.of(s.clusters.get(caller, cluster))
+def get_cluster(cluster: str, caller: Annotated[Actor, acting(uc.get_cluster)], ctx: Context) -> ClusterOut:
+    with ctx.unit_of_work() as uow:
+        return ClusterOut.of(uc.get_cluster(uow, caller, cluster))
 
 
 @clusters.patch("/{cluster}", response_model=ClusterOut, responses=problem_responses(400, 404, 422))
 def update_cluster(
-    cluster: str, body: ClusterUpdate, caller: ClusterWriter, ctx: Context, request: Request
+    cluster: str, body: ClusterUpdate, caller: Annotated[Actor, acting(uc.set_cluster_audience)], ctx: Context,
 ) -> ClusterOut:
     """Change a cluster's TokenReview audience; its webhook credentials and granted tokens stay."""
-    with ctx.services() as s:
-        changed = s.clusters.set_audience(caller, cluster, body.audience)
-        audit.record_request(s.session, request, "cluster.updated", target=changed.public_id,
-                             details={"audience": changed.token_audience})
-        return ClusterOut.of(changed)
+    with ctx.unit_of_work() as uow:
+        return ClusterOut.of(uc.set_cluster_audience(uow, caller, cluster, body.audience))
 
 
 @clusters.delete("/{cluster}", status_code=204, responses=problem_responses(403, 404))
-def delete_cluster(cluster: str, caller: ClusterWriter, ctx: Context, request: Request) -> Response:
-    with ctx.services() as s:
-        deleted = s.clusters.delete(caller, cluster)
-        audit.record_request(s.session, request, "cluster.deleted", target=deleted.public_id,
-                             details={"name": deleted.name})
+def delete_cluster(cluster: str, caller: Annotated[Actor, acting(uc.delete_cluster)], ctx: Context) -> Response:
+    with ctx.unit_of_work() as uow:
+        uc.delete_cluster(uow, caller, cluster)
     return Response(status_code=204)
 
 
 @vpcs.post("", status_code=201, response_model=VpcOut, responses=problem_responses(400, 403, 409, 422))
-def create_vpc(body: VpcCreate, caller: VpcWriter, ctx: Context) -> VpcOut:
-    with ctx.services() as s:
-        return VpcOut.of(s.vpcs.create(caller, body.name, body.region, body.cidr))
+def create_vpc(body: VpcCreate, caller: Annotated[Actor, acting(uc.create_vpc)], ctx: Context) -> VpcOut:
+    with ctx.unit_of_work() as uow:
+        return VpcOut.of(uc.create_vpc(uow, caller, body.name, body.region, body.cidr))
 
 
 @vpcs.get("", response_model=Page[VpcOut], responses=problem_responses(422))
-def list_vpcs(caller: VpcReader, ctx: Context, cursor: str | None = None, limit: Limit = 50) -> Page[VpcOut]:
-    with ctx.services() as s:
-        page = s.vpcs.list(caller, cursor, limit)
+def list_vpcs(
+    caller: Annotated[Actor, acting(uc.list_vpcs)], ctx: Context, cursor: str | None = None, limit: Limit = 50
+) -> Page[VpcOut]:
+    with ctx.unit_of_work() as uow:
+        page = uc.list_vpcs(uow, caller, cursor, limit)
         return Page[VpcOut](items=[VpcOut.of(v) for v in page.items], next_cursor=page.next_cursor)
 
 
 @vpcs.get("/{vpc}", response_model=VpcOut, responses=problem_responses(404))
-def get_vpc(vpc: str, caller: VpcReader, ctx: Context) -> VpcOut:
-    with ctx.services() as s:
-        return VpcOut.of(s.vpcs.get(caller, vpc))
+def get_vpc(vpc: str, caller: Annotated[Actor, acting(uc.get_vpc)], ctx: Context) -> VpcOut:
+    with ctx.unit_of_work() as uow:
+        return VpcOut.of(uc.get_vpc(uow, caller, vpc))
 
 
 @vpcs.delete("/{vpc}", status_code=204, responses=problem_responses(403, 404))
-def delete_vpc(vpc: str, caller: VpcWriter, ctx: Context) -> Response:
-    with ctx.services() as s:
-        s.vpcs.delete(caller, vpc)
+def delete_vpc(vpc: str, caller: Annotated[Actor, acting(uc.delete_vpc)], ctx: Context) -> Response:
+    with ctx.unit_of_work() as uow:
+        uc.delete_vpc(uow, caller, vpc)
     return Response(status_code=204)

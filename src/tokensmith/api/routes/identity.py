@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from tokensmith import audit
-from tokensmith.api.auth import Caller, Context
+from tokensmith.api.auth import CallerActor, Context, request_context
 from tokensmith.api.guard import guarded_password
+from tokensmith.api.routes.tokens import created_out
 from tokensmith.api.schemas import (
     CreatedTokenOut,
     LoginRequest,
@@ -16,19 +16,20 @@ from tokensmith.api.schemas import (
     WhoAmI,
     problem_responses,
 )
-from tokensmith.errors import AuthenticationFailed
+from tokensmith.usecases import Actor, auth, tokens
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
 
 @router.get("/whoami", response_model=WhoAmI, responses=problem_responses(401))
-def whoami(caller: Caller, ctx: Context) -> WhoAmI:
+def whoami(caller: CallerActor, ctx: Context, request: Request) -> WhoAmI:
     """The user, organization and token behind the bearer secret."""
-    with ctx.services() as s:
-        token = s.tokens.get(caller, caller.token_public_id)
+    identity = request.state.identity
+    with ctx.unit_of_work() as uow:
+        token = tokens.own_token(uow, caller)
         return WhoAmI(
-            user=UserOut(id=caller.user_public_id, username=caller.username, is_admin=caller.is_admin),
-            organization=OrgOut(id=caller.org_public_id, name=caller.org_name),
+            user=UserOut(id=identity.user_public_id, username=identity.username, is_admin=identity.is_admin),
+            organization=OrgOut(id=identity.org_public_id, name=identity.org_name),
             token=TokenOut.of(token, ctx.clock.now()),
         )
 
@@ -39,22 +40,14 @@ def whoami(caller: Caller, ctx: Context) -> WhoAmI:
 )
 def login(body: LoginRequest, ctx: Context, request: Request, response: Response) -> CreatedTokenOut:
     """Exchange a username and password for a new token of that user (429 after repeated failures)."""
-    try:
-        with ctx.services() as s:
-            user = guarded_password(
-                request, body.username, lambda: s.accounts.authenticate(body.username, body.password)
-            )
-    except AuthenticationFailed:
-        with ctx.services() as s:  # its own transaction: the failed one was rolled back
-            known = s.accounts.find_user(body.username)
-            audit.record_request(s.session, request, "auth.sign_in", outcome=audit.FAILURE,
-                                 actor_user=body.username[:100], org_id=known.org_id if known else None)
-        raise
-    with ctx.services() as s:
-        user = s.accounts.get_user_in_org(user.org_id, user.public_id)
-        created = s.tokens.create(user, body.name, expiration=body.expiration)
-        audit.record_request(s.session, request, "auth.sign_in", actor_user=user.username, org_id=user.org_id,
-                             target=created.token.public_id)
-        out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
+    anonymous = Actor.anonymous(request_context(request))
+
+    def sign_in() -> CreatedTokenOut:
+        with ctx.unit_of_work() as uow:
+            return created_out(auth.sign_in_with_password(
+                uow, anonymous, body.username, body.password, token_name=body.name, expiration=body.expiration,
+            ), ctx)
+
+    out = guarded_password(request, body.username, sign_in)
     response.headers["Cache-Control"] = "no-store"
     return out

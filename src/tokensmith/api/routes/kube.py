@@ -10,8 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from tokensmith import audit
-from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.auth import Context, acting, bearer_secret
 from tokensmith.api.context import AppContext
 from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify
 from tokensmith.api.schemas import problem_responses
@@ -20,10 +19,11 @@ from tokensmith.errors import AuthenticationFailed
 from tokensmith.kube import denials, tokenreview
 from tokensmith.kube.webhooks import WebhookCredentialService
 from tokensmith.ratelimit import RateLimited, via_key
+from tokensmith.usecases import Actor
+from tokensmith.usecases import clusters as uc
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/clusters", tags=["kubernetes"])
-ClusterWriter = Annotated[Identity, requires("clusters:write")]
 
 
 class WebhookCredentialOut(BaseModel):
@@ -45,26 +45,19 @@ class MintedWebhookCredentialOut(BaseModel):
     tokenreview_path: str = Field(description="Where the API server sends TokenReviews, relative to tokensmith.")
 
 
-def _webhooks(ctx: AppContext, session: Any) -> WebhookCredentialService:
-    return WebhookCredentialService(session, ctx.clock, ctx.secret_key)
-
-
 @router.post(
     "/{cluster}/webhook-credentials", status_code=201, response_model=MintedWebhookCredentialOut,
     responses=problem_responses(401, 403, 404),
 )
 def mint_webhook_credential(
-    cluster: str, caller: ClusterWriter, ctx: Context, request: Request, response: Response
+    cluster: str, caller: Annotated[Actor, acting(uc.mint_webhook_credential)], ctx: Context, response: Response
 ) -> MintedWebhookCredentialOut:
     """Mint a webhook credential for a cluster's API server; the cluster's other credentials keep working."""
-    with ctx.services() as s:
-        target = s.clusters.get(caller, cluster)
-        minted = _webhooks(ctx, s.session).mint(target)
-        audit.record_request(s.session, request, "webhook_credential.created", target=minted.credential.public_id,
-                             details={"cluster": target.public_id})
+    with ctx.unit_of_work() as uow:
+        done = uc.mint_webhook_credential(uow, caller, cluster)
         out = MintedWebhookCredentialOut(
-            credential=WebhookCredentialOut.of(minted.credential), secret=minted.secret,
-            tokenreview_path=f"/v1/clusters/{target.public_id}/tokenreview",
+            credential=WebhookCredentialOut.of(done.minted.credential), secret=done.minted.secret,
+            tokenreview_path=f"/v1/clusters/{done.cluster.public_id}/tokenreview",
         )
     response.headers["Cache-Control"] = "no-store"
     return out
@@ -74,24 +67,23 @@ def mint_webhook_credential(
     "/{cluster}/webhook-credentials", response_model=list[WebhookCredentialOut],
     responses=problem_responses(401, 403, 404),
 )
-def list_webhook_credentials(cluster: str, caller: ClusterWriter, ctx: Context) -> list[WebhookCredentialOut]:
+def list_webhook_credentials(
+    cluster: str, caller: Annotated[Actor, acting(uc.list_webhook_credentials)], ctx: Context
+) -> list[WebhookCredentialOut]:
     """The cluster's live webhook credentials (never their secrets)."""
-    with ctx.services() as s:
-        return [WebhookCredentialOut.of(c) for c in _webhooks(ctx, s.session).list(s.clusters.get(caller, cluster))]
+    with ctx.unit_of_work() as uow:
+        return [WebhookCredentialOut.of(c) for c in uc.list_webhook_credentials(uow, caller, cluster)]
 
 
 @router.delete(
     "/{cluster}/webhook-credentials/{credential}", status_code=204, responses=problem_responses(401, 403, 404)
 )
 def revoke_webhook_credential(
-    cluster: str, credential: str, caller: ClusterWriter, ctx: Context, request: Request
+    cluster: str, credential: str, caller: Annotated[Actor, acting(uc.revoke_webhook_credential)], ctx: Context,
 ) -> Response:
     """Revoke a webhook credential: the API server using it is refused from its next review on."""
-    with ctx.services() as s:
-        target = s.clusters.get(caller, cluster)
-        revoked = _webhooks(ctx, s.session).revoke(target, credential)
-        audit.record_request(s.session, request, "webhook_credential.revoked", target=revoked.public_id,
-                             details={"cluster": target.public_id})
+    with ctx.unit_of_work() as uow:
+        uc.revoke_webhook_credential(uow, caller, cluster, credential)
     return Response(status_code=204)
 
 
@@ -161,7 +153,8 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
         with ctx.services() as s:
             def authenticate(secret: str) -> WebhookCredential:
                 try:
-                    return _webhooks(ctx, s.session).authenticate_credential(cluster, secret)
+                    credentials = WebhookCredentialService(s.session, ctx.clock, ctx.secret_key)
+                    return credentials.authenticate_credential(cluster, secret)
                 except AuthenticationFailed:
                     denials.record_refused_credential(request, cluster)  # audited, coalesced
                     raise

@@ -10,31 +10,22 @@ from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from tokensmith import audit
-from tokensmith.api.auth import Context, bearer_secret, requires
-from tokensmith.api.context import AppContext, Services
-from tokensmith.api.schemas import CreatedTokenOut, Page, TokenOut, problem_responses
+from tokensmith.api.auth import Context, acting, bearer_secret
+from tokensmith.api.context import AppContext
+from tokensmith.api.routes.tokens import created_out
+from tokensmith.api.schemas import CreatedTokenOut, Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
-from tokensmith.audit.query import AuditFilter, list_events
+from tokensmith.audit.query import AuditFilter
 from tokensmith.db.models import AuditEvent, Webhook
-from tokensmith.errors import Forbidden, InvalidInput
-from tokensmith.kube import access
 from tokensmith.leaks import MAX_REPORTS, Leaked, LeakService, Report
-from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE
-from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
+from tokensmith.policy import ExpiryPolicy
 from tokensmith.tokens.expiration import DEFAULT_EXPIRATION
-from tokensmith.verify.core import Identity
-from tokensmith.webhooks.service import EVENTS, WebhookService
+from tokensmith.usecases import Actor, org, tokens
+from tokensmith.webhooks.service import EVENTS
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403))
 log = logging.getLogger("tokensmith.leaks")
-Reader = Annotated[Identity, requires("tokens:read")]
-Writer = Annotated[Identity, requires("tokens:write")]
-
-
-def _admin(caller: Identity, what: str) -> None:
-    if not caller.is_admin:
-        raise Forbidden(f"{what} requires an organization admin")
 
 
 # --- rotation --------------------------------------------------------------------------------
@@ -51,24 +42,14 @@ class RotateRequest(RequestBody):
 @router.post("/tokens/{token_id}/rotate", tags=["tokens"], response_model=CreatedTokenOut,
              responses=problem_responses(404, 422))
 def rotate_token(
-    token_id: str, caller: Writer, ctx: Context, request: Request, response: Response,
+    token_id: str, caller: Annotated[Actor, acting(tokens.rotate_token)], ctx: Context, response: Response,
     body: RotateRequest | None = None,
 ) -> CreatedTokenOut:
     """A new secret for the same token; the old one works until the grace period ends."""
     body = body or RotateRequest()
-    with ctx.services() as s:
-        rotated = s.tokens.rotate(caller, token_id, body.grace, body.expiration, body.expires_at)
-        token = rotated.token
-        audit.record_request(s.session, request, "token.rotated", target=token.public_id,
-                             details={"grace": body.grace, "name": token.name})
-        out = CreatedTokenOut(token=TokenOut.of(token, ctx.clock.now()), secret=rotated.secret)
-        if body.kubeconfig:
-            if not token.clusters:
-                raise InvalidInput("this token grants no clusters, so there is no kubeconfig to issue", "kubeconfig")
-            issued = access.issue(token, rotated.secret, token.clusters)
-            out.kubeconfig, out.kubeconfig_filename = issued.text, issued.filename
-            audit.record_request(s.session, request, "kubeconfig.issued", target=token.public_id,
-                                 details={"clusters": [c.public_id for c in token.clusters]})
+    with ctx.unit_of_work() as uow:
+        out = created_out(tokens.rotate_token(uow, caller, token_id, grace=body.grace, expiration=body.expiration,
+                                              expires_at=body.expires_at, kubeconfig=body.kubeconfig), ctx)
     response.headers["Cache-Control"] = "no-store"
     return out
 
@@ -103,27 +84,22 @@ class PolicyOut(BaseModel):
 
 
 @router.get("/org/policy", tags=["policy"], response_model=PolicyOut)
-def get_policy(caller: Reader, ctx: Context) -> PolicyOut:
+def get_policy(caller: Annotated[Actor, acting(org.get_policy)], ctx: Context) -> PolicyOut:
     """The organization's expiry policy (every member may read it)."""
-    with ctx.services() as s:
-        return PolicyOut.of(PolicyService(s.session, ctx.clock).get(caller.org_id))
+    with ctx.unit_of_work() as uow:
+        return PolicyOut.of(org.get_policy(uow, caller))
 
 
 @router.put("/org/policy", tags=["policy"], response_model=PolicyOut, responses=problem_responses(422))
-def put_policy(body: PolicyBody, caller: Writer, ctx: Context, request: Request) -> PolicyOut:
-    """Set the policy (admins): every field, omitted ones take their defaults.
+def put_policy(body: PolicyBody, caller: Annotated[Actor, acting(org.set_policy)], ctx: Context) -> PolicyOut:
+    """Set the policy (admins, scope org:admin): every field, omitted ones take their defaults.
 
     Applies to tokens created or rotated, and access keys minted, from now on.
     """
-    _admin(caller, "changing the policy")
-    with ctx.services() as s:
-        policies = PolicyService(s.session, ctx.clock)
-        before = policies.get(caller.org_id)
-        policy = policies.set(caller.org_id, ExpiryPolicy(body.max_lifetime_days, body.allow_never,
-                                                          body.default_expiration, body.max_access_key_seconds))
-        audit.record_request(s.session, request, "policy.updated", target="expiry-policy",
-                             details=policy_change(before, policy))
-        return PolicyOut.of(policy)
+    policy = ExpiryPolicy(body.max_lifetime_days, body.allow_never, body.default_expiration,
+                          body.max_access_key_seconds)
+    with ctx.unit_of_work() as uow:
+        return PolicyOut.of(org.set_policy(uow, caller, policy))
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -151,35 +127,28 @@ class CreatedWebhookOut(BaseModel):
     signing_secret: str = Field(description="HMAC-SHA256 key for X-Tokensmith-Signature; shown once.")
 
 
-def _webhooks(s: Services, ctx: AppContext) -> WebhookService:
-    return WebhookService(s.session, ctx.clock, KeyRing.from_settings(ctx.settings))
-
-
 @router.post("/webhooks", tags=["webhooks"], status_code=201, response_model=CreatedWebhookOut,
              responses=problem_responses(422))
-def create_webhook(body: WebhookCreate, caller: Writer, ctx: Context, request: Request,
+def create_webhook(body: WebhookCreate, caller: Annotated[Actor, acting(org.create_webhook)], ctx: Context,
                    response: Response) -> CreatedWebhookOut:
-    with ctx.services() as s:
-        hook, signing_secret = _webhooks(s, ctx).create(
-            caller, body.url, body.events
-        )
-        audit.record_request(s.session, request, "webhook.created", target=hook.public_id, details={"url": hook.url})
-        out = CreatedWebhookOut(webhook=WebhookOut.of(hook), signing_secret=signing_secret)
+    """Add a webhook (admins, scope org:admin); the signing secret is in this response only."""
+    with ctx.unit_of_work() as uow:
+        created = org.create_webhook(uow, caller, body.url, body.events)
+        out = CreatedWebhookOut(webhook=WebhookOut.of(created.webhook), signing_secret=created.signing_secret)
     response.headers["Cache-Control"] = "no-store"
     return out
 
 
 @router.get("/webhooks", tags=["webhooks"], response_model=list[WebhookOut])
-def list_webhooks(caller: Reader, ctx: Context) -> list[WebhookOut]:
-    with ctx.services() as s:
-        return [WebhookOut.of(h) for h in _webhooks(s, ctx).list(caller)]
+def list_webhooks(caller: Annotated[Actor, acting(org.list_webhooks)], ctx: Context) -> list[WebhookOut]:
+    with ctx.unit_of_work() as uow:
+        return [WebhookOut.of(h) for h in org.list_webhooks(uow, caller)]
 
 
 @router.delete("/webhooks/{webhook_id}", tags=["webhooks"], status_code=204, responses=problem_responses(404))
-def delete_webhook(webhook_id: str, caller: Writer, ctx: Context, request: Request) -> Response:
-    with ctx.services() as s:
-        hook = _webhooks(s, ctx).delete(caller, webhook_id)
-        audit.record_request(s.session, request, "webhook.deleted", target=hook.public_id)
+def delete_webhook(webhook_id: str, caller: Annotated[Actor, acting(org.delete_webhook)], ctx: Context) -> Response:
+    with ctx.unit_of_work() as uow:
+        org.delete_webhook(uow, caller, webhook_id)
     return Response(status_code=204)
 
 
@@ -250,7 +219,7 @@ class AuditEventOut(BaseModel):
 
 @router.get("/audit-events", tags=["audit"], response_model=Page[AuditEventOut], responses=problem_responses(422))
 def list_audit_events(
-    caller: Reader, ctx: Context,
+    caller: Annotated[Actor, acting(org.audit_events)], ctx: Context,
     action: Annotated[str | None, Query(description="Exact action, or a prefix ending in '.', e.g. 'token.'")] = None,
     actor: Annotated[str | None, Query(description="Actor user name.")] = None,
     target: str | None = None,
@@ -262,6 +231,6 @@ def list_audit_events(
 ) -> Page[AuditEventOut]:
     """The organization's audit events, newest first (admins)."""
     where = AuditFilter(action=action, actor=actor, target=target, outcome=outcome, since=since, until=until)
-    with ctx.services() as s:
-        page = list_events(s.session, caller, where, cursor, limit)
+    with ctx.unit_of_work() as uow:
+        page = org.audit_events(uow, caller, where, cursor, limit)
         return Page[AuditEventOut](items=[AuditEventOut.of(e) for e in page.items], next_cursor=page.next_cursor)

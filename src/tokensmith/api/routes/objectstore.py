@@ -8,29 +8,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from tokensmith import audit
-from tokensmith.api.auth import Context, requires
+from tokensmith.api.auth import Context, acting, requires
 from tokensmith.api.context import AppContext
 from tokensmith.api.guard import CLIENT_ADDRESS_PARAMETER, guarded_for_client, guarded_verify, named_client
 from tokensmith.api.schemas import Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
 from tokensmith.errors import AuthenticationFailed
-from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.limits import CEILING, MIN_DURATION
 from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
 from tokensmith.ratelimit import RateLimited
-from tokensmith.scopes import require_scope
+from tokensmith.usecases import Actor
+from tokensmith.usecases import access_keys as uc
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/object-storage", tags=["object storage"], responses=problem_responses(401, 403))
-Reader = Annotated[Identity, requires("object-storage:read")]
-Writer = Annotated[Identity, requires("object-storage:write")]
 Gateway = Annotated[Identity, requires("object-storage:verify")]
 
 
 def access_keys(session: Any, ctx: AppContext) -> AccessKeyService:
-    return AccessKeyService(session, ctx.clock, KeyRing.from_settings(ctx.settings))
+    return AccessKeyService(session, ctx.clock, ctx.keyring)
 
 
 # --- schemas -----------------------------------------------------------------------------------
@@ -121,44 +118,45 @@ class VerifyResult(BaseModel):
 @router.post("/access-keys", status_code=201, response_model=CreatedAccessKeyOut,
              responses=problem_responses(400, 422))
 def create_access_key(
-    body: AccessKeyCreate, caller: Writer, ctx: Context, request: Request, response: Response
+    body: AccessKeyCreate, caller: Annotated[Actor, acting(uc.mint_access_key)], ctx: Context, response: Response
 ) -> CreatedAccessKeyOut:
-    """Mint an S3 access key: durationSeconds 0 for a permanent key, else a temporary one.
+    """Mint an S3 access key with the calling token: durationSeconds 0 for a permanent key, else a temporary one.
 
     The response is the only one that ever carries the secret key.
     """
-    with ctx.services() as s:
-        created = access_keys(s.session, ctx).create(caller, body.durationSeconds, body.attributes.name)
-        audit.record_request(s.session, request, "access_key.created", target=created.key.access_key_id,
-                             details={"name": created.key.name, "temporary": body.durationSeconds > 0})
-        out = CreatedAccessKeyOut.of(created)
+    with ctx.unit_of_work() as uow:
+        out = CreatedAccessKeyOut.of(uc.mint_access_key(uow, caller, body.durationSeconds, body.attributes.name))
     response.headers["Cache-Control"] = "no-store"
     return out
 
 
 @router.get("/access-keys", response_model=Page[AccessKeyOut], responses=problem_responses(422))
 def list_access_keys(
-    caller: Reader, ctx: Context, cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    caller: Annotated[Actor, acting(uc.list_access_keys)], ctx: Context, cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[AccessKeyOut]:
     """The caller's live access keys, newest first (no secrets)."""
-    with ctx.services() as s:
-        page = access_keys(s.session, ctx).list(caller, cursor=cursor, limit=limit)
+    with ctx.unit_of_work() as uow:
+        page = uc.list_access_keys(uow, caller, cursor=cursor, limit=limit)
         now = ctx.clock.now()
         return Page[AccessKeyOut](items=[AccessKeyOut.of(k, now) for k in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/access-keys/{access_key_id}", response_model=AccessKeyOut, responses=problem_responses(404))
-def get_access_key(access_key_id: str, caller: Reader, ctx: Context) -> AccessKeyOut:
-    with ctx.services() as s:
-        return AccessKeyOut.of(access_keys(s.session, ctx).get(caller, access_key_id), ctx.clock.now())
+def get_access_key(
+    access_key_id: str, caller: Annotated[Actor, acting(uc.get_access_key)], ctx: Context
+) -> AccessKeyOut:
+    with ctx.unit_of_work() as uow:
+        return AccessKeyOut.of(uc.get_access_key(uow, caller, access_key_id), ctx.clock.now())
 
 
 @router.delete("/access-keys/{access_key_id}", status_code=204, responses=problem_responses(404))
-def delete_access_key(access_key_id: str, caller: Writer, ctx: Context, request: Request) -> Response:
+def delete_access_key(
+    access_key_id: str, caller: Annotated[Actor, acting(uc.delete_access_key)], ctx: Context
+) -> Response:
     """Revoke an access key: signatures made with it are invalid from now on."""
-    with ctx.services() as s:
-        access_keys(s.session, ctx).revoke(caller, access_key_id)
-        audit.record_request(s.session, request, "access_key.deleted", target=access_key_id)
+    with ctx.unit_of_work() as uow:
+        uc.delete_access_key(uow, caller, access_key_id)
     return Response(status_code=204)
 
 
@@ -189,11 +187,13 @@ def temporary_credentials(request: Request, ctx: Context, response: Response) ->
     Brute force: the SDK calls directly, so invalid tokens count per client address like the API
     (429 with Retry-After over the limit; AWS SDKs retry a non-200 a few times, then fail).
     """
-    verifier = request.app.state.context.verifier
+    verifier = ctx.verifier
     identity = guarded_verify(request, "s3-exchange", _exchange_secret(request.headers.get("authorization")),
                               verifier.verify)
     request.state.identity = identity
-    require_scope(identity, "object-storage:write")
+    minter = Actor.for_token(identity)
+    minter.require("object-storage:write")
+    minter.require_credential_management()  # a rotated-out secret mints nothing
     with ctx.services() as s:
         created = access_keys(s.session, ctx).exchange(identity)
         key = created.key

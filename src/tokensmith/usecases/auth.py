@@ -1,0 +1,79 @@
+"""Signing in and passwords: password sign-in (API and CLI login), console sign-in, password change.
+
+Sign-in has no caller yet: the door passes an anonymous actor carrying only the request's
+address; the use case authenticates the password and records the outcome either way (a failure
+in its own transaction, so the refusal's rollback cannot erase it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokensmith import audit
+from tokensmith.db.models import User
+from tokensmith.errors import AuthenticationFailed
+from tokensmith.usecases.actor import Actor
+from tokensmith.usecases.base import UnitOfWork, operation
+from tokensmith.usecases.tokens import IssuedToken, TokenRequest, _issue
+
+# Unknown user names are not written to the audit log as typed: a password typed into the
+# user-name field would otherwise be stored in clear.
+MAX_RECORDED_NAME = 100
+
+
+def _authenticate(uow: UnitOfWork, actor: Actor, username: str, password: str) -> User:
+    """The active user with this password; records the failure apart and raises AuthenticationFailed."""
+    try:
+        return uow.accounts.authenticate(username.strip(), password)
+    except AuthenticationFailed:
+        known = uow.accounts.find_user(username.strip())
+        uow.record_apart(actor, "auth.sign_in", outcome=audit.FAILURE, org_id=known.org_id if known else None,
+                         actor_user=username.strip()[:MAX_RECORDED_NAME])
+        raise
+
+
+def signed_in(user: User, actor: Actor) -> Actor:
+    """The actor a successful sign-in acts as: the user, with the request's address."""
+    return Actor.for_session(user_id=user.id, org_id=user.org_id, is_admin=user.is_admin, username=user.username,
+                             request=actor.request)
+
+
+@operation(None, audit="auth.sign_in")
+def sign_in_with_password(
+    uow: UnitOfWork, actor: Actor, username: str, password: str, *, token_name: str, expiration: str | None = None,
+) -> IssuedToken:
+    """Password sign-in that mints a token of the user's (how the CLI logs in).
+
+    Raises AuthenticationFailed (the same message for every wrong input), InvalidInput (name, expiry).
+    """
+    user = _authenticate(uow, actor, username, password)
+    me = signed_in(user, actor)
+    issued = _issue(uow, me, user, TokenRequest(name=token_name, expiration=expiration))
+    uow.record(me, "auth.sign_in", target=issued.token.public_id)
+    return issued
+
+
+@dataclass(frozen=True)
+class ConsoleSignIn:
+    user: User
+    must_change_password: bool
+
+
+@operation(None, audit="auth.sign_in")
+def sign_in_to_console(uow: UnitOfWork, actor: Actor, username: str, password: str) -> ConsoleSignIn:
+    """Password sign-in at the console; the door starts the browser session for the returned user."""
+    user = _authenticate(uow, actor, username, password)
+    uow.record(signed_in(user, actor), "auth.sign_in")
+    return ConsoleSignIn(user, user.must_change_password)
+
+
+@operation(None, audit="auth.password_changed")
+def change_password(uow: UnitOfWork, actor: Actor, current: str, new: str) -> User:
+    """The caller changes their own password, proving the current one.
+
+    Raises AuthenticationFailed (wrong current password), InvalidInput (a weak new password).
+    """
+    user = uow.accounts.authenticate(actor.username, current)
+    uow.accounts.set_password(user, new)
+    uow.record(actor, "auth.password_changed", target=user.public_id)
+    return user

@@ -1,0 +1,49 @@
+"""Organization admins managing users: create, disable or enable, reset a password, list."""
+
+from __future__ import annotations
+
+from tokensmith.accounts.admin import UserAdminService
+from tokensmith.db.models import User
+from tokensmith.usecases.actor import Actor
+from tokensmith.usecases.base import UnitOfWork, operation
+
+
+def _admin(uow: UnitOfWork) -> UserAdminService:
+    return UserAdminService(uow.session, uow.clock)
+
+
+@operation("org:admin")
+def list_users(uow: UnitOfWork, actor: Actor) -> list[User]:
+    return _admin(uow).list(actor)
+
+
+@operation("org:admin", audit="user.created")
+def create_user(uow: UnitOfWork, actor: Actor, username: str, password: str, *, is_admin: bool = False) -> User:
+    """A new user of the admin's organization, who must change this first password.
+
+    Raises Conflict (a taken name), InvalidInput (a bad name or a weak password).
+    """
+    user = _admin(uow).create(actor, username, password, is_admin=is_admin)
+    uow.record(actor, "user.created", target=user.public_id, details={"username": user.username, "admin": is_admin})
+    return user
+
+
+@operation("org:admin", audit="user.updated")
+def set_user_disabled(uow: UnitOfWork, actor: Actor, user: str, *, disabled: bool) -> User:
+    """Disable a user (their tokens and console sessions stop at once) or enable them again."""
+    changed = _admin(uow).set_disabled(actor, user, disabled=disabled)
+    if changed.disabled:
+        uow.accounts.end_console_sessions(changed)
+    uow.record(actor, "user.updated", target=changed.public_id,
+               details={"username": changed.username, "disabled": changed.disabled})
+    return changed
+
+
+@operation("org:admin", audit="user.password_reset", manages_credentials=True)
+def reset_password(uow: UnitOfWork, actor: Actor, user: str) -> tuple[User, str]:
+    """A new random password for a user (returned once); their console sessions end."""
+    changed, password = _admin(uow).reset_password(actor, user)
+    if changed.id != actor.user_id:
+        uow.accounts.end_console_sessions(changed)
+    uow.record(actor, "user.password_reset", target=changed.public_id, details={"username": changed.username})
+    return changed, password
