@@ -6,6 +6,8 @@ Exit codes: 0 success, 1 the request failed, 2 bad usage, 3 not logged in or not
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +18,7 @@ from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
 from tokensmith.cli.kube import cluster_app, kubeconfig_app
 from tokensmith.cli.output import err, out, print_json, tokens_table
+from tokensmith.usecases import Actor, UnitOfWork
 
 app = typer.Typer(help="Self-hosted API access tokens.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Create, list and delete your tokens.", no_args_is_help=True)
@@ -139,6 +142,22 @@ def _admin_services() -> Any:
     return prepare(Settings.from_env())
 
 
+@contextmanager
+def _operator_unit() -> Iterator[UnitOfWork]:
+    """A unit of work on the server's own database, for the operator at this terminal (audited as such)."""
+    from tokensmith.clock import SystemClock
+    from tokensmith.config import Settings
+    from tokensmith.objectstore.crypto import LazyKeyRing
+    from tokensmith.usecases.base import UnitsOfWork
+
+    settings = Settings.from_env()
+    boot = _admin_services()
+    units = UnitsOfWork(database=boot.database, clock=SystemClock(), secret_key=boot.secret_key,
+                        keyring=LazyKeyRing(settings), settings=settings)
+    with units() as uow:
+        yield uow
+
+
 @admin_app.command("create-user")
 @friendly
 def admin_create_user(
@@ -149,14 +168,12 @@ def admin_create_user(
 ) -> None:
     """Create a user; prints a generated password unless --password-stdin is given."""
     from tokensmith.accounts.passwords import generate_password
-    from tokensmith.accounts.service import AccountService
-    from tokensmith.clock import SystemClock
+    from tokensmith.usecases import users
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
-    boot = _admin_services()
-    with boot.database.session() as session:
-        accounts = AccountService(session, SystemClock())
-        user = accounts.create_user(accounts.get_or_create_org(org), username, password, is_admin=admin)
+    with _operator_unit() as uow:
+        organization = uow.accounts.get_or_create_org(org)
+        user = users.create_user(uow, Actor.operator(organization.id), username, password, is_admin=admin)
         err.print(f"created user {user.username} ({user.public_id}) in {org}")
     if not password_stdin:
         print(password)
@@ -175,24 +192,23 @@ def admin_create_token(
         "--introspect", help="Also grant the 'introspect' scope (RFC 7662, for API gateways).")] = False,
 ) -> None:
     """Create a token for a user; prints the secret alone on stdout."""
-    from tokensmith.accounts.service import AccountService
-    from tokensmith.clock import SystemClock
-    from tokensmith.tokens.service import TokenService
+    from tokensmith.scopes import default_scopes
+    from tokensmith.usecases import tokens
+    from tokensmith.usecases.tokens import TokenRequest
 
-    boot = _admin_services()
-    with boot.database.session() as session:
-        owner = AccountService(session, SystemClock()).find_user(user)
+    with _operator_unit() as uow:
+        owner = uow.accounts.find_user(user)
         if owner is None:
             raise CliError(f"user {user!r} not found")
-        from tokensmith.scopes import default_scopes
-
         wanted = (("object-storage:verify", verify_s3), ("introspect", introspect))
         service_scopes = {scope for scope, asked in wanted if asked}
         scopes = sorted(default_scopes(owner.is_admin) | service_scopes) if service_scopes else None
-        created = TokenService(session, SystemClock(), boot.secret_key).create(
-            owner, name, note, expires_in, scopes=scopes, grant_service_scopes=bool(service_scopes)
+        issued = tokens.issue_token_for(
+            uow, Actor.operator(owner.org_id), owner.public_id,
+            TokenRequest(name=name, note=note, expiration=expires_in, scopes=scopes),
+            grant_service_scopes=bool(service_scopes),
         )
-    print(created.secret)
+    print(issued.secret)
 
 
 app.add_typer(access_keys.register(friendly, admin_app), name="access-key")
