@@ -15,13 +15,10 @@ from datetime import UTC, datetime
 from tokensmith import secrets
 
 REDACTED = "[REDACTED]"
-_CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 _PATTERNS: list[re.Pattern[str]] = [
     secrets.SECRET_PATTERN,
     # Every tokensmith prefix, checksum or not: a mistyped secret is still mostly a secret.
-    re.compile(
-        "(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(p) for p in _CREDENTIAL_PREFIXES) + r")[0-9A-Za-z]{20,}"
-    ),
+    secrets.CREDENTIAL_SHAPE,
     # Bearer credentials in anything that quotes a header.
     re.compile(r"(?i)(?<=bearer )[^\s\"',;]{8,}"),
 ]

@@ -28,7 +28,6 @@ from tokensmith.errors import AuthenticationFailed, InvalidInput
 from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, is_trusted, user_key, via_key
 from tokensmith.verify.core import EXPIRED, Identity
 
-CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
 CLIENT_ADDRESS_HEADER = "Tokensmith-Client-Address"
 # The header as an OpenAPI parameter, for the gateway doors that read it (``openapi_extra``).
@@ -71,7 +70,7 @@ def _outcome_of(failure: AuthenticationFailed) -> str:
 
 
 def _is_well_formed(secret: str) -> bool:
-    return any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES)
+    return secrets.is_credential(secret)
 
 
 def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T]) -> T:

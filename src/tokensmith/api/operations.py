@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import func, select, text
 
 from tokensmith import metrics
 from tokensmith.api.auth import Context, requires
@@ -24,6 +24,7 @@ from tokensmith.api.schemas import problem_responses
 from tokensmith.db.migrate import is_current
 from tokensmith.db.models import Token
 from tokensmith.ratelimit import FailureLimiter, Limits, RateLimited, parse_networks
+from tokensmith.tokens.liveness import live_token
 from tokensmith.verify.core import Identity
 
 log = logging.getLogger("tokensmith.operations")
@@ -82,7 +83,7 @@ def prometheus(caller: Annotated[Identity, requires("metrics:read")], ctx: Conte
     with ctx.database.session() as session:
         active = session.scalar(
             select(func.count()).select_from(Token)
-            .where(Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now))
+            .where(live_token(now))
         )
     metrics.set_active_tokens(int(active or 0))
     return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)

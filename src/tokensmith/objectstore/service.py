@@ -24,6 +24,7 @@ from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_DUR
 from tokensmith.objectstore.revocation import surviving_permanent_keys, surviving_permanent_keys_by_token
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
+from tokensmith.tokens.expiration import is_expired
 from tokensmith.validation import clean_name
 
 MAX_DURATION: Final = DEFAULT_MAX_DURATION  # without an organization policy that allows longer
@@ -236,7 +237,7 @@ class AccessKeyService:
             return "unknown access key"
         if key.revoked_at is not None:
             return "access key revoked"
-        if key.expires_at is not None and now >= key.expires_at:
+        if is_expired(key.expires_at, now):
             return "access key expired"
         user: User = key.user
         if user.disabled:

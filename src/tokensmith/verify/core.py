@@ -64,7 +64,7 @@ class Verifier:
         self.clock = clock
         self.cache = cache if cache is not None else VerificationCache()
         self.usage = UsageRecorder(database, clock)
-        self.background = Background(database, self.cache, self.usage)
+        self.background = Background(database, self.cache, self.usage, clock)
         # Commits in this process drop what they changed from the cache at once.
         self._unsubscribe = changes.subscribe(database.engine, self.cache.invalidate)
 

@@ -21,6 +21,7 @@ from tokensmith.objectstore.limits import CEILING, MIN_DURATION
 from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
 from tokensmith.ratelimit import RateLimited
 from tokensmith.scopes import require_scope
+from tokensmith.tokens.expiration import is_expired
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/object-storage", tags=["object storage"], responses=problem_responses(401, 403))
@@ -64,7 +65,7 @@ class AccessKeyOut(BaseModel):
     def of(cls, key: AccessKey, now: datetime) -> AccessKeyOut:
         return cls(
             accessKeyId=key.access_key_id, name=key.name, permanent=key.expires_at is None, expiry=key.expires_at,
-            expired=key.expires_at is not None and now >= key.expires_at, createdAt=key.created_at,
+            expired=is_expired(key.expires_at, now), createdAt=key.created_at,
             mintedByToken=key.token.public_id if key.token is not None else None,
         )
 
