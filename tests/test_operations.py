@@ -145,14 +145,17 @@ def test_metrics_count_verifications_by_outcome_and_active_tokens(client, admin,
     assert client.get("/metrics", headers=admin.headers).headers["content-type"].startswith("text/plain")
 
 
-def test_cache_hooks_feed_the_hit_ratio():
-    from tokensmith import metrics
-
-    before = dict(metrics._cache)
-    metrics.observe_cache(hit=True)
-    metrics.observe_cache(hit=False)
-    hits, total = before["hit"] + 1, before["hit"] + before["miss"] + 2
-    assert metrics.CACHE_HIT_RATIO._value.get() == pytest.approx(hits / total)
+def test_verifications_feed_the_cache_lookups_and_hit_ratio(client, admin, alice):
+    first = client.get("/metrics", headers=admin.headers).text
+    for _ in range(3):
+        assert client.get("/v1/whoami", headers=alice.headers).status_code == 200
+    text = client.get("/metrics", headers=admin.headers).text
+    hits = 'tokensmith_verification_cache_lookups_total{result="hit"}'
+    misses = 'tokensmith_verification_cache_lookups_total{result="miss"}'
+    # alice: a miss, then two hits; the second scrape's admin token: a hit (cached by the first).
+    assert _sample(text, hits) - _sample(first, hits) == 3
+    assert _sample(text, misses) - _sample(first, misses) == 1
+    assert 0 < _sample(text, "tokensmith_verification_cache_hit_ratio") < 1
 
 
 # --- graceful shutdown -------------------------------------------------------------------------

@@ -71,10 +71,6 @@ def deserialize(text: str | None) -> frozenset[str] | None:
     return None if text is None else frozenset(text.split())
 
 
-def has_required_scope(caller: Scoped, scope: str) -> bool:
-    return scope in caller.scopes
-
-
 def require_scope(caller: Scoped, scope: str) -> None:
     """Raise Forbidden naming the missing scope."""
     if scope not in caller.scopes:

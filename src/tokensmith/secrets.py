@@ -155,6 +155,3 @@ def access_key_secret() -> str:
 def is_access_key_id(candidate: str) -> bool:
     return ACCESS_KEY_ID_PATTERN.fullmatch(candidate) is not None
 
-
-def is_permanent_access_key_id(candidate: str) -> bool:
-    return candidate.startswith(ACCESS_KEY_PERMANENT_PREFIX)

@@ -34,17 +34,9 @@ def revoke_keys_minted_by(
     return MintedKeysOutcome(revoked=revoked or 0, surviving=surviving)
 
 
-def surviving_permanent_keys(session: Session, token_id: int) -> int:
-    """How many live permanent keys ``token_id`` minted (what deleting it would leave behind)."""
-    return session.scalar(
-        select(func.count()).select_from(AccessKey).where(
-            AccessKey.token_id == token_id, AccessKey.revoked_at.is_(None), AccessKey.expires_at.is_(None)
-        )
-    ) or 0
-
-
 def surviving_permanent_keys_by_token(session: Session, token_ids: list[int]) -> dict[int, int]:
-    """``surviving_permanent_keys`` for many tokens in one query; tokens without any are left out."""
+    """How many live permanent keys each token minted (what deleting it would leave behind), in one
+    query; tokens without any are left out."""
     if not token_ids:
         return {}
     rows = session.execute(
