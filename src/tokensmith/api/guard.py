@@ -24,8 +24,10 @@ from typing import TypeVar
 from fastapi import Request
 
 from tokensmith import metrics, secrets
+from tokensmith.clientaddress import peer as _peer
+from tokensmith.clientaddress import request_ip as request_ip  # re-exported: doors import it from here
 from tokensmith.errors import AuthenticationFailed, InvalidInput
-from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, is_trusted, user_key, via_key
+from tokensmith.ratelimit import FailureLimiter, RateLimited, ip_key, is_trusted, user_key, via_key
 from tokensmith.verify.core import EXPIRED, Identity
 
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
@@ -41,19 +43,6 @@ T = TypeVar("T")
 
 def limiter_of(request: Request) -> FailureLimiter:
     return request.app.state.limiter
-
-
-def request_ip(request: Request) -> str:
-    """Who the client is (docs/operations.md): worked out once per request, several doors ask."""
-    known = getattr(request.state, "client_ip", None)
-    if known is None:
-        known = client_ip(_peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
-        request.state.client_ip = known
-    return known
-
-
-def _peer(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _observe(door: str, outcome: str, started: float) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
+from tokensmith.clientaddress import request_ip  # the one rule for who the client is
 from tokensmith.db.models import AuditEvent
 
 SUCCESS: Final = "success"
@@ -64,8 +65,6 @@ def record(
 
 def client_of(request: Any) -> tuple[str | None, str | None]:
     """(client IP, user agent) of a Starlette request; the IP honours the trusted-proxy setting."""
-    from tokensmith.api.guard import request_ip  # the one rule for who the client is
-
     return request_ip(request), request.headers.get("user-agent")
 
 
