@@ -225,9 +225,10 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
         if retry_after is None:
             identity = verify(secret)
         else:
-            identity = cached(secret)  # over the ceiling: memory only, never the database
-            if identity is None:
+            remembered = cached(secret)  # over the ceiling: memory only, never the database
+            if remembered is None:
                 raise RateLimited(retry_after)
+            identity = remembered
     except RateLimited:
         _observe_limited(door, started)
         raise

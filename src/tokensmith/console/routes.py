@@ -113,8 +113,8 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     try:  # the same shared limits as API sign-in: per address and per user name, on every replica
         result = await run_in_threadpool(guarded_password, request, username, checked, "console")
     except RateLimited as limited:
-        response = _sign_in_page(request, 429, f"Too many failed sign-ins. Please try again in {_wait(limited)}.",
-                                 username)
+        response: Response = _sign_in_page(
+            request, 429, f"Too many failed sign-ins. Please try again in {_wait(limited)}.", username)
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
     except AuthenticationFailed:

@@ -5,6 +5,7 @@ Every rule about access keys lives here; the routes, CLI and console call these 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -177,7 +178,7 @@ class AccessKeyService:
         self.session.flush()
         return key
 
-    def surviving_after_tokens_delete(self, token_ids: list[int]) -> dict[int, int]:
+    def surviving_after_tokens_delete(self, token_ids: builtins.list[int]) -> dict[int, int]:
         """Permanent keys each token minted that would outlive its deletion (token id → count, zeros left out)."""
         return surviving_permanent_keys_by_token(self.session, token_ids)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -180,7 +181,7 @@ class TokenService:
         self.session.flush()
         return CreatedToken(token, secret)
 
-    def expiring_soon(self, actor: Actor, within: timedelta = EXPIRING_SOON) -> list[Token]:
+    def expiring_soon(self, actor: Actor, within: timedelta = EXPIRING_SOON) -> builtins.list[Token]:
         """The caller's own live tokens that expire within ``within`` and have not expired yet, soonest first."""
         now = self.clock.now()
         return list(self.session.scalars(

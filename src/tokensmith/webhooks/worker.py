@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tokensmith import audit
@@ -116,7 +116,7 @@ class DeliveryWorker:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    def _due(self, now: datetime):  # type: ignore[no-untyped-def]
+    def _due(self, now: datetime) -> ColumnElement[bool]:
         return and_(
             WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until <= now),
