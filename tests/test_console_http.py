@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
+
 from tests.pki import make_pki
 from tokensmith.accounts.service import AccountService
+from tokensmith.api.middleware import CONSOLE_CSP
 from tokensmith.db.models import ConsoleSession, Token
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -370,6 +373,12 @@ def test_console_pages_carry_strict_security_headers(client, console, alice):
         assert headers["x-frame-options"] == "DENY"
         assert headers["referrer-policy"] == "no-referrer"
         assert headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", ["/sign-in", "/tokens", "/static/console.css", "/no-such-page"])
+def test_console_responses_carry_exactly_the_console_csp(client, console, alice, path):
+    console(alice.user)
+    assert client.get(path).headers["content-security-policy"] == CONSOLE_CSP
 
 
 def test_pages_have_no_inline_script_or_style(client, console, alice):

@@ -300,7 +300,8 @@ def test_console_sign_in_and_token_creation_are_audited(client, database, clock)
     assert [(e.actor_user, e.outcome, e.org_id) for e in sign_ins] == [
         ("carol", audit.FAILURE, carol.org_id), ("carol", audit.SUCCESS, carol.org_id)]
     [created] = events(database, "token.created")
-    assert created.actor_user == "carol" and json.loads(created.details) == {"name": "from the console", "via": "console"}
+    assert created.actor_user == "carol"
+    assert json.loads(created.details) == {"name": "from the console", "via": "console"}
 
 
 # --- audit log page ---------------------------------------------------------------------------------

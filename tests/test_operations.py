@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import SECRET_KEY
 from tokensmith import logs, secrets
 from tokensmith.api.app import create_app
+from tokensmith.api.middleware import API_CSP, CONSOLE_CSP
 from tokensmith.api.operations import add_shutdown_hook
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
@@ -70,15 +71,44 @@ def test_html_pages_get_a_content_security_policy_that_forbids_framing(client):
     assert "https://cdn.jsdelivr.net" in csp and "default-src 'none'" in csp
 
 
-def test_json_answers_have_no_csp_but_a_page_that_set_its_own_keeps_it(app, client):
+def test_api_answers_carry_the_api_csp_but_a_page_that_set_its_own_keeps_it(app, client):
     from fastapi.responses import HTMLResponse
 
-    @app.get("/own-page", include_in_schema=False)
+    @app.get("/v1/own-page", include_in_schema=False)
     def own_page() -> HTMLResponse:
         return HTMLResponse("<p>hi</p>", headers={"Content-Security-Policy": "default-src 'self'"})
 
-    assert "Content-Security-Policy" not in client.get("/healthz").headers
-    assert client.get("/own-page").headers["Content-Security-Policy"] == "default-src 'self'"
+    for path in ("/healthz", "/v1/whoami", "/openapi.json", "/v1/no-such-thing"):
+        assert client.get(path).headers["Content-Security-Policy"] == API_CSP
+    assert client.get("/v1/own-page").headers["Content-Security-Policy"] == "default-src 'self'"
+
+
+def _fail() -> None:
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(("path", "csp"), [("/v1/boom", API_CSP), ("/boom", CONSOLE_CSP)])
+def test_a_500_carries_the_security_headers_of_its_part(app, client, path, csp):
+    app.add_api_route(path, _fail, include_in_schema=False)
+    response = client.get(path)
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Content-Security-Policy"] == csp
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_middleware_stack_is_the_declared_one_in_its_order(app):
+    # Outermost first: the security headers wrap Starlette's error middleware, which wraps the rest.
+    layers, layer = [], app.build_middleware_stack()
+    while hasattr(layer, "app"):
+        layers.append(type(layer).__name__)
+        layer = layer.app
+    assert layers[:2] == ["ResponseHeaders", "ServerErrorMiddleware"]
+    assert layers.count("ResponseHeaders") == 1
+    assert layers.index("ForwardAuthFastPath") < layers.index("ExceptionMiddleware")
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -115,14 +145,17 @@ def test_metrics_count_verifications_by_outcome_and_active_tokens(client, admin,
     assert client.get("/metrics", headers=admin.headers).headers["content-type"].startswith("text/plain")
 
 
-def test_cache_hooks_feed_the_hit_ratio():
-    from tokensmith import metrics
-
-    before = dict(metrics._cache)
-    metrics.observe_cache(hit=True)
-    metrics.observe_cache(hit=False)
-    hits, total = before["hit"] + 1, before["hit"] + before["miss"] + 2
-    assert metrics.CACHE_HIT_RATIO._value.get() == pytest.approx(hits / total)
+def test_verifications_feed_the_cache_lookups_and_hit_ratio(client, admin, alice):
+    first = client.get("/metrics", headers=admin.headers).text
+    for _ in range(3):
+        assert client.get("/v1/whoami", headers=alice.headers).status_code == 200
+    text = client.get("/metrics", headers=admin.headers).text
+    hits = 'tokensmith_verification_cache_lookups_total{result="hit"}'
+    misses = 'tokensmith_verification_cache_lookups_total{result="miss"}'
+    # alice: a miss, then two hits; the second scrape's admin token: a hit (cached by the first).
+    assert _sample(text, hits) - _sample(first, hits) == 3
+    assert _sample(text, misses) - _sample(first, misses) == 1
+    assert 0 < _sample(text, "tokensmith_verification_cache_hit_ratio") < 1
 
 
 # --- graceful shutdown -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import string
 import zlib
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,3 +90,24 @@ def test_other_credentials_share_the_format_under_their_own_prefix():
     assert secrets.is_well_formed(webhook, secrets.WEBHOOK_PREFIX)
     assert not secrets.is_well_formed(webhook)
     assert not secrets.is_well_formed(secrets.generate(), secrets.WEBHOOK_PREFIX)
+
+
+@pytest.mark.parametrize("prefix", [secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX])
+def test_mask_shows_the_prefix_of_the_secrets_own_kind(prefix):
+    secret = secrets.generate(prefix)
+    assert secrets.mask(secret) == f"{prefix}…{secret[-4:]}"
+
+
+def test_mask_of_an_access_key_id_shows_its_kind_and_of_an_s3_secret_no_prefix():
+    key_id = secrets.access_key_id(permanent=False)
+    assert secrets.mask(key_id) == f"TSMT…{key_id[-4:]}"
+    s3_secret = secrets.access_key_secret()
+    assert secrets.mask(s3_secret) == f"…{s3_secret[-4:]}"
+
+
+@pytest.mark.parametrize("prefix", secrets.CREDENTIAL_PREFIXES)
+def test_every_credential_kind_is_recognised_by_the_one_prefix_list(prefix):
+    secret = secrets.generate(prefix)
+    assert secrets.is_credential(secret)
+    assert secrets.CREDENTIAL_SHAPE.fullmatch(secret)
+    assert not secrets.is_credential(secret[:-1] + ("A" if secret[-1] != "A" else "B"))

@@ -1,8 +1,7 @@
 """Logging set-up: text or JSON lines, and a filter that redacts anything shaped like a secret.
 
 Redaction is defence in depth: no code path should log a secret in the first place (the test
-suite's secret-hygiene check proves that with redaction off). Register further formats, e.g.
-the S3 secret access keys, with ``add_pattern``.
+suite's secret-hygiene check proves that with redaction off).
 """
 
 from __future__ import annotations
@@ -15,21 +14,13 @@ from datetime import UTC, datetime
 from tokensmith import secrets
 
 REDACTED = "[REDACTED]"
-_CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 _PATTERNS: list[re.Pattern[str]] = [
     secrets.SECRET_PATTERN,
     # Every tokensmith prefix, checksum or not: a mistyped secret is still mostly a secret.
-    re.compile(
-        "(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(p) for p in _CREDENTIAL_PREFIXES) + r")[0-9A-Za-z]{20,}"
-    ),
+    secrets.CREDENTIAL_SHAPE,
     # Bearer credentials in anything that quotes a header.
     re.compile(r"(?i)(?<=bearer )[^\s\"',;]{8,}"),
 ]
-
-
-def add_pattern(pattern: re.Pattern[str]) -> None:
-    """Redact this pattern too (for credential formats added later)."""
-    _PATTERNS.append(pattern)
 
 
 def redact(text: str) -> str:

@@ -1,7 +1,7 @@
 """Prometheus metrics: a small API every door and the verification cache can feed.
 
     metrics.observe_verification("api", "ok", seconds)   # outcome: ok, invalid, expired, rate_limited
-    metrics.observe_cache(hit=True)                      # the verification cache, when it lands
+    metrics.observe_cache(hit=True)                      # each verification-cache lookup (verify/core.py)
     metrics.set_active_tokens(n)                         # refreshed from the database at scrape time
 
 Counters live in one module-level registry (per process). With several uvicorn workers each worker
@@ -45,6 +45,7 @@ RATE_LIMITED = Counter(
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _cache = {"hit": 0, "miss": 0}
+_lookups = {"hit": CACHE_LOOKUPS.labels("hit"), "miss": CACHE_LOOKUPS.labels("miss")}
 
 
 # Label children looked up once: ``labels()`` costs several µs, a verification from cache about five.
@@ -59,10 +60,10 @@ def observe_verification(door: str, outcome: str, seconds: float) -> None:
 
 
 def observe_cache(hit: bool) -> None:
+    """One verification-cache lookup (on every verification: counters only, the ratio at scrape time)."""
     result = "hit" if hit else "miss"
-    CACHE_LOOKUPS.labels(result).inc()
+    _lookups[result].inc()
     _cache[result] += 1
-    CACHE_HIT_RATIO.set(_cache["hit"] / (_cache["hit"] + _cache["miss"]))
 
 
 def observe_rate_limited() -> None:
@@ -75,4 +76,7 @@ def set_active_tokens(count: int) -> None:
 
 def exposition() -> bytes:
     """The Prometheus text exposition of every metric."""
+    lookups = _cache["hit"] + _cache["miss"]
+    if lookups:
+        CACHE_HIT_RATIO.set(_cache["hit"] / lookups)
     return generate_latest(REGISTRY)

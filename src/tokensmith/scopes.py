@@ -8,9 +8,9 @@ the owner and the token loses the permission on the next request.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Protocol
+from typing import Final
 
-from tokensmith.errors import Forbidden, InvalidInput
+from tokensmith.errors import InvalidInput
 
 SCOPES: Final[dict[str, str]] = {
     "tokens:read": "list and read your tokens",
@@ -34,11 +34,6 @@ ADMIN_ONLY: Final = frozenset({"clusters:write", "vpcs:write", "metrics:read", "
 # Service permissions: admins hold them by default; a member's token only when an admin grants them.
 SERVICE: Final = frozenset({"introspect", "object-storage:verify"})
 MEMBER_DEFAULT: Final = ALL - ADMIN_ONLY - SERVICE
-
-
-class Scoped(Protocol):
-    @property
-    def scopes(self) -> frozenset[str]: ...
 
 
 def permitted(is_admin: bool) -> frozenset[str]:
@@ -71,13 +66,3 @@ def serialize(scopes: Iterable[str] | None) -> str | None:
 
 def deserialize(text: str | None) -> frozenset[str] | None:
     return None if text is None else frozenset(text.split())
-
-
-def has_required_scope(caller: Scoped, scope: str) -> bool:
-    return scope in caller.scopes
-
-
-def require_scope(caller: Scoped, scope: str) -> None:
-    """Raise Forbidden naming the missing scope."""
-    if scope not in caller.scopes:
-        raise Forbidden(f"this token lacks the {scope!r} scope")

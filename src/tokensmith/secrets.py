@@ -21,6 +21,11 @@ PREFIX: Final = "tsm_"
 # and logs can tell them apart: webhook credentials of cluster API servers, leak reporters.
 WEBHOOK_PREFIX: Final = "tsw_"
 REPORTER_PREFIX: Final = "tsr_"
+# Like AWS's AKIA/ASIA, the first four characters of an S3 access key id say what kind it is.
+ACCESS_KEY_PERMANENT_PREFIX: Final = "TSMP"
+ACCESS_KEY_TEMPORARY_PREFIX: Final = "TSMT"
+# Every bearer credential kind tokensmith mints; the one list the guard, logs and masking read.
+CREDENTIAL_PREFIXES: Final = (PREFIX, WEBHOOK_PREFIX, REPORTER_PREFIX)
 BODY_LENGTH: Final = 32
 CHECKSUM_LENGTH: Final = 6
 SECRET_LENGTH: Final = len(PREFIX) + BODY_LENGTH + CHECKSUM_LENGTH
@@ -32,9 +37,11 @@ BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SECRET_PATTERN: Final = re.compile(
     rf"(?<![A-Za-z0-9_]){PREFIX}[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}(?![A-Za-z0-9])"
 )
-# Anything shaped like a credential tokensmith mints (tsm_, tsw_, tsr_, ...), checksum or not:
-# scrubbed from audit text, refused in names and notes.
-CREDENTIAL_SHAPE: Final = re.compile(r"ts[a-z]_[0-9A-Za-z]{20,}")
+# Anything shaped like a credential tokensmith mints (tsm_, tsw_, tsr_), checksum or not:
+# scrubbed from audit text and logs, refused in names and notes.
+CREDENTIAL_SHAPE: Final = re.compile(
+    "(?:" + "|".join(re.escape(p) for p in CREDENTIAL_PREFIXES) + r")[0-9A-Za-z]{20,}"
+)
 _BODY: Final = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}")
 
 
@@ -78,6 +85,11 @@ def is_well_formed(candidate: str, prefix: str = PREFIX) -> bool:
     return hmac.compare_digest(checksum(head), tail)
 
 
+def is_credential(candidate: str) -> bool:
+    """True when ``candidate`` is a well-formed credential of any kind tokensmith mints."""
+    return any(is_well_formed(candidate, prefix) for prefix in CREDENTIAL_PREFIXES)
+
+
 def find_in_text(text: str) -> list[tuple[int, str]]:
     """Return ``(offset, secret)`` for every well-formed secret inside ``text``."""
     return [(m.start(), m.group()) for m in SECRET_PATTERN.finditer(text) if is_well_formed(m.group())]
@@ -93,9 +105,15 @@ def hint(secret: str) -> str:
     return secret[-HINT_LENGTH:]
 
 
+def kind_prefix(secret: str) -> str:
+    """The prefix that says which kind of credential ``secret`` is, or "" for none tokensmith mints."""
+    kinds = (*CREDENTIAL_PREFIXES, ACCESS_KEY_PERMANENT_PREFIX, ACCESS_KEY_TEMPORARY_PREFIX)
+    return next((prefix for prefix in kinds if secret.startswith(prefix)), "")
+
+
 def mask(secret: str) -> str:
-    """A display form that identifies a secret without revealing it."""
-    return f"{PREFIX}…{hint(secret)}"
+    """A display form that identifies a secret, and its kind, without revealing it."""
+    return f"{kind_prefix(secret)}…{hint(secret)}"
 
 
 def digest(secret: str, key: bytes) -> str:
@@ -115,13 +133,12 @@ def public_id(prefix: str, length: int = 16) -> str:
 
 
 # --- S3 access keys ----------------------------------------------------------------------------
-# Like AWS's AKIA/ASIA, the first four characters of an access key id say what kind it is.
-ACCESS_KEY_PERMANENT_PREFIX: Final = "TSMP"
-ACCESS_KEY_TEMPORARY_PREFIX: Final = "TSMT"
 ACCESS_KEY_ID_LENGTH: Final = 20
 ACCESS_KEY_SECRET_LENGTH: Final = 40
 _UPPER_ALNUM: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-ACCESS_KEY_ID_PATTERN: Final = re.compile(r"TSM[PT][0-9A-Z]{16}")
+ACCESS_KEY_ID_PATTERN: Final = re.compile(
+    f"(?:{ACCESS_KEY_PERMANENT_PREFIX}|{ACCESS_KEY_TEMPORARY_PREFIX})[0-9A-Z]{{{ACCESS_KEY_ID_LENGTH - 4}}}"
+)
 
 
 def access_key_id(permanent: bool) -> str:
@@ -138,6 +155,3 @@ def access_key_secret() -> str:
 def is_access_key_id(candidate: str) -> bool:
     return ACCESS_KEY_ID_PATTERN.fullmatch(candidate) is not None
 
-
-def is_permanent_access_key_id(candidate: str) -> bool:
-    return candidate.startswith(ACCESS_KEY_PERMANENT_PREFIX)

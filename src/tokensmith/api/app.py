@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
 
 from tokensmith import __version__
 from tokensmith.api import openapi, operations, problems
 from tokensmith.api.context import AppContext
-from tokensmith.api.headers import ResponseHeaders
+from tokensmith.api.middleware import TokensmithAPI
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
@@ -21,12 +20,6 @@ from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
 
 DESCRIPTION = """Self-hosted API access tokens. Authenticate with `Authorization: Bearer <secret>`.
 Errors are RFC 9457 `application/problem+json`."""
-
-
-def no_store_for_api(path: str, headers: MutableHeaders) -> None:
-    """API answers describe credentials; no shared cache or browser history should keep them."""
-    if path.startswith("/v1/"):
-        headers.setdefault("Cache-Control", "no-store")
 
 
 def create_app(
@@ -50,7 +43,8 @@ def create_app(
         async with operations.lifespan(app_):
             yield
 
-    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # The middleware stack (security headers, forward-auth fast path) is declared in api/middleware.py.
+    app = TokensmithAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = context  # the composition root (api/context.py); doors read it via context_of()
     problems.install(app)
     # Requests are matched against routers in this order, route by route: the verification doors
@@ -59,9 +53,7 @@ def create_app(
                clusters.clusters, clusters.vpcs, lifecycle.router)
     for router in routers:
         app.include_router(router)
-    app.add_middleware(verification.ForwardAuthFastPath)  # innermost: the header middlewares still apply
-    operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
+    operations.install(app)  # health, readiness, metrics, brute-force limits (429)
     install_console(app)  # the web console at /
     openapi.install(app)  # 400/422 documented as the problems they are
-    app.add_middleware(ResponseHeaders, edit=no_store_for_api)
     return app

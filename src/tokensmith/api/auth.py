@@ -91,6 +91,5 @@ def requires(scope: str) -> Any:
     return Depends(scoped(scope))
 
 
-Caller = Annotated[Identity, Depends(authenticate)]
 CallerActor = Annotated[Actor, Depends(token_actor)]
 Context = Annotated[AppContext, Depends(get_context)]

@@ -24,11 +24,12 @@ from typing import TypeVar
 from fastapi import Request
 
 from tokensmith import metrics, secrets
+from tokensmith.clientaddress import peer as _peer
+from tokensmith.clientaddress import request_ip as request_ip  # re-exported: doors import it from here
 from tokensmith.errors import AuthenticationFailed, InvalidInput
-from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, is_trusted, user_key, via_key
+from tokensmith.ratelimit import FailureLimiter, RateLimited, ip_key, is_trusted, user_key, via_key
 from tokensmith.verify.core import EXPIRED, Identity
 
-CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
 CLIENT_ADDRESS_HEADER = "Tokensmith-Client-Address"
 # The header as an OpenAPI parameter, for the gateway doors that read it (``openapi_extra``).
@@ -42,19 +43,6 @@ T = TypeVar("T")
 
 def limiter_of(request: Request) -> FailureLimiter:
     return request.app.state.limiter
-
-
-def request_ip(request: Request) -> str:
-    """Who the client is (docs/operations.md): worked out once per request, several doors ask."""
-    known = getattr(request.state, "client_ip", None)
-    if known is None:
-        known = client_ip(_peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
-        request.state.client_ip = known
-    return known
-
-
-def _peer(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _observe(door: str, outcome: str, started: float) -> None:
@@ -71,7 +59,7 @@ def _outcome_of(failure: AuthenticationFailed) -> str:
 
 
 def _is_well_formed(secret: str) -> bool:
-    return any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES)
+    return secrets.is_credential(secret)
 
 
 def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T]) -> T:
@@ -237,9 +225,10 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
         if retry_after is None:
             identity = verify(secret)
         else:
-            identity = cached(secret)  # over the ceiling: memory only, never the database
-            if identity is None:
+            remembered = cached(secret)  # over the ceiling: memory only, never the database
+            if remembered is None:
                 raise RateLimited(retry_after)
+            identity = remembered
     except RateLimited:
         _observe_limited(door, started)
         raise

@@ -1,5 +1,5 @@
-"""Operator endpoints and cross-cutting middleware: health, readiness, metrics, security headers,
-brute-force limits (429), and shutdown hooks.
+"""Operator endpoints and cross-cutting wiring: health, readiness, metrics, brute-force limits (429),
+and shutdown hooks (the security headers are api/middleware.py's).
 
 ``install(app)`` wires everything; other doors reuse ``api.guard.guarded_verify`` and
 ``add_shutdown_hook``.
@@ -14,52 +14,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, or_, select, text
-from starlette.datastructures import MutableHeaders
+from sqlalchemy import func, select, text
 
 from tokensmith import metrics
 from tokensmith.api.auth import Context, requires
-from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.problems import problem
 from tokensmith.api.routing import api_routes
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.migrate import is_current
 from tokensmith.db.models import Token
 from tokensmith.ratelimit import FailureLimiter, Limits, RateLimited, parse_networks
+from tokensmith.tokens.liveness import live_token
 from tokensmith.verify.core import Identity
 
 log = logging.getLogger("tokensmith.operations")
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-# HTML pages: nothing from elsewhere, no inline script, never framed.
-STRICT_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
-# FastAPI's /docs and /redoc load their UI from jsDelivr with an inline bootstrap script; those two
-# pages only get this looser policy (they hold no secrets; tokens pasted there stay in the page).
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'"
-)
-DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
-
 ShutdownHook = Callable[[], Any]
 router = APIRouter(tags=["operations"])
-
-
-def security_headers(path: str, headers: MutableHeaders) -> None:
-    """Never sniffed, never framed, no referrer; HTML pages get a strict CSP (/docs a looser one)."""
-    for name, value in SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
-    if headers.get("content-type", "").startswith("text/html"):
-        headers.setdefault("Content-Security-Policy", DOCS_CSP if path in DOCS_PATHS else STRICT_CSP)
 
 
 def add_shutdown_hook(app: FastAPI, hook: ShutdownHook) -> None:
@@ -112,14 +83,14 @@ def prometheus(caller: Annotated[Identity, requires("metrics:read")], ctx: Conte
     with ctx.database.session() as session:
         active = session.scalar(
             select(func.count()).select_from(Token)
-            .where(Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now))
+            .where(live_token(now))
         )
     metrics.set_active_tokens(int(active or 0))
     return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
 
 def install(app: FastAPI) -> None:
-    """Health, readiness, metrics, 429 problems, security headers, limiter and shutdown hooks."""
+    """Health, readiness, metrics, 429 problems, limiter and shutdown hooks."""
     context = app.state.context
     settings = context.settings
     app.state.shutdown_hooks = []
@@ -139,4 +110,3 @@ def install(app: FastAPI) -> None:
     async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
         return problem(429, exc.detail, {"Retry-After": str(exc.retry_after)})
 
-    app.add_middleware(ResponseHeaders, edit=security_headers)

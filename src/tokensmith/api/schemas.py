@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokensmith import scopes as scope_rules
 from tokensmith.db.models import Cluster, Token, User, Vpc
-from tokensmith.tokens.expiration import PRESETS
+from tokensmith.tokens.expiration import PRESETS, is_expired
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class TokenOut(BaseModel):
         return cls(
             id=token.public_id, name=token.name, note=token.note, hint=token.hint, owner=UserRef.of(token.user),
             created_at=token.created_at, expires_at=token.expires_at,
-            expired=token.expires_at is not None and now >= token.expires_at, last_used_at=token.last_used_at,
+            expired=is_expired(token.expires_at, now), last_used_at=token.last_used_at,
             clusters=[ClusterRef(id=c.public_id, name=c.name) for c in token.clusters],
             scopes=sorted(scope_rules.effective(scope_rules.deserialize(token.scopes), token.user.is_admin)),
         )

@@ -1,14 +1,12 @@
 """The audit log: append-only events saying who did what, from where, to what, and how it went.
 
-Other modules call one of two functions, inside the unit of work that made the change:
+The use-case layer (``tokensmith.usecases``) records every state-changing operation through its
+unit of work (``UnitOfWork.record``), which calls ``record`` inside the operation's transaction:
 
     from tokensmith import audit
     audit.record(session, "access_key.created", at=now, org_id=..., actor_user="alice",
                  actor_token="tok_...", target="ak_...", client_ip=..., user_agent=...)
-    audit.record_request(session, request, "kubeconfig.issued", target="cls_...")   # in a route
 
-``record_request`` takes the actor from ``request.state.identity`` (set by authentication),
-the client IP and user agent from the request, and the time from the app's clock.
 Secrets never reach an event: every text field is scrubbed of anything shaped like one.
 """
 
@@ -22,6 +20,7 @@ from typing import Any, Final
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
+from tokensmith.clientaddress import request_ip  # the one rule for who the client is
 from tokensmith.db.models import AuditEvent
 
 SUCCESS: Final = "success"
@@ -64,22 +63,4 @@ def record(
 
 def client_of(request: Any) -> tuple[str | None, str | None]:
     """(client IP, user agent) of a Starlette request; the IP honours the trusted-proxy setting."""
-    from tokensmith.api.guard import request_ip  # the one rule for who the client is
-
     return request_ip(request), request.headers.get("user-agent")
-
-
-def record_request(
-    session: Session, request: Any, action: str, *, target: str | None = None, outcome: str = SUCCESS,
-    details: Mapping[str, Any] | None = None, org_id: int | None = None, actor_user: str | None = None,
-) -> AuditEvent:
-    """``record`` for a route: actor, organization, address and time come from the request."""
-    identity = getattr(request.state, "identity", None)
-    ip, agent = client_of(request)
-    return record(
-        session, action, at=request.app.state.context.clock.now(),
-        org_id=org_id if org_id is not None else getattr(identity, "org_id", None),
-        actor_user=actor_user if actor_user is not None else getattr(identity, "username", None),
-        actor_token=getattr(identity, "token_public_id", None), client_ip=ip, user_agent=agent,
-        target=target, outcome=outcome, details=details,
-    )

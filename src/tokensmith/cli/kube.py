@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import httpx
 import typer
+from typer import _click  # typer vendors click: TyperGroup.parse_args takes its Context
 from typer.core import TyperGroup
 
 from tokensmith import secrets
@@ -30,7 +30,7 @@ from tokensmith.kube.kubeconfig import TokenState
 class _OptionalMergeValue(TyperGroup):
     """Lets ``--merge`` stand alone (default file) or take a FILE, as ``--merge [FILE]``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: _click.Context, args: list[str]) -> list[str]:
         fixed = [
             "--merge=" if arg == "--merge" and (i + 1 == len(args) or args[i + 1].startswith("-")) else arg
             for i, arg in enumerate(args)

@@ -86,7 +86,7 @@ def _page(
         page = keys.list(who, cursor=cursor, limit=PAGE_SIZE)
         rows = [_key_row(k, now) for k in page.items]
         limit = keys.max_duration(who.org_id)
-        tokens = [{"id": t.public_id, "name": t.name, "hint": t.hint, "expires_at": t.expires_at}
+        tokens: list[dict[str, Any]] = [{"id": t.public_id, "name": t.name, "hint": t.hint, "expires_at": t.expires_at}
                   for t in minting_tokens(s.session, who, now)]
         # The one-time flash is read (and so destroyed) only by a plain page view.
         flash = pop_flash(request, s.session, who) if form is None else None

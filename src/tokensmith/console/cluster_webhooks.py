@@ -7,7 +7,6 @@ kube-apiserver ask tokensmith for TokenReviews.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Final
 
 from fastapi import Request, Response
@@ -37,13 +36,12 @@ def _reveal(request: Request, uow: UnitOfWork, actor: Actor, cluster: Cluster, *
     minted = clusters_uc.mint_webhook_credential(uow, actor, cluster.public_id).minted
     # The address this browser reached tokensmith at; the dialog says to change it if the API server differs.
     endpoint = webhooks.tokenreview_url(str(request.base_url), cluster)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cluster.name).strip("-._")[:40] or "cluster"
     return {
         "kind": "webhook", "added": added, "cluster": cluster.name, "credential": minted.credential.public_id,
         "secret": minted.secret, "endpoint": endpoint, "config_path": CONFIG_PATH,
         "kubeconfig": kubeconfig.render(webhooks.webhook_kubeconfig(endpoint, minted.secret)),
         "flags": "\n".join(webhooks.apiserver_flags(CONFIG_PATH, cluster.token_audience)),
-        "filename": f"tokensmith-webhook-{slug}.yaml",
+        "filename": kubeconfig.webhook_filename(cluster.name),
     }
 
 

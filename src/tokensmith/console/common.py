@@ -30,10 +30,6 @@ from tokensmith.usecases import Actor, RequestContext
 HERE = Path(__file__).parent
 SESSION_COOKIE = "tsm_session"
 PRE_COOKIE = "tsm_pre"  # anonymous cookie that the sign-in form's CSRF token is bound to
-# Machine endpoints the console leaves alone (the API and operations set their own headers).
-API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-       "connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'")
 # Which form control shows a service error about a field.
 FIELD_ALIASES = {"expires_at": "expiration"}
 

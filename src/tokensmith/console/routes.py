@@ -14,10 +14,8 @@ from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 
 from tokensmith.api.guard import guarded_password, request_ip
-from tokensmith.api.headers import ResponseHeaders
 from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
@@ -26,8 +24,6 @@ from tokensmith.console import (
     token_lifecycle,
 )
 from tokensmith.console.common import (
-    API_PREFIXES,
-    CSP,
     HERE,
     PRE_COOKIE,
     SESSION_COOKIE,
@@ -105,8 +101,8 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     try:  # the same shared limits as API sign-in: per address and per user name, on every replica
         result = await run_in_threadpool(guarded_password, request, username, checked, "console")
     except RateLimited as limited:
-        response = _sign_in_page(request, 429, f"Too many failed sign-ins. Please try again in {_wait(limited)}.",
-                                 username)
+        response: Response = _sign_in_page(
+            request, 429, f"Too many failed sign-ins. Please try again in {_wait(limited)}.", username)
         response.headers["Retry-After"] = str(limited.retry_after)
         return response
     except AuthenticationFailed:
@@ -463,25 +459,8 @@ def reset_password(request: Request, who: Signed, public_id: str, csrf: Csrf = "
 # --- wiring ----------------------------------------------------------------------------------
 
 
-def _is_console(path: str) -> bool:
-    return not path.startswith(API_PREFIXES)
-
-
-def console_headers(path: str, headers: MutableHeaders) -> None:
-    """A strict CSP, never framed; pages (not static files) never kept in any cache or history."""
-    if not _is_console(path):
-        return
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    if not path.startswith("/static/"):
-        # Pages show token lists and, once, secrets.
-        headers["Cache-Control"] = "no-store"
-
-
 def install(app: FastAPI) -> None:
-    """Serve the console at ``/`` next to the API: pages, static files, security headers."""
+    """Serve the console at ``/`` next to the API: pages and static files (headers: api/middleware.py)."""
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
@@ -500,4 +479,3 @@ def install(app: FastAPI) -> None:
             who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
         return render(request, "error.html", exc.status, who=who, message=exc.message)
 
-    app.add_middleware(ResponseHeaders, edit=console_headers)

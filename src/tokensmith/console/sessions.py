@@ -115,10 +115,6 @@ class SessionService:
             self.session.delete(row)
             self.session.flush()
 
-    def end_all_for(self, user_id: int) -> None:
-        """Sign a user out everywhere (after a password reset or when disabled)."""
-        self.session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
-
     def put_flash(self, session_id: str, message: dict[str, Any]) -> None:
         """Keep ``message`` for the next page view of this session only, encrypted."""
         row = self._row(session_id)

@@ -30,6 +30,7 @@ from tokensmith.console.format import exact, relative
 from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import Token
 from tokensmith.errors import InvalidInput
+from tokensmith.tokens.expiration import is_expired
 from tokensmith.tokens.service import EXPIRING_SOON
 from tokensmith.usecases import UnitOfWork, tokens
 
@@ -42,7 +43,7 @@ ALL_SCOPES, SOME_SCOPES = "all", "some"
 
 
 def expires_soon(expires_at: datetime | None, now: datetime) -> bool:
-    return expires_at is not None and now < expires_at <= now + EXPIRING_SOON
+    return expires_at is not None and not is_expired(expires_at, now) and expires_at <= now + EXPIRING_SOON
 
 
 def row_extras(token: Token, now: datetime) -> dict[str, Any]:

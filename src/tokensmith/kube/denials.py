@@ -150,7 +150,8 @@ class DenialLog:
     @staticmethod
     def _take(slot: _Slot) -> tuple[Denial, dict[str, Any]]:
         assert slot.last is not None
-        facts = {"count": slot.pending, "first_at": slot.first_at, "last_at": slot.last_at, "coalesced": True}
+        facts: dict[str, Any] = {"count": slot.pending, "first_at": slot.first_at, "last_at": slot.last_at,
+                                 "coalesced": True}
         if slot.ips:
             facts["client_ips"] = list(slot.ips)
         denial = slot.last

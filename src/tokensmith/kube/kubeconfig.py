@@ -72,10 +72,25 @@ def render(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
+SLUG_LENGTH = 40
+
+
+def file_slug(name: str, fallback: str) -> str:
+    """``name`` as part of a file name safe on every OS: ASCII letters, digits and ``._-`` only,
+    at most 40 characters, never starting or ending with a separator; ``fallback`` if nothing is left."""
+    # Cut before stripping, so the cut never leaves a separator at the end.
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:SLUG_LENGTH].strip("-._")
+    return slug or fallback
+
+
 def filename(token_public_id: str, token_name: str) -> str:
-    """``kubeconfig-<token id>-<name>.yaml``, safe on every OS (ASCII, no separators or reserved chars)."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", token_name).strip("-._")[:40] or "token"
-    return f"kubeconfig-{token_public_id}-{slug}.yaml"
+    """``kubeconfig-<token id>-<name>.yaml`` for a token's kubeconfig."""
+    return f"kubeconfig-{token_public_id}-{file_slug(token_name, 'token')}.yaml"
+
+
+def webhook_filename(cluster_name: str) -> str:
+    """``tokensmith-webhook-<cluster>.yaml`` for a cluster API server's webhook kubeconfig."""
+    return f"tokensmith-webhook-{file_slug(cluster_name, 'cluster')}.yaml"
 
 
 # --- merging into an existing kubeconfig -------------------------------------------------------

@@ -107,10 +107,6 @@ class Verdict:
     reason: str | None = None  # None: authenticated
     identity: Identity | None = None  # the token's owner, when the token verified
 
-    @property
-    def authenticated(self) -> bool:
-        return self.reason is None
-
 
 def decide(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity]) -> dict[str, Any]:
     """Review a token for the cluster ``cluster_id``: a TokenReview answer, authenticated or not."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tokensmith import scopes
 from tokensmith.actor import Actor
 from tokensmith.db.models import Token
 from tokensmith.errors import InvalidInput
+from tokensmith.tokens.liveness import live_token
 
 MINT_SCOPE = "object-storage:write"
 
@@ -39,8 +40,7 @@ def minting_tokens(session: Session, actor: Actor, now: datetime) -> list[Token]
     """The caller's own tokens that may mint keys now, the most recently created first."""
     candidates = session.scalars(
         select(Token).where(
-            Token.user_id == actor.user_id, Token.org_id == actor.org_id, Token.revoked_at.is_(None),
-            or_(Token.expires_at.is_(None), Token.expires_at > now),
+            Token.user_id == actor.user_id, Token.org_id == actor.org_id, live_token(now),
         ).order_by(Token.created_at.desc(), Token.id.desc())
     )
     return [t for t in candidates if MINT_SCOPE in scopes.effective(scopes.deserialize(t.scopes), actor.is_admin)]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from tokensmith.db.models import AccessKey
@@ -27,24 +28,17 @@ def revoke_keys_minted_by(
     """Revoke the live keys ``token_id`` minted: the temporary ones always, permanent ones when asked."""
     live = (AccessKey.token_id == token_id) & AccessKey.revoked_at.is_(None)
     target = live if include_permanent else live & AccessKey.expires_at.is_not(None)
-    revoked = session.execute(
+    # A bulk UPDATE answers with a cursor result, which has the row count.
+    revoked = cast(CursorResult[Any], session.execute(
         update(AccessKey).where(target).values(revoked_at=now).execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     surviving = session.scalar(select(func.count()).select_from(AccessKey).where(live)) or 0
     return MintedKeysOutcome(revoked=revoked or 0, surviving=surviving)
 
 
-def surviving_permanent_keys(session: Session, token_id: int) -> int:
-    """How many live permanent keys ``token_id`` minted (what deleting it would leave behind)."""
-    return session.scalar(
-        select(func.count()).select_from(AccessKey).where(
-            AccessKey.token_id == token_id, AccessKey.revoked_at.is_(None), AccessKey.expires_at.is_(None)
-        )
-    ) or 0
-
-
 def surviving_permanent_keys_by_token(session: Session, token_ids: list[int]) -> dict[int, int]:
-    """``surviving_permanent_keys`` for many tokens in one query; tokens without any are left out."""
+    """How many live permanent keys each token minted (what deleting it would leave behind), in one
+    query; tokens without any are left out."""
     if not token_ids:
         return {}
     rows = session.execute(

@@ -5,6 +5,7 @@ Every rule about access keys lives here; the routes, CLI and console call these 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,12 +22,12 @@ from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.crypto import DecryptionError, KeyRing
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_DURATION, in_words
-from tokensmith.objectstore.revocation import surviving_permanent_keys, surviving_permanent_keys_by_token
+from tokensmith.objectstore.revocation import surviving_permanent_keys_by_token
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
+from tokensmith.tokens.expiration import is_expired
 from tokensmith.validation import clean_name
 
-MAX_DURATION: Final = DEFAULT_MAX_DURATION  # without an organization policy that allows longer
 DURATION_RULE: Final = (
     f"durationSeconds must be 0 (a permanent key) or a whole number of seconds from {MIN_DURATION} "
     f"to the organization's limit ({DEFAULT_MAX_DURATION}, 7 days, unless it allows up to {CEILING})"
@@ -177,12 +178,8 @@ class AccessKeyService:
         self.session.flush()
         return key
 
-    def surviving_after_token_delete(self, token_id: int) -> int:
-        """Permanent keys a token minted that would outlive its deletion (for a confirmation dialog)."""
-        return surviving_permanent_keys(self.session, token_id)
-
-    def surviving_after_tokens_delete(self, token_ids: list[int]) -> dict[int, int]:
-        """``surviving_after_token_delete`` for a page of tokens at once (token id → count, zeros left out)."""
+    def surviving_after_tokens_delete(self, token_ids: builtins.list[int]) -> dict[int, int]:
+        """Permanent keys each token minted that would outlive its deletion (token id → count, zeros left out)."""
         return surviving_permanent_keys_by_token(self.session, token_ids)
 
     def secret_of(self, key: AccessKey) -> str:
@@ -236,7 +233,7 @@ class AccessKeyService:
             return "unknown access key"
         if key.revoked_at is not None:
             return "access key revoked"
-        if key.expires_at is not None and now >= key.expires_at:
+        if is_expired(key.expires_at, now):
             return "access key expired"
         user: User = key.user
         if user.disabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
 from tokensmith.tokens.expiration import resolve_expiry
+from tokensmith.tokens.liveness import live_token
 from tokensmith.tokens.rotation import parse_grace
 from tokensmith.validation import clean_name, clean_note
 from tokensmith.webhooks.service import emit, token_data
@@ -179,12 +181,12 @@ class TokenService:
         self.session.flush()
         return CreatedToken(token, secret)
 
-    def expiring_soon(self, actor: Actor, within: timedelta = EXPIRING_SOON) -> list[Token]:
+    def expiring_soon(self, actor: Actor, within: timedelta = EXPIRING_SOON) -> builtins.list[Token]:
         """The caller's own live tokens that expire within ``within`` and have not expired yet, soonest first."""
         now = self.clock.now()
         return list(self.session.scalars(
             select(Token).where(
-                Token.org_id == actor.org_id, Token.user_id == actor.user_id, Token.revoked_at.is_(None),
-                Token.expires_at > now, Token.expires_at <= now + within,
+                Token.org_id == actor.org_id, Token.user_id == actor.user_id, live_token(now),
+                Token.expires_at <= now + within,
             ).order_by(Token.expires_at, Token.id)
         ))

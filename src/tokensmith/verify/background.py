@@ -16,9 +16,11 @@ import threading
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from tokensmith.clock import Clock
 from tokensmith.db.changes import CHANNEL, Changes
 from tokensmith.db.database import Database
-from tokensmith.db.models import Token, User
+from tokensmith.db.models import Token
+from tokensmith.tokens.liveness import live_token
 from tokensmith.verify.cache import VerificationCache
 from tokensmith.verify.usage import UsageRecorder
 
@@ -38,12 +40,14 @@ class Background:
         database: Database,
         cache: VerificationCache,
         usage: UsageRecorder,
+        clock: Clock,
         sweep_interval: float = 5.0,
         flush_interval: float = 1.0,
     ) -> None:
         self.database = database
         self.cache = cache
         self.usage = usage
+        self.clock = clock
         self.sweep_interval = sweep_interval
         self.flush_interval = flush_interval
         self._stop = threading.Event()
@@ -90,8 +94,7 @@ class Background:
             chunk = cached[start:start + _SWEEP_CHUNK]
             with self.database.engine.connect() as connection:
                 alive = set(connection.scalars(
-                    select(Token.id).join(User, User.id == Token.user_id)
-                    .where(Token.id.in_(chunk), Token.revoked_at.is_(None), User.disabled.is_(False))
+                    select(Token.id).where(Token.id.in_(chunk), live_token(self.clock.now()))
                 ))
             dead |= set(chunk) - alive
         if dead:

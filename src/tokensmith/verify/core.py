@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import lazyload
 
-from tokensmith import scopes, secrets
+from tokensmith import metrics, scopes, secrets
 from tokensmith.clock import Clock
 from tokensmith.db import changes
 from tokensmith.db.database import Database
@@ -68,7 +68,7 @@ class Verifier:
         self.clock = clock
         self.cache = cache if cache is not None else VerificationCache()
         self.usage = UsageRecorder(database, clock)
-        self.background = Background(database, self.cache, self.usage)
+        self.background = Background(database, self.cache, self.usage, clock)
         # Commits in this process drop what they changed from the cache at once.
         self._unsubscribe = changes.subscribe(database.engine, self.cache.invalidate)
 
@@ -104,6 +104,7 @@ class Verifier:
         except UnicodeEncodeError:
             raise AuthenticationFailed(INVALID) from None
         cached = self.cache.get(digest)
+        metrics.observe_cache(hit=cached is not None)  # a remembered unknown secret is a hit too
         if cached is UNKNOWN:
             raise AuthenticationFailed(INVALID)
         if cached is None and not secrets.is_well_formed(secret):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, update
 
 from tokensmith.clock import Clock
 from tokensmith.db.database import Database
@@ -20,7 +21,7 @@ from tokensmith.db.models import Token
 
 log = logging.getLogger("tokensmith.verify")
 INTERVAL = timedelta(minutes=1)
-_tokens = Token.__table__
+_tokens = cast(Table, Token.__table__)  # a mapped class's table is a Table
 _WRITE = (
     update(_tokens)
     .where(_tokens.c.id == bindparam("token_id"))

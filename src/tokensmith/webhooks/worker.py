@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tokensmith import audit
@@ -26,6 +26,7 @@ from tokensmith.clock import Clock
 from tokensmith.db.database import Database
 from tokensmith.db.models import Token, TokenNotice, Webhook, WebhookDelivery
 from tokensmith.objectstore.crypto import KeyRing
+from tokensmith.tokens.expiration import is_expired
 from tokensmith.webhooks import signing
 from tokensmith.webhooks.service import DELIVERED, FAILED, PENDING, emit, token_data
 
@@ -91,7 +92,7 @@ class DeliveryWorker:
             )).all()
             for token in tokens:
                 assert token.expires_at is not None
-                if token.expires_at <= now:
+                if is_expired(token.expires_at, now):
                     kind, event = "expired", "token.expired"
                 else:
                     kind = next(k for k, window in WARNINGS if token.expires_at - now <= window)
@@ -115,7 +116,7 @@ class DeliveryWorker:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    def _due(self, now: datetime):  # type: ignore[no-untyped-def]
+    def _due(self, now: datetime) -> ColumnElement[bool]:
         return and_(
             WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until <= now),

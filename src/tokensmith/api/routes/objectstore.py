@@ -18,6 +18,7 @@ from tokensmith.errors import AuthenticationFailed
 from tokensmith.objectstore.limits import CEILING, MIN_DURATION
 from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
 from tokensmith.ratelimit import RateLimited
+from tokensmith.tokens.expiration import is_expired
 from tokensmith.usecases import Actor
 from tokensmith.usecases import access_keys as uc
 from tokensmith.verify.core import Identity
@@ -61,7 +62,7 @@ class AccessKeyOut(BaseModel):
     def of(cls, key: AccessKey, now: datetime) -> AccessKeyOut:
         return cls(
             accessKeyId=key.access_key_id, name=key.name, permanent=key.expires_at is None, expiry=key.expires_at,
-            expired=key.expires_at is not None and now >= key.expires_at, createdAt=key.created_at,
+            expired=is_expired(key.expires_at, now), createdAt=key.created_at,
             mintedByToken=key.token.public_id if key.token is not None else None,
         )
 

@@ -1,0 +1,112 @@
+"""The whole middleware stack, declared once, and the one security-header policy.
+
+The order (outermost first) and why:
+
+1. ``ResponseHeaders(edit=security_headers)`` - outermost, so that *every* response carries the
+   security headers: the routes', the exception handlers' problems (404, 422, 429 ...), and the 500
+   that Starlette's ``ServerErrorMiddleware`` sends itself. Starlette always places that middleware
+   above every ``add_middleware`` one, so ``TokensmithAPI`` puts this layer above it.
+2. ``SERVER_ERRORS`` - where Starlette's ``ServerErrorMiddleware`` (unhandled exception -> the 500
+   problem of ``api/problems.py``) and FastAPI's own outer layers sit. A marker, not a middleware.
+3. ``ForwardAuthFastPath`` - innermost: answers forward-auth for a cached token before FastAPI's
+   router and exception middleware (the hot path); the header layer above still applies to it.
+
+Below the list: Starlette's ``ExceptionMiddleware`` (the problem handlers), then the router.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
+
+from tokensmith.api.headers import ResponseHeaders
+from tokensmith.api.routes.verification import ForwardAuthFastPath
+
+# Machine endpoints; every other path is the web console's (pages, static files, its 404s).
+API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# API answers: nothing may load or run from them, never framed (a JSON body opened in a tab included).
+API_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# The console: its own script, style and fonts only, forms post back to it, no plugins, never framed.
+CONSOLE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'"
+)
+# FastAPI's /docs and /redoc load their UI from jsDelivr with an inline bootstrap script; those two
+# pages only get this looser policy (they hold no secrets; tokens pasted there stay in the page).
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def is_console(path: str) -> bool:
+    return not path.startswith(API_PREFIXES)
+
+
+def content_security_policy(path: str) -> str:
+    if is_console(path):
+        return CONSOLE_CSP
+    return DOCS_CSP if path in DOCS_PATHS else API_CSP
+
+
+def security_headers(path: str, headers: MutableHeaders) -> None:
+    """Never sniffed, framed or referred; each part's CSP; credentials never kept in a cache.
+
+    ``setdefault``: a response that chose its own value keeps it.
+    """
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    headers.setdefault("Content-Security-Policy", content_security_policy(path))
+    if path.startswith("/v1/"):
+        # API answers describe credentials; no shared cache or browser history should keep them.
+        headers.setdefault("Cache-Control", "no-store")
+    elif is_console(path) and not path.startswith("/static/"):
+        # Console pages show token lists and, once, secrets (a page never chooses otherwise).
+        headers["Cache-Control"] = "no-store"
+
+
+SERVER_ERRORS: Final = "starlette.ServerErrorMiddleware"
+
+STACK: Final[list[Middleware | str]] = [
+    Middleware(ResponseHeaders, edit=security_headers),
+    SERVER_ERRORS,
+    Middleware(ForwardAuthFastPath),
+]
+
+
+def _split() -> tuple[list[Middleware], list[Middleware]]:
+    """``STACK`` as (the layers above Starlette's error middleware, the ones below it)."""
+    at = STACK.index(SERVER_ERRORS)
+    outside = [layer for layer in STACK[:at] if isinstance(layer, Middleware)]
+    inside = [layer for layer in STACK[at + 1:] if isinstance(layer, Middleware)]
+    return outside, inside
+
+
+class TokensmithAPI(FastAPI):
+    """FastAPI with ``STACK`` applied: its top layers wrap even Starlette's 500 answers."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.user_middleware.extend(_split()[1])
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for layer in reversed(_split()[0]):
+            app = layer.cls(app, *layer.args, **layer.kwargs)
+        return app

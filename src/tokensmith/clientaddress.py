@@ -1,0 +1,26 @@
+"""Who the client of a request is: the one rule, for every door and for the audit log.
+
+The TCP peer, unless the peer is a trusted proxy (TOKENSMITH_TRUSTED_PROXIES, docs/operations.md);
+then X-Forwarded-For read from the right (``ratelimit.client_ip``). Neutral ground: the API, the
+console and the domain packages (audit) all ask, and none of them owns the answer.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from tokensmith.ratelimit import client_ip
+
+
+def peer(request: Request) -> str:
+    """The TCP peer's address, or "unknown" (e.g. a test client without one)."""
+    return request.client.host if request.client else "unknown"
+
+
+def request_ip(request: Request) -> str:
+    """Who the client is: worked out once per request (kept on ``request.state``), several doors ask."""
+    known: str | None = getattr(request.state, "client_ip", None)
+    if known is None:
+        known = client_ip(peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
+        request.state.client_ip = known
+    return known
