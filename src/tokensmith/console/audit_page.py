@@ -1,6 +1,6 @@
 """The audit log page (admins): the organization's events, filtered, newest first, with an export.
 
-Reads through ``tokensmith.audit.query`` like ``GET /v1/audit-events``: the same filters, the
+Reads through the use-case layer (``usecases.org``) like ``GET /v1/audit-events``: the same filters, the
 same cursors, the same admin rule.
 """
 
@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from tokensmith.audit import DENIED, FAILURE, SUCCESS
-from tokensmith.audit.query import AuditFilter, all_events, as_record, list_events
-from tokensmith.console.common import Signed, context_of, refusals, render, require_admin, router
+from tokensmith.console.common import Signed, actor_of, context_of, refusals, render, require_admin, router
 from tokensmith.errors import InvalidInput
+from tokensmith.usecases import org
+from tokensmith.usecases.org import DENIED, FAILURE, SUCCESS, AuditFilter, as_record
 
 PAGE_SIZE: Final = 50
 OUTCOMES: Final = (SUCCESS, FAILURE, DENIED)
@@ -57,9 +57,9 @@ def audit_log(request: Request, who: Signed, action: str = "", actor: str = "", 
     where = _filter(action, actor, outcome, since, until, errors)
     events, next_cursor = [], None
     if not errors:
-        with ctx.services() as s, refusals():
+        with ctx.unit_of_work() as uow, refusals():
             try:
-                page = list_events(s.session, who, where, cursor or None, PAGE_SIZE)
+                page = org.audit_events(uow, actor_of(request, who), where, cursor or None, PAGE_SIZE)
             except InvalidInput as exc:  # a cursor that was tampered with
                 errors["cursor"] = exc.detail[:1].upper() + exc.detail[1:]
             else:
@@ -88,8 +88,8 @@ def export_audit_log(request: Request, who: Signed, action: str = "", actor: str
     ctx = context_of(request)
 
     def lines() -> Iterator[str]:
-        with ctx.services() as s:
-            for event in all_events(s.session, who, where):
+        with ctx.unit_of_work() as uow:
+            for event in org.all_audit_events(uow, actor_of(request, who), where):
                 yield json.dumps(as_record(event, who.org_name), ensure_ascii=False) + "\n"
 
     stamp = ctx.clock.now().strftime("%Y%m%dT%H%M%SZ")

@@ -31,8 +31,8 @@ from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import Token
 from tokensmith.errors import InvalidInput
 from tokensmith.tokens.expiration import is_expired
-from tokensmith.tokens.service import EXPIRING_SOON
 from tokensmith.usecases import UnitOfWork, tokens
+from tokensmith.usecases.tokens import EXPIRING_SOON
 
 # What the rotate dialog offers; tokens.rotation.parse_grace accepts any of them (0s..7d).
 GRACE_CHOICES: Final = (("0s", "None: the old secret stops working at once"), ("1h", "1 hour"),

@@ -22,7 +22,7 @@ from tokensmith.usecases.base import Operation, OperationSpec, UnitOfWork, opera
 MODULES = (tokens, auth, org, users, clusters, access_keys)
 
 
-def _collect() -> tuple[Operation, ...]:  # type: ignore[type-arg]
+def _collect() -> tuple[Operation, ...]:
     found = [value for module in MODULES for value in vars(module).values() if isinstance(value, Operation)]
     return tuple(sorted(set(found), key=lambda op: op.spec.name))
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tokensmith.audit.query import AuditFilter, list_events
+from tokensmith.audit import DENIED, FAILURE, SUCCESS
+from tokensmith.audit.query import AuditFilter, all_events, as_record, list_events
 from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.pagination import Page
 from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
-from tokensmith.webhooks.service import WebhookService
+from tokensmith.webhooks.service import EVENTS, WebhookService
+
+# What the doors need to describe audit events and webhooks, from the layer they call.
+__all__ = ["DENIED", "EVENTS", "FAILURE", "SUCCESS", "AuditFilter", "as_record"]
 
 
 @operation("tokens:read")
@@ -66,3 +70,9 @@ def audit_events(
 ) -> Page[AuditEvent]:
     """The organization's audit events, newest first (admins)."""
     return list_events(uow.session, actor, where, cursor, limit)
+
+
+@operation("audit:read")
+def all_audit_events(uow: UnitOfWork, actor: Actor, where: AuditFilter) -> Iterator[AuditEvent]:
+    """Every matching event, newest first, streamed (the JSON Lines export)."""
+    yield from all_events(uow.session, actor, where)

@@ -16,7 +16,9 @@ from tokensmith.errors import InvalidInput
 from tokensmith.kube import access
 from tokensmith.kube.access import IssuedKubeconfig
 from tokensmith.pagination import DEFAULT_LIMIT, Page
-from tokensmith.tokens.service import RevokedToken, TokenService
+from tokensmith.tokens.service import EXPIRING_SOON, RevokedToken, TokenService
+
+__all__ = ["EXPIRING_SOON"]  # for the doors: what counts as expiring soon
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
 
@@ -56,7 +58,7 @@ def _issue(uow: UnitOfWork, actor: Actor, owner: User, request: TokenRequest, *,
         TokenService.check_scopes(owner, request.scopes, grant_service_scopes)
     stored = actor.grantable_scopes(request.scopes)  # more than this credential holds: 403
     clusters = access.resolve_clusters(uow.clusters, actor, request.clusters, want_kubeconfig=request.kubeconfig,
-                                       scopes=stored)
+                                       scopes=None if stored is None else sorted(stored))
     actor.check_clusters([c.id for c in clusters], {c.id: c.name for c in clusters})
     created = uow.tokens.create(owner, request.name, request.note, request.expiration, request.expires_at,
                                 clusters=clusters, scopes=None if stored is None else sorted(stored),

@@ -9,20 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from tokensmith import audit
 from tokensmith.api.auth import Context, acting, bearer_secret
 from tokensmith.api.context import AppContext
+from tokensmith.api.guard import request_ip
 from tokensmith.api.routes.tokens import created_out
 from tokensmith.api.schemas import CreatedTokenOut, Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
-from tokensmith.audit.query import AuditFilter
 from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.leaks import MAX_REPORTS, Leaked, LeakService, Report
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE
 from tokensmith.policy import ExpiryPolicy
 from tokensmith.tokens.expiration import DEFAULT_EXPIRATION
 from tokensmith.usecases import Actor, org, tokens
-from tokensmith.webhooks.service import EVENTS
+from tokensmith.usecases.org import EVENTS, AuditFilter
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403))
 log = logging.getLogger("tokensmith.leaks")
@@ -178,7 +177,7 @@ def report_leaks(
     The answer is the same, and takes the same time, whether or not anything matched.
     """
     secret = bearer_secret(authorization)
-    ip, agent = audit.client_of(request)
+    ip, agent = request_ip(request), request.headers.get("user-agent")
     with ctx.services() as s:
         leaks = LeakService(s.session, ctx.clock, ctx.secret_key)
         reporter = leaks.authenticate(secret)

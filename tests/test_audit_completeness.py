@@ -1,0 +1,159 @@
+"""Every state-changing operation of the use-case layer records exactly one audit event.
+
+The table below runs each operation once. A new operation that changes state and is missing from
+the table fails ``test_the_table_covers_every_state_changing_operation``; one that forgets its audit
+line fails its own case (the ``@operation`` decorator raises AuditMissing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from tests.conftest import SECRET_KEY
+from tests.pki import CA_PEM
+from tokensmith.db.models import AuditEvent
+from tokensmith.objectstore.crypto import KeyRing
+from tokensmith.policy import ExpiryPolicy
+from tokensmith.usecases import OPERATIONS, Actor, RequestContext, access_keys, auth, clusters, org, tokens, users
+from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
+from tokensmith.usecases.clusters import ClusterRequest
+from tokensmith.usecases.tokens import TokenRequest
+
+Case = Callable[[UnitOfWork, Actor, dict[str, Any]], Any]
+
+
+def _cluster(uow, actor, made):
+    made["cluster"] = clusters.create_cluster(uow, actor, ClusterRequest("prod", "https://10.0.0.1:6443", CA_PEM, "r1"))
+
+
+def _token(uow, actor, made):
+    made["token"] = tokens.issue_token(uow, actor, TokenRequest(name="t", expiration="30d")).token
+
+
+def _webhook(uow, actor, made):
+    made["webhook"] = org.create_webhook(uow, actor, "https://hooks.example.com/x").webhook
+
+
+def _credential(uow, actor, made):
+    _cluster(uow, actor, made)
+    made["credential"] = clusters.mint_webhook_credential(uow, actor, "prod").minted.credential
+
+
+def _vpc(uow, actor, made):
+    made["vpc"] = clusters.create_vpc(uow, actor, "v1", "r1", "10.1.0.0/16")
+
+
+def _user(uow, actor, made):
+    made["user"] = users.create_user(uow, actor, "carol", "long enough password")
+
+
+def _key(uow, actor, made):
+    _token(uow, actor, made)
+    made["key"] = access_keys.mint_access_key(uow, actor, 3600, "k", token=made["token"].public_id).key
+
+
+# operation name -> (what must exist first, the call under test)
+CASES: dict[str, tuple[Case | None, Case]] = {
+    "access_keys.mint_access_key": (_token, lambda uow, a, m: access_keys.mint_access_key(
+        uow, a, 3600, "k", token=m["token"].public_id)),
+    "access_keys.delete_access_key": (_key, lambda uow, a, m: access_keys.delete_access_key(
+        uow, a, m["key"].access_key_id)),
+    "auth.change_password": (None, lambda uow, a, m: auth.change_password(
+        uow, a, "admin password 123", "another password 456")),
+    "auth.sign_in_to_console": (None, lambda uow, a, m: auth.sign_in_to_console(
+        uow, Actor.anonymous(RequestContext()), "admin", "admin password 123")),
+    "auth.sign_in_with_password": (None, lambda uow, a, m: auth.sign_in_with_password(
+        uow, Actor.anonymous(RequestContext()), "admin", "admin password 123", token_name="cli")),
+    "clusters.create_cluster": (None, _cluster),
+    "clusters.set_cluster_audience": (_cluster, lambda uow, a, m: clusters.set_cluster_audience(
+        uow, a, "prod", "https://kubernetes.example")),
+    "clusters.delete_cluster": (_cluster, lambda uow, a, m: clusters.delete_cluster(uow, a, "prod")),
+    "clusters.mint_webhook_credential": (_cluster, lambda uow, a, m: clusters.mint_webhook_credential(
+        uow, a, "prod")),
+    "clusters.revoke_webhook_credential": (_credential, lambda uow, a, m: clusters.revoke_webhook_credential(
+        uow, a, "prod", m["credential"].public_id)),
+    "clusters.create_vpc": (None, _vpc),
+    "clusters.delete_vpc": (_vpc, lambda uow, a, m: clusters.delete_vpc(uow, a, "v1")),
+    "org.set_policy": (None, lambda uow, a, m: org.set_policy(uow, a, ExpiryPolicy(90, False, "30d"))),
+    "org.create_webhook": (None, _webhook),
+    "org.delete_webhook": (_webhook, lambda uow, a, m: org.delete_webhook(uow, a, m["webhook"].public_id)),
+    "tokens.issue_token": (None, _token),
+    "tokens.issue_token_for": (_user, lambda uow, a, m: tokens.issue_token_for(
+        uow, a, "carol", TokenRequest(name="for carol"))),
+    "tokens.rotate_token": (_token, lambda uow, a, m: tokens.rotate_token(uow, a, m["token"].public_id)),
+    "tokens.delete_token": (_token, lambda uow, a, m: tokens.delete_token(uow, a, m["token"].public_id)),
+    "users.create_user": (None, _user),
+    "users.set_user_disabled": (_user, lambda uow, a, m: users.set_user_disabled(uow, a, "carol", disabled=True)),
+    "users.reset_password": (_user, lambda uow, a, m: users.reset_password(uow, a, "carol")),
+}
+CHANGING = sorted(op.spec.name for op in OPERATIONS if op.spec.changes_state)
+
+
+def test_the_table_covers_every_state_changing_operation():
+    assert sorted(CASES) == CHANGING
+
+
+def test_every_operation_declares_a_known_scope_or_none():
+    from tokensmith import scopes
+
+    assert all(op.spec.scope is None or op.spec.scope in scopes.ALL for op in OPERATIONS)
+
+
+@pytest.fixture
+def units(database, settings, clock) -> UnitsOfWork:
+    return UnitsOfWork(database=database, clock=clock, secret_key=SECRET_KEY,
+                       keyring=KeyRing([b"k" * 32]), settings=settings)
+
+
+@pytest.fixture
+def admin_actor(units, database, clock) -> Actor:
+    from tokensmith.accounts.service import AccountService
+
+    with database.session() as session:
+        accounts = AccountService(session, clock)
+        user = accounts.create_user(accounts.get_or_create_org("default"), "admin", "admin password 123",
+                                    is_admin=True)
+        return Actor.for_session(user_id=user.id, org_id=user.org_id, is_admin=True, username="admin")
+
+
+def _events(database) -> list[AuditEvent]:
+    with database.session() as session:
+        return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+
+
+@pytest.mark.parametrize("name", CHANGING)
+def test_each_state_changing_operation_records_exactly_its_one_event(name, units, admin_actor, database):
+    prepare, call = CASES[name]
+    made: dict[str, Any] = {}
+    if prepare is not None:
+        with units() as uow:
+            prepare(uow, admin_actor, made)
+    before = len(_events(database))
+    with units() as uow:
+        call(uow, admin_actor, made)
+    new = _events(database)[before:]
+    [op] = [op for op in OPERATIONS if op.spec.name == name]
+    assert [e.action for e in new] == [op.spec.audit], name
+
+
+def test_the_clis_admin_create_user_is_audited_with_the_operator_as_actor(tmp_path, monkeypatch):
+    from tokensmith.cli.main import app
+
+    monkeypatch.setenv("TOKENSMITH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TOKENSMITH_DATABASE_URL", raising=False)
+    result = CliRunner().invoke(app, ["admin", "create-user", "dave"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["admin", "create-token", "--user", "dave", "--name", "grafana"])
+    assert result.exit_code == 0, result.output
+    from tokensmith.db.database import Database
+
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'tokensmith.db'}")
+    actions = [(e.action, e.actor_user.startswith("operator:"), '"via": "cli"' in (e.details or ""))
+               for e in _events(database)]
+    database.dispose()
+    assert ("user.created", True, True) in actions and ("token.created", True, True) in actions
