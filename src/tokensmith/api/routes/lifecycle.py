@@ -19,6 +19,7 @@ from tokensmith.db.models import AuditEvent, Webhook
 from tokensmith.errors import Forbidden, InvalidInput
 from tokensmith.kube import access
 from tokensmith.leaks import MAX_REPORTS, Leaked, LeakService, Report
+from tokensmith.net.outbound import OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE
 from tokensmith.policy import ExpiryPolicy, PolicyService, policy_change
@@ -152,7 +153,8 @@ class CreatedWebhookOut(BaseModel):
 
 
 def _webhooks(s: Services, ctx: AppContext) -> WebhookService:
-    return WebhookService(s.session, ctx.clock, KeyRing.from_settings(ctx.settings))
+    return WebhookService(s.session, ctx.clock, KeyRing.from_settings(ctx.settings),
+                          OutboundPolicy(ctx.settings.webhook_allowed_networks))
 
 
 @router.post("/webhooks", tags=["webhooks"], status_code=201, response_model=CreatedWebhookOut,
