@@ -19,6 +19,7 @@ from tokensmith.config import Settings
 from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
 from tokensmith.kube.denials import DenialLog
+from tokensmith.net.outbound import OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
@@ -48,7 +49,8 @@ def create_app(
         operations.add_shutdown_hook(app_, verifier.stop)
         operations.add_shutdown_hook(app_, lambda: app_.state.denials.flush(force=True))  # coalesced counts
         if background_worker:
-            worker = BackgroundWorker(DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings)))
+            worker = BackgroundWorker(DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings),
+                                                     outbound=OutboundPolicy(settings.webhook_allowed_networks)))
             worker.start()
             operations.add_shutdown_hook(app_, worker.stop)
         async with operations.lifespan(app_):
