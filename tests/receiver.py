@@ -119,6 +119,8 @@ class Hostile:
 
 
 def start_hostile(mode: str, location: str = "") -> Hostile:
+    if mode == "gzip":
+        gzip_bomb()  # made before the first request, so answering is immediate
     holder: dict[str, Hostile] = {}
 
     class Handler(socketserver.BaseRequestHandler):
