@@ -29,6 +29,7 @@ from tokensmith.db.database import Database
 from tokensmith.db.migrate import upgrade
 from tokensmith.db.models import Base, Token, Webhook
 from tokensmith.leaks.scan import iter_files, scan_file
+from tokensmith.net.outbound import OutboundPolicy, parse_networks
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.tokens.service import TokenService
 from tokensmith.verify.core import Verifier
@@ -85,7 +86,8 @@ def bench_webhooks(database: Database, clock: FrozenClock) -> None:
         for n in range(500):
             emit(session, org_id, "token.revoked", {"n": n}, clock.now())
     replicas = [Database(database.url), Database(database.url)]
-    workers = [DeliveryWorker(db, clock, keyring=keyring, batch=20) for db in replicas]
+    loopback = OutboundPolicy(parse_networks("127.0.0.0/8"))  # the receiver is local
+    workers = [DeliveryWorker(db, clock, keyring=keyring, outbound=loopback, batch=20) for db in replicas]
     started = time.perf_counter()
     threads = [threading.Thread(target=lambda w=w: [None for _ in iter(w.run_once, 0)]) for w in workers]
     for t in threads:

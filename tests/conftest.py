@@ -26,6 +26,7 @@ from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.db.migrate import upgrade
 from tokensmith.db.models import Base, User
+from tokensmith.net.outbound import parse_networks
 from tokensmith.tokens.service import TokenService
 
 # Timing belongs in bench/, not in tests: no per-example deadline on a shared, noisy machine.
@@ -35,6 +36,7 @@ hypothesis_settings.load_profile("tokensmith")
 SECRET_KEY = b"test-secret-key-0123456789abcdef-0123456789"
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ENV = "TOKENSMITH_TEST_DATABASE_URL"
+LOOPBACK_NETWORKS = "127.0.0.0/8"  # TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS for tests' own receivers
 # Secret hygiene for the whole suite: DEBUG logs, responses and database files scanned for secrets.
 pytest_plugins = ["tests.hygiene"]
 
@@ -147,7 +149,9 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(tmp_path: Path, database: Database) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database.url)
+    # Webhook receivers in tests listen on loopback, which the default outbound rules refuse.
+    return Settings(data_dir=tmp_path / "data", database_url=database.url,
+                    webhook_allowed_networks=parse_networks(LOOPBACK_NETWORKS))
 
 
 @pytest.fixture

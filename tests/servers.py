@@ -73,6 +73,7 @@ def server_env(data_dir: Path, database_url: str | None = None, **extra: str) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
     env["TOKENSMITH_DATA_DIR"] = str(data_dir)
     env["TOKENSMITH_LOG_LEVEL"] = "DEBUG"  # the secret-hygiene check scans these logs (tests/hygiene.py)
+    env["TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS"] = "127.0.0.0/8"  # the tests' webhook receivers are on loopback
     if database_url and not database_url.startswith("sqlite"):
         env["TOKENSMITH_DATABASE_URL"] = database_url
     env.update(extra)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from tests.receiver import start_receiver
 from tokensmith.db.database import Database
 from tokensmith.db.models import Webhook
+from tokensmith.net.outbound import OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.webhooks import signing
 from tokensmith.webhooks.service import emit
@@ -37,8 +38,14 @@ def keyring(settings):
 
 
 @pytest.fixture
-def worker(database, clock, keyring):
-    return DeliveryWorker(database, clock, keyring=keyring, timeout=5)
+def outbound(settings):
+    """The app's outbound rules: loopback allowed, as for the tests' receivers."""
+    return OutboundPolicy(settings.webhook_allowed_networks)
+
+
+@pytest.fixture
+def worker(database, clock, keyring, outbound):
+    return DeliveryWorker(database, clock, keyring=keyring, outbound=outbound, timeout=5)
 
 
 def test_signing_secret_is_stored_encrypted(database, hook):
@@ -135,7 +142,7 @@ def test_deleted_webhook_receives_nothing(client, admin, alice, hook, receiver, 
     assert receiver.received == []
 
 
-def test_two_replicas_deliver_each_event_exactly_once(database, clock, hook, receiver, keyring):
+def test_two_replicas_deliver_each_event_exactly_once(database, clock, hook, receiver, keyring, outbound):
     receiver.delay = 0.01
     with database.session() as session:
         org_id = session.scalars(select(Webhook.org_id)).one()
@@ -143,7 +150,7 @@ def test_two_replicas_deliver_each_event_exactly_once(database, clock, hook, rec
             emit(session, org_id, "token.revoked", {"n": n}, clock.now())
     # Two replicas: separate engines and connection pools on the same database, running at once.
     replicas = [Database(database.url), Database(database.url)]
-    workers = [DeliveryWorker(db, clock, keyring=keyring, batch=3, timeout=5) for db in replicas]
+    workers = [DeliveryWorker(db, clock, keyring=keyring, outbound=outbound, batch=3, timeout=5) for db in replicas]
     barrier = threading.Barrier(2)
 
     def drain(worker):

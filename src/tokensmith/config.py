@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tokensmith.net.outbound import IPNetwork, parse_networks
+
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
 DATABASE_FILE = "tokensmith.db"
 MIN_SECRET_KEY_LENGTH = 32
@@ -60,6 +62,8 @@ class Settings:
     failures_per_user: int = 10
     failure_window_seconds: int = 60
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
+    # Private ranges webhooks may reach anyway (on-premises receivers); by default only public addresses.
+    webhook_allowed_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -79,6 +83,7 @@ class Settings:
             failures_per_user=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_USER", 10),
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
+            webhook_allowed_networks=parse_networks(env.get("TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS", "")),
         )
 
     @property

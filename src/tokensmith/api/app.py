@@ -37,7 +37,8 @@ def create_app(
         operations.add_shutdown_hook(app_, verifier.stop)
         operations.add_shutdown_hook(app_, lambda: context.denials.flush(force=True))  # coalesced counts
         if background_worker:
-            worker = BackgroundWorker(DeliveryWorker(database, context.clock, keyring=context.keyring))
+            worker = BackgroundWorker(DeliveryWorker(database, context.clock, keyring=context.keyring,
+                                                     outbound=context.outbound))
             worker.start()
             operations.add_shutdown_hook(app_, worker.stop)
         async with operations.lifespan(app_):

@@ -22,6 +22,7 @@ from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.kube.denials import DenialLog
+from tokensmith.net.outbound import OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
 from tokensmith.tokens.service import TokenService
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
@@ -49,17 +50,19 @@ class AppContext:
     keyring: KeyRing
     addresses: AddressBook  # first use of a token from a new IP (audit)
     denials: DenialLog  # TokenReview denials (audit, coalesced)
+    outbound: OutboundPolicy  # where webhooks (and later JWKS fetches) may connect
     units: UnitsOfWork
 
     @classmethod
     def build(cls, settings: Settings, database: Database, secret_key: bytes, clock: Clock) -> AppContext:
         keyring: KeyRing = LazyKeyRing(settings)  # the key file is read once, on first use
+        outbound = OutboundPolicy(settings.webhook_allowed_networks)
         return cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
             verifier=Verifier(database, secret_key, clock), keyring=keyring, addresses=AddressBook(),
-            denials=DenialLog(database, clock),
+            denials=DenialLog(database, clock), outbound=outbound,
             units=UnitsOfWork(database=database, clock=clock, secret_key=secret_key, keyring=keyring,
-                              settings=settings),
+                              settings=settings, outbound=outbound),
         )
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:

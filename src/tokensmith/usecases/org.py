@@ -41,7 +41,7 @@ class CreatedWebhook:
 
 
 def _webhooks(uow: UnitOfWork) -> WebhookService:
-    return WebhookService(uow.session, uow.clock, uow.keyring)
+    return WebhookService(uow.session, uow.clock, uow.keyring, uow.outbound)
 
 
 @operation("org:admin", audit="webhook.created", manages_credentials=True)

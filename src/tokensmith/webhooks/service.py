@@ -6,16 +6,16 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
-from tokensmith.db.models import Token, Webhook, WebhookDelivery
+from tokensmith.db.models import Organization, Token, Webhook, WebhookDelivery
 from tokensmith.errors import Forbidden, InvalidInput, NotFound
+from tokensmith.net.outbound import OutboundError, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing
 
 EVENTS: Final = ("token.expiring", "token.expired", "token.revoked", "token.leaked")
@@ -55,10 +55,14 @@ def emit(session: Session, org_id: int, event: str, data: Mapping[str, Any], at:
 
 
 class WebhookService:
-    def __init__(self, session: Session, clock: Clock, keyring: KeyRing) -> None:
+    def __init__(
+        self, session: Session, clock: Clock, keyring: KeyRing, outbound: OutboundPolicy | None = None,
+    ) -> None:
         self.session = session
         self.clock = clock
         self.keyring = keyring
+        # Where webhooks may point: public addresses only unless the operator allowed more.
+        self.outbound = outbound or OutboundPolicy()
 
     @staticmethod
     def _admin(actor: Actor) -> None:
@@ -68,20 +72,24 @@ class WebhookService:
     def create(self, actor: Actor, url: str, events: Iterable[str] | None = None) -> tuple[Webhook, str]:
         """Add a webhook (admins). Returns it with its signing secret, which is shown only now.
 
-        InvalidInput for a URL that is not http(s) with a host, or an unknown event.
+        InvalidInput for a URL the outbound rules refuse (not plain http(s), control characters or
+        whitespace, credentials, a non-public address now or in any spelling; see
+        ``tokensmith.net.outbound``), an unknown event, or a full organization.
         """
         self._admin(actor)
-        url = url.strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2048:
-            raise InvalidInput("url must be an http(s) URL with a host", "url")
+        try:
+            # The URL is stored exactly as given, so what is checked is what is delivered to.
+            self.outbound.check_new_url(url)
+        except OutboundError as exc:
+            raise InvalidInput(f"url: {exc}", "url") from None
         wanted = None
         if events is not None:
             wanted = sorted({e.strip() for e in events})
             unknown = [e for e in wanted if e not in EVENTS]
             if unknown or not wanted:
                 raise InvalidInput(f"events must be among {', '.join(EVENTS)}", "events")
-        count = len(self.session.scalars(select(Webhook.id).where(Webhook.org_id == actor.org_id)).all())
+        self._lock_organization(actor.org_id)
+        count = self.session.scalar(select(func.count(Webhook.id)).where(Webhook.org_id == actor.org_id)) or 0
         if count >= MAX_WEBHOOKS_PER_ORG:
             raise InvalidInput(f"an organization may have at most {MAX_WEBHOOKS_PER_ORG} webhooks", "url")
         public_id = secrets.public_id("whk")
@@ -94,6 +102,19 @@ class WebhookService:
         self.session.add(hook)
         self.session.flush()
         return hook, signing_secret
+
+    def _lock_organization(self, org_id: int) -> None:
+        """Serialize webhook creation per organization until this transaction ends, so the count holds.
+
+        PostgreSQL: a row lock on the organization (other organizations are not held up). SQLite:
+        the no-op UPDATE takes the database's write lock before the count is read (SQLite has one
+        writer at a time anyway); it must be the transaction's first statement, which it is here.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+        else:
+            self.session.execute(update(Organization).where(Organization.id == org_id)
+                                 .values(id=Organization.id).execution_options(synchronize_session=False))
 
     def list(self, actor: Actor) -> list[Webhook]:
         self._admin(actor)
