@@ -10,11 +10,14 @@ refused.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
+import ssl
 import subprocess
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,9 +27,12 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from tests.conftest import require
+from tests.pki import make_pki
 from tests.s3sign import signed
 from tokensmith.objectstore import sigv4
 
@@ -35,6 +41,7 @@ RESTIC = shutil.which("restic") or "/usr/bin/restic"
 VERIFY = "/v1/object-storage/verify"
 KEYS = "/v1/object-storage/access-keys"
 BUCKET = "backups"
+UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
 
 @pytest.fixture(autouse=True)
@@ -88,9 +95,30 @@ class Gateway:
                 return False, b"", str(error)
             return True, body, "chunks verified"
         assert "streaming" not in answer
+        if payload_hash == UNSIGNED_TRAILER:
+            try:
+                return True, decode_unsigned_chunks(request.body), "unsigned chunks with a good checksum"
+            except ValueError as error:
+                return False, b"", str(error)
         if payload_hash != sigv4.UNSIGNED_PAYLOAD and hashlib.sha256(request.body).hexdigest() != payload_hash:
             return False, b"", "payload hash mismatch"
         return True, request.body, "signed payload"
+
+
+def decode_unsigned_chunks(body: bytes) -> bytes:
+    """An unsigned aws-chunked body (botocore over TLS) whose trailing x-amz-checksum-crc32 matches."""
+    out, pos = bytearray(), 0
+    while True:
+        end = body.index(b"\r\n", pos)
+        size, pos = int(body[pos:end], 16), end + 2
+        if size == 0:
+            break
+        out += body[pos : pos + size]
+        pos += size + 2
+    trailer = dict(line.split(":", 1) for line in body[pos:].decode().split("\r\n") if line)
+    if base64.b64decode(trailer["x-amz-checksum-crc32"]) != zlib.crc32(out).to_bytes(4, "big"):
+        raise ValueError("checksum mismatch")
+    return bytes(out)
 
 
 def etag(data: bytes) -> str:
@@ -140,9 +168,20 @@ def s3_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
+        def read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+            body = bytearray()  # HTTP/1.1 chunked transfer coding (botocore streams aws-chunked this way)
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return bytes(body)
+
         def handle_any(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self.read_body()
             url = urlsplit(self.path)
             request = Captured(self.command, url.path, url.query, dict(self.headers.items()), body)
             gateway.captured.append(request)
@@ -205,19 +244,36 @@ class World:
     root: Path
 
 
-@pytest.fixture
-def world(client, admin, tmp_path) -> Iterator[World]:
+def running_world(client, admin, tmp_path: Path, tls: ssl.SSLContext | None = None) -> Iterator[World]:
     response = client.post(KEYS, json={"durationSeconds": 0, "attributes": {"name": "restic"}}, headers=admin.headers)
     assert response.status_code == 201, response.text
     gateway = Gateway(client, admin.headers)
     server = ThreadingHTTPServer(("127.0.0.1", 0), s3_handler(gateway))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    scheme = "https" if tls is not None else "http"
     try:
-        yield World(gateway, f"http://127.0.0.1:{server.server_address[1]}", response.json(), tmp_path)
+        yield World(gateway, f"{scheme}://127.0.0.1:{server.server_address[1]}", response.json(), tmp_path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def world(client, admin, tmp_path) -> Iterator[World]:
+    yield from running_world(client, admin, tmp_path)
+
+
+@pytest.fixture
+def tls_world(client, admin, tmp_path) -> Iterator[World]:
+    pki = make_pki()
+    cert, key = pki.write_server_files(tmp_path)
+    (tmp_path / "ca.pem").write_text(pki.ca_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    yield from running_world(client, admin, tmp_path, context)
 
 
 def restic(world: World, *args: str) -> subprocess.CompletedProcess:
@@ -315,3 +371,34 @@ def test_the_returned_signing_key_is_date_scoped_not_the_secret_key(world):
     credential = sigv4.Credential(world.key["accessKeyId"], *streaming["scope"].split("/")[:3])
     assert streaming["signingKey"] == sigv4.signing_key(world.key["secretKey"], credential).hex()
     assert streaming["scope"].endswith("/us-east-1/s3/aws4_request")
+
+
+# --- botocore over TLS: STREAMING-UNSIGNED-PAYLOAD-TRAILER ----------------------------------------
+
+
+def boto3_s3(world: World, monkeypatch: pytest.MonkeyPatch):
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return boto3.client("s3", endpoint_url=world.endpoint, region_name="us-east-1",
+                        aws_access_key_id=world.key["accessKeyId"], aws_secret_access_key=world.key["secretKey"],
+                        verify=str(world.root / "ca.pem"),
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def test_botocore_over_tls_uploads_with_an_unsigned_trailer_that_verifies(tls_world, monkeypatch):
+    s3 = boto3_s3(tls_world, monkeypatch)
+    s3.put_object(Bucket=BUCKET, Key="report.txt", Body=b"quarterly numbers\n" * 100)
+    [put] = [c for c in tls_world.gateway.captured if c.method == "PUT"]
+    assert {k.lower(): v for k, v in put.headers.items()}["x-amz-content-sha256"] == UNSIGNED_TRAILER  # premise
+    assert tls_world.gateway.verdicts[-1] == "unsigned chunks with a good checksum"
+    assert s3.get_object(Bucket=BUCKET, Key="report.txt")["Body"].read() == b"quarterly numbers\n" * 100
+
+
+def test_an_unsigned_trailer_upload_replayed_to_another_key_is_refused(tls_world, monkeypatch):
+    boto3_s3(tls_world, monkeypatch).put_object(Bucket=BUCKET, Key="report.txt", Body=b"numbers")
+    [put] = [c for c in tls_world.gateway.captured if c.method == "PUT"]
+    moved = Captured(put.method, put.path.replace("report.txt", "index.html"), put.query, put.headers, put.body)
+    assert tls_world.gateway.ask(moved) == {"valid": False, "reason": "signature mismatch"}
