@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config
 
 from tests.s3sign import ENDPOINT, presigned, signed
+from tests.test_console_access_keys import create_key, csrf_of
 
 VERIFY = "/v1/object-storage/verify"
 KEYS = "/v1/object-storage/access-keys"
@@ -179,3 +180,12 @@ def test_a_sigv2_authorization_header_gets_a_422_naming_s3v4(client, admin):
                                                   "Authorization": "AWS TSMPAAAAAAAAAAAAAAAA:c2lnbmF0dXJl"}})
     assert response.status_code == 422
     assert "s3v4" in response.json()["detail"]
+
+
+def test_the_console_refuses_a_permanent_key_under_such_a_policy_on_the_form(client, console, admin, alice):
+    set_policy(client, admin, allow_never=False)
+    console(alice.user)
+    response = create_key(client, csrf_of(client), kind="permanent", lifetime="")
+    assert response.status_code == 422
+    assert "permanent access key" in response.text and "&#39;never&#39; not allowed" in response.text
+    assert client.get(KEYS, headers=alice.headers).json()["items"] == []

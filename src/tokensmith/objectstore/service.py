@@ -122,12 +122,7 @@ class AccessKeyService:
         a bad duration (the message states the range, with the organization's limit, or the policy
         that refuses a permanent key) or name.
         """
-        policy = PolicyService(self.session, self.clock).get(minter.org_id)
-        duration = parse_duration(duration_seconds, policy.max_access_key_seconds)
-        if duration == 0 and (not policy.allow_never or policy.max_lifetime_days):
-            # A permanent key outlives the token that minted it: only where "never" is allowed.
-            raise InvalidInput(f"a permanent access key (durationSeconds 0) is refused by the {policy.describe()}; "
-                               "ask for a temporary key instead", "durationSeconds")
+        duration = self.allowed_duration(minter.org_id, duration_seconds)
         now = self.clock.now()
         default = "permanent key" if duration == 0 else "temporary key"
         cleaned = clean_name(name if name is not None else default)
@@ -136,6 +131,19 @@ class AccessKeyService:
             # Temporary credentials derived from a token do not outlive it (as the SDK exchange).
             expiry = min(expiry, minter.expires_at)
         return self._mint(minter, cleaned, expiry, SOURCE_API)
+
+    def allowed_duration(self, org_id: int, duration_seconds: object, field: str = "durationSeconds") -> int:
+        """``durationSeconds`` as this organization's policy allows it; InvalidInput (naming ``field``) otherwise.
+
+        A permanent key (0) outlives the token that minted it, so it is allowed only where the
+        policy allows "never" (a token that never expires); temporary keys up to the allowance.
+        """
+        policy = PolicyService(self.session, self.clock).get(org_id)
+        duration = parse_duration(duration_seconds, policy.max_access_key_seconds)
+        if duration == 0 and (not policy.allow_never or policy.max_lifetime_days):
+            raise InvalidInput(f"a permanent access key (durationSeconds 0) is refused by the {policy.describe()}; "
+                               "ask for a temporary key instead", field)
+        return duration
 
     def max_duration(self, org_id: int) -> int:
         """The longest temporary key this organization allows, in seconds."""
