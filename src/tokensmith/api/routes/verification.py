@@ -128,6 +128,9 @@ def introspect(
 ) -> JSONResponse:
     """RFC 7662 token introspection for gateways holding a token with the ``introspect`` scope.
 
+    The gateway authenticates with ``Authorization: Bearer <secret>`` or HTTP Basic
+    (``client_secret_basic``: its token id ``tok_...`` as client id, that token's secret as password).
+
     Expired, revoked, unknown, malformed and other organizations' tokens are all exactly
     ``{"active": false}``: an introspector learns nothing about why.
 
