@@ -48,3 +48,13 @@ _.Expiration
 _.token_type_hint
 # console/routes.py imports console.audit_page for its side effect (registers the pages).
 _.audit_page
+
+# Response fields of the S3 verify answer (pydantic serializes them; gateways read them).
+_.signingKey
+_.seedSignature
+_.amzDate
+# The reference decoder of signed upload chunks (docs/object-storage.md; tests/test_sigv4_streaming.py).
+from tokensmith.objectstore.sigv4 import decode_signed_chunks
+
+decode_signed_chunks
+_.origin  # net.outbound.Target: the Host/SNI a vetted connection keeps (used by the tests' receivers)

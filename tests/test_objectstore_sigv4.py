@@ -314,8 +314,11 @@ def test_service_token_granted_verify_can_verify(world, database, clock, make_ac
     assert response.json()["valid"] is True
 
 
-def test_keys_of_another_organization_verify_with_that_org(world, make_account):
+def test_keys_of_another_organization_verify_only_for_that_organizations_gateway(world, make_account):
     eve = make_account("eve", org="other-org")
+    other_gateway = make_account("other-gateway", org="other-org", admin=True)
     key = world.mint(0, headers=eve.headers)
-    answer = world.verify(put_with_body(world, key))
-    assert answer == {"valid": True, "accessKeyId": key["accessKeyId"], "user": "eve", "org": "other-org"}
+    payload = put_with_body(world, key)
+    assert world.verify(payload) == {"valid": False, "reason": "unknown access key"}
+    response = world.client.post(VERIFY, json=payload, headers=other_gateway.headers)
+    assert response.json() == {"valid": True, "accessKeyId": key["accessKeyId"], "user": "eve", "org": "other-org"}

@@ -135,7 +135,8 @@ def create_access_key(
         checked: dict[str, Any] = {}
         checks = {
             "name": lambda: clean_name(name),
-            "lifetime": lambda: _duration(kind, lifetime, keys.max_duration(who.org_id)),
+            "lifetime": lambda: keys.allowed_duration(
+                who.org_id, _duration(kind, lifetime, keys.max_duration(who.org_id)), "kind"),
             "token": lambda: minter_for(s.session, who, token, now),
         }
         for field, check in checks.items():

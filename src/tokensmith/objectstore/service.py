@@ -39,6 +39,7 @@ EXCHANGE_REUSE_MARGIN: Final = timedelta(minutes=20)
 CLOCK_SKEW: Final = timedelta(minutes=15)
 SOURCE_API: Final = "api"
 SOURCE_EXCHANGE: Final = "exchange"
+UNSIGNED_AMZ_HEADER: Final = "x-amz-* header not signed"
 
 
 class Minter(Actor, Protocol):
@@ -69,6 +70,23 @@ class Verdict:
     valid: bool
     reason: str | None = None
     key: AccessKey | None = None
+    # For a genuine STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER) request: what the gateway needs to
+    # check each chunk itself (sigv4.chunk_signature). None for every other request.
+    streaming: StreamingSigning | None = None
+
+
+@dataclass(frozen=True)
+class StreamingSigning:
+    """The chain a gateway verifies an aws-chunked body with.
+
+    ``signing_key`` is derived for one day, region and service (``scope``): it signs only requests
+    of that key on that day, and the secret key cannot be computed back from it.
+    """
+
+    signing_key: bytes
+    seed_signature: str
+    amz_date: str
+    scope: str
 
 
 def duration_rule(max_seconds: int) -> str:
@@ -100,10 +118,12 @@ class AccessKeyService:
 
         Temporary keys live at most the organization's limit (7 days unless its policy allows
         longer) and never past the minting token's own expiry: the key's expiry is the earlier of
-        the two. Raises InvalidInput for a bad duration (the message states the range, with the
-        organization's limit) or name.
+        the two. Permanent keys only where the organization's policy allows "never" (a token that
+        never expires): otherwise no key outlives the token that minted it. Raises InvalidInput for
+        a bad duration (the message states the range, with the organization's limit, or the policy
+        that refuses a permanent key) or name.
         """
-        duration = parse_duration(duration_seconds, self.max_duration(minter.org_id))
+        duration = self.allowed_duration(minter.org_id, duration_seconds)
         now = self.clock.now()
         default = "permanent key" if duration == 0 else "temporary key"
         cleaned = clean_name(name if name is not None else default)
@@ -112,6 +132,19 @@ class AccessKeyService:
             # Temporary credentials derived from a token do not outlive it (as the SDK exchange).
             expiry = min(expiry, minter.expires_at)
         return self._mint(minter, cleaned, expiry, SOURCE_API)
+
+    def allowed_duration(self, org_id: int, duration_seconds: object, field: str = "durationSeconds") -> int:
+        """``durationSeconds`` as this organization's policy allows it; InvalidInput (naming ``field``) otherwise.
+
+        A permanent key (0) outlives the token that minted it, so it is allowed only where the
+        policy allows "never" (a token that never expires); temporary keys up to the allowance.
+        """
+        policy = PolicyService(self.session, self.clock).get(org_id)
+        duration = parse_duration(duration_seconds, policy.max_access_key_seconds)
+        if duration == 0 and (not policy.allow_never or policy.max_lifetime_days):
+            raise InvalidInput(f"a permanent access key (durationSeconds 0) is refused by the {policy.describe()}; "
+                               "ask for a temporary key instead", field)
+        return duration
 
     def max_duration(self, org_id: int) -> int:
         """The longest temporary key this organization allows, in seconds."""
@@ -188,21 +221,27 @@ class AccessKeyService:
 
     # --- verification ---------------------------------------------------------------------------
 
-    def verify_signature(self, method: str, path: str, query: str, headers: Mapping[str, str],
+    def verify_signature(self, org_id: int, method: str, path: str, query: str, headers: Mapping[str, str],
                          body_sha256: str | None = None) -> Verdict:
-        """Whether a request an S3 gateway saw carries a valid SigV4 signature by a live key.
+        """Whether a request an S3 gateway of organization ``org_id`` saw carries a valid SigV4
+        signature by a live key of that organization.
 
-        Raises sigv4.MalformedRequest (InvalidInput) when the request cannot be checked at all.
+        Another organization's key is "unknown access key", exactly like a made-up one: the same
+        single lookup, the same answer. Raises sigv4.MalformedRequest (InvalidInput) when the
+        request cannot be checked at all.
         """
         request = sigv4.parse(method, path, query, headers)
         now = self.clock.now()
         key_id = request.credential.access_key_id
-        key = self.session.scalar(select(AccessKey).where(AccessKey.access_key_id == key_id)) \
-            if secrets.is_access_key_id(key_id) else None
+        key = self.session.scalar(select(AccessKey).where(
+            AccessKey.access_key_id == key_id, AccessKey.org_id == org_id,
+        )) if secrets.is_access_key_id(key_id) else None
         state = self._key_state(key, now)
         if state is not None:
             return Verdict(False, state)
         assert key is not None
+        if request.unsigned_amz_headers:
+            return Verdict(False, UNSIGNED_AMZ_HEADER)
         if request.credential.date != request.amz_date_text[:8]:
             return Verdict(False, "credential scope date does not match X-Amz-Date")
         if request.credential.service != "s3":
@@ -225,7 +264,11 @@ class AccessKeyService:
                 and not request.payload_hash.startswith("STREAMING-") \
                 and body_sha256.lower() != request.payload_hash.lower():
             return Verdict(False, "payload hash mismatch")
-        return Verdict(True, key=key)
+        streaming = None
+        if request.signs_chunks:
+            streaming = StreamingSigning(sigv4.signing_key(secret, request.credential), request.signature,
+                                         request.amz_date_text, request.credential.scope)
+        return Verdict(True, key=key, streaming=streaming)
 
     def _key_state(self, key: AccessKey | None, now: datetime) -> str | None:
         """Why ``key`` cannot sign anything now, or None if it is live."""

@@ -20,6 +20,22 @@ from tokensmith.errors import InvalidInput
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+# aws-chunked bodies whose every chunk carries its own signature, chained from the seed signature
+# (the request's own). Verifying them needs the body, which only the gateway has: on success the
+# verify endpoint hands the gateway the date-scoped signing key (see chunk_signature below).
+STREAMING_SIGNED_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_SIGNED_PAYLOAD_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+SIGNED_CHUNK_PAYLOADS = frozenset({STREAMING_SIGNED_PAYLOAD, STREAMING_SIGNED_PAYLOAD_TRAILER})
+CHUNK_ALGORITHM = "AWS4-HMAC-SHA256-PAYLOAD"
+TRAILER_ALGORITHM = "AWS4-HMAC-SHA256-TRAILER"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# Where to turn SigV4 on in the tools whose defaults still make SigV2 presigned URLs.
+SIGV2_HINT = (
+    "this is AWS Signature Version 2, which tokensmith does not accept; sign with Signature Version 4 "
+    "(s3v4): AWS CLI `aws configure set default.s3.signature_version s3v4` (aws s3 presign uses SigV2 by "
+    "default), boto3 `Config(signature_version='s3v4')` for generate_presigned_url; s3cmd signurl "
+    "always makes SigV2 URLs"
+)
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # AWS's own limit for X-Amz-Expires
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -62,6 +78,13 @@ class SignedRequest:
     expires_seconds: int | None  # presigned only
     payload_hash: str
     canonical_request: str
+    # x-amz-* headers the request carried but did not sign: anyone on the path could have added them.
+    unsigned_amz_headers: tuple[str, ...] = ()
+
+    @property
+    def signs_chunks(self) -> bool:
+        """True for aws-chunked uploads whose chunks are signed (the gateway checks each chunk)."""
+        return self.payload_hash in SIGNED_CHUNK_PAYLOADS
 
     def string_to_sign(self) -> str:
         digest = hashlib.sha256(self.canonical_request.encode()).hexdigest()
@@ -83,6 +106,8 @@ def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Sig
         return _parse_header_signed(method, path, params, lowered)
     if "X-Amz-Signature" in names or "X-Amz-Algorithm" in names:
         return _parse_presigned(method, path, params, lowered)
+    if {"AWSAccessKeyId", "Signature"} <= names:
+        raise MalformedRequest(f"presigned URL: {SIGV2_HINT}", "query")
     raise MalformedRequest(
         "no AWS Signature Version 4: send the Authorization header, or the X-Amz-* query parameters of a "
         "presigned URL", "headers",
@@ -103,6 +128,85 @@ def signature(secret_key: str, request: SignedRequest) -> str:
 
 def signature_matches(secret_key: str, request: SignedRequest) -> bool:
     return hmac.compare_digest(signature(secret_key, request), request.signature)
+
+
+def chunk_signature(key: bytes, amz_date: str, scope: str, previous_signature: str, chunk: bytes) -> str:
+    """The signature of one aws-chunked chunk (AWS's "signature calculations for streaming uploads").
+
+    ``key`` is the request's date-scoped signing key, ``previous_signature`` the seed signature for
+    the first chunk and the previous chunk's signature after that; the last chunk is empty.
+    """
+    string_to_sign = "\n".join([CHUNK_ALGORITHM, amz_date, scope, previous_signature, EMPTY_SHA256,
+                                 hashlib.sha256(chunk).hexdigest()])
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def trailer_signature(key: bytes, amz_date: str, scope: str, previous_signature: str, trailer: bytes) -> str:
+    """The signature of the trailing headers of a ``...-PAYLOAD-TRAILER`` upload.
+
+    ``trailer`` is the trailing header lines as sent (``name:value\n`` each), ``previous_signature``
+    the last (empty) chunk's signature.
+    """
+    string_to_sign = "\n".join([TRAILER_ALGORITHM, amz_date, scope, previous_signature,
+                                 hashlib.sha256(trailer).hexdigest()])
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+class ChunkError(ValueError):
+    """An aws-chunked body that is malformed or whose chunk or trailer signature does not match."""
+
+
+_CHUNK_HEADER = re.compile(rb"([0-9a-fA-F]{1,16});chunk-signature=([0-9a-f]{64})")
+
+
+def decode_signed_chunks(body: bytes, key: bytes, amz_date: str, scope: str, seed_signature: str, *,
+                         trailer: bool = False) -> bytes:
+    """The payload of a signed aws-chunked body, every chunk (and the trailer) verified; ChunkError otherwise.
+
+    A reference for gateways: ``key``, ``amz_date``, ``scope`` and ``seed_signature`` are what
+    ``POST /v1/object-storage/verify`` returns in ``streaming`` for the request. Each chunk is
+    ``<hex size>;chunk-signature=<sig>\r\n<data>\r\n``; the last has size 0. With ``trailer``
+    (``...-PAYLOAD-TRAILER``) trailing header lines and ``x-amz-trailer-signature:<sig>`` follow it.
+    """
+    previous, out, pos = seed_signature, bytearray(), 0
+    while True:
+        end = body.find(b"\r\n", pos)
+        match = _CHUNK_HEADER.fullmatch(body, pos, end) if end >= 0 else None
+        if match is None:
+            raise ChunkError("malformed chunk header")
+        size, pos = int(match.group(1), 16), end + 2
+        data = body[pos : pos + size]
+        if len(data) != size:
+            raise ChunkError("truncated chunk")
+        given = match.group(2).decode()
+        if not hmac.compare_digest(chunk_signature(key, amz_date, scope, previous, data), given):
+            raise ChunkError("chunk signature mismatch")
+        previous, pos = given, pos + size
+        if size == 0:
+            break
+        if body[pos : pos + 2] != b"\r\n":
+            raise ChunkError("chunk data longer than its declared size")
+        pos += 2
+        out += data
+    rest = body[pos:]
+    if not trailer:
+        if rest != b"\r\n":
+            raise ChunkError("data after the final chunk")
+        return bytes(out)
+    lines = rest.split(b"\r\n")
+    if len(lines) < 3 or lines[-2:] != [b"", b""] or not lines[-3].startswith(b"x-amz-trailer-signature:"):
+        raise ChunkError("malformed trailer")
+    headers = b"".join(line + b"\n" for line in lines[:-3])
+    given = lines[-3].removeprefix(b"x-amz-trailer-signature:").decode(errors="replace")
+    if not hmac.compare_digest(trailer_signature(key, amz_date, scope, previous, headers), given):
+        raise ChunkError("trailer signature mismatch")
+    return bytes(out)
+
+
+def _unsigned_amz(signed: list[str], headers: Mapping[str, str]) -> tuple[str, ...]:
+    # AWS refuses these too ("There were headers present in the request which were not signed"):
+    # an unsigned x-amz-acl or x-amz-copy-source would change what a genuine signature authorizes.
+    return tuple(sorted(n for n in headers if n.startswith("x-amz-") and n not in signed))
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -201,6 +305,8 @@ def _parse_header_signed(
     method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
 ) -> SignedRequest:
     match = _AUTHORIZATION.fullmatch(headers["authorization"].strip())
+    if match is None and re.match(r"AWS\s+[^\s:]+:", headers["authorization"].strip()):
+        raise MalformedRequest(f"Authorization: {SIGV2_HINT}", "headers")
     if match is None:
         raise MalformedRequest(
             "Authorization must be 'AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=<64 hex>'",
@@ -218,7 +324,7 @@ def _parse_header_signed(
         ";".join(signed), payload_hash,
     ])
     return SignedRequest(credential, match.group(3), amz_date, str(amz_date_text), False, None, payload_hash,
-                         canonical)
+                         canonical, _unsigned_amz(signed, headers))
 
 
 def _parse_presigned(
@@ -250,4 +356,4 @@ def _parse_presigned(
         _canonical_headers(signed, headers), ";".join(signed), payload_hash,
     ])
     return SignedRequest(credential, values["X-Amz-Signature"], amz_date, values["X-Amz-Date"], True,
-                         int(expires_text), payload_hash, canonical)
+                         int(expires_text), payload_hash, canonical, _unsigned_amz(signed, headers))

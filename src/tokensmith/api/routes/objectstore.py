@@ -16,7 +16,7 @@ from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.objectstore.limits import CEILING, MIN_DURATION
-from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
+from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey, StreamingSigning
 from tokensmith.ratelimit import RateLimited
 from tokensmith.tokens.expiration import is_expired
 from tokensmith.usecases import Actor
@@ -105,12 +105,32 @@ class VerifyRequest(RequestBody):
     )
 
 
+class StreamingOut(BaseModel):
+    """What a gateway verifies each chunk of a signed aws-chunked upload with (docs/object-storage.md)."""
+
+    signingKey: str = Field(description="Hex of the request's date-scoped SigV4 signing key (one day, region, "
+                                        "service; not the secret key). Keep it for this request only.")
+    seedSignature: str = Field(description="The request's own signature: the first chunk's previous signature.")
+    amzDate: str
+    scope: str = Field(examples=["20261123/us-east-1/s3/aws4_request"])
+
+    @classmethod
+    def of(cls, streaming: StreamingSigning | None) -> StreamingOut | None:
+        if streaming is None:
+            return None
+        return cls(signingKey=streaming.signing_key.hex(), seedSignature=streaming.seed_signature,
+                   amzDate=streaming.amz_date, scope=streaming.scope)
+
+
 class VerifyResult(BaseModel):
     valid: bool
     accessKeyId: str | None = None
     user: str | None = None
     org: str | None = None
     reason: str | None = Field(default=None, description="Which check failed; never a secret.")
+    streaming: StreamingOut | None = Field(
+        default=None, description="Only for a valid STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER) request: the "
+                                  "gateway must verify every chunk's signature with it.")
 
 
 # --- access keys ----------------------------------------------------------------------------
@@ -230,16 +250,19 @@ def verify_signature(
     def check() -> VerifyResult:
         with ctx.services() as s:
             verdict = access_keys(s.session, ctx).verify_signature(
-                body.method, body.path, body.query, body.headers, body.bodySha256
+                caller.org_id, body.method, body.path, body.query, body.headers, body.bodySha256
             )
             if not verdict.valid or verdict.key is None:
                 return VerifyResult(valid=False, reason=verdict.reason)
             key = verdict.key
             return VerifyResult(valid=True, accessKeyId=key.access_key_id, user=key.user.username,
-                                org=key.user.organization.name)
+                                org=key.user.organization.name, streaming=StreamingOut.of(verdict.streaming))
 
     try:
-        return guarded_for_client(request, "s3-verify", named_client(request), check, lambda r: not r.valid)
+        result = guarded_for_client(request, "s3-verify", named_client(request), check, lambda r: not r.valid)
+        if result.streaming is not None:
+            response.headers["Cache-Control"] = "no-store"  # it carries a (date-scoped) signing key
+        return result
     except RateLimited as limited:
         response.headers["Retry-After"] = str(limited.retry_after)
         return VerifyResult(valid=False, reason=RATE_LIMITED)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith.api import problems
-from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.auth import Context, bearer_secret
+from tokensmith.api.client_auth import client_with_scope
 from tokensmith.api.context import AppContext
 from tokensmith.api.guard import (
     CLIENT_ADDRESS_PARAMETER,
@@ -28,7 +29,8 @@ from tokensmith.verify.core import Identity
 
 router = APIRouter(tags=["verification"])
 FORWARD_AUTH_PATH = "/v1/auth/verify"
-Introspector = Annotated[Identity, requires("introspect")]
+# Bearer, or HTTP Basic (client_secret_basic: token id and secret) as OAuth client libraries send.
+Introspector = Annotated[Identity, Depends(client_with_scope("introspect"))]
 INACTIVE: dict[str, Any] = {"active": False}
 
 
@@ -125,6 +127,9 @@ def introspect(
     token_type_hint: Annotated[str | None, Form(description="Ignored: there is one kind of token.")] = None,
 ) -> JSONResponse:
     """RFC 7662 token introspection for gateways holding a token with the ``introspect`` scope.
+
+    The gateway authenticates with ``Authorization: Bearer <secret>`` or HTTP Basic
+    (``client_secret_basic``: its token id ``tok_...`` as client id, that token's secret as password).
 
     Expired, revoked, unknown, malformed and other organizations' tokens are all exactly
     ``{"active": false}``: an introspector learns nothing about why.
