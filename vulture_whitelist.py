@@ -57,4 +57,3 @@ _.amzDate
 from tokensmith.objectstore.sigv4 import decode_signed_chunks
 
 decode_signed_chunks
-_.origin  # net.outbound.Target: the Host/SNI a vetted connection keeps (used by the tests' receivers)

@@ -88,11 +88,6 @@ class Target:
         host = f"[{self.host}]" if isinstance(self.literal, ipaddress.IPv6Address) else self.host
         return host if self.default_port else f"{host}:{self.port}"
 
-    @property
-    def origin(self) -> str:
-        """Safe to log: no path, no query (they may carry a receiver's own secrets)."""
-        return f"{self.scheme}://{self.host_header}"
-
 
 def parse_url(url: str) -> Target:
     """Parse ``url`` strictly; OutboundRefused (with a message fit for a 422) when it is not acceptable."""
