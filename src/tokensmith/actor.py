@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from tokensmith.errors import Forbidden
+
 
 class Actor(Protocol):
     @property
@@ -14,3 +16,9 @@ class Actor(Protocol):
 
     @property
     def is_admin(self) -> bool: ...
+
+
+def require_admin(actor: Actor, action: str) -> None:
+    """Forbidden unless ``actor`` is an organization admin now: the one "requires an admin" rule."""
+    if not actor.is_admin:
+        raise Forbidden(f"{action} requires an organization admin")

@@ -7,15 +7,10 @@ from sqlalchemy.orm import Session
 
 from tokensmith.accounts.passwords import generate_password
 from tokensmith.accounts.service import AccountService
-from tokensmith.actor import Actor
+from tokensmith.actor import Actor, require_admin
 from tokensmith.clock import Clock
 from tokensmith.db.models import Organization, User
-from tokensmith.errors import Forbidden, InvalidInput, NotFound
-
-
-def _require_admin(actor: Actor, action: str) -> None:
-    if not actor.is_admin:
-        raise Forbidden(f"{action} requires an organization admin")
+from tokensmith.errors import InvalidInput, NotFound
 
 
 class UserAdminService:
@@ -26,12 +21,12 @@ class UserAdminService:
 
     def list(self, actor: Actor) -> list[User]:
         """The users of the admin's organization, by user name; Forbidden for non-admins."""
-        _require_admin(actor, "listing users")
+        require_admin(actor, "listing users")
         return list(self.session.scalars(select(User).where(User.org_id == actor.org_id).order_by(User.username)))
 
     def create(self, actor: Actor, username: str, password: str, *, is_admin: bool = False) -> User:
         """A new user of the admin's organization, who must change this first password."""
-        _require_admin(actor, "creating users")
+        require_admin(actor, "creating users")
         org = self.session.get(Organization, actor.org_id)
         assert org is not None
         return self.accounts.create_user(org, username, password, is_admin=is_admin, must_change_password=True)
@@ -44,7 +39,7 @@ class UserAdminService:
 
     def set_disabled(self, actor: Actor, ref: str, disabled: bool) -> User:
         """Disable (tokens and sessions stop working) or re-enable a user; admins cannot disable themselves."""
-        _require_admin(actor, "disabling users")
+        require_admin(actor, "disabling users")
         user = self._user(actor, ref)
         if disabled and user.id == actor.user_id:
             raise InvalidInput("you cannot disable your own account", "user")
@@ -54,7 +49,7 @@ class UserAdminService:
 
     def reset_password(self, actor: Actor, ref: str) -> tuple[User, str]:
         """Give a user a new random password (returned once), to be changed at next sign-in."""
-        _require_admin(actor, "resetting passwords")
+        require_admin(actor, "resetting passwords")
         user = self._user(actor, ref)
         password = generate_password()
         self.accounts.set_password(user, password)

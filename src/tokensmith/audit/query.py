@@ -15,9 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tokensmith.actor import Actor
+from tokensmith.actor import Actor, require_admin
 from tokensmith.db.models import AuditEvent
-from tokensmith.errors import Forbidden
 from tokensmith.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, paginate
 
 
@@ -39,8 +38,7 @@ def list_events(
     session: Session, actor: Actor, where: AuditFilter, cursor: str | None = None, limit: int = DEFAULT_LIMIT,
 ) -> Page[AuditEvent]:
     """The caller's organization's events matching ``where``, newest first (admins only: Forbidden else)."""
-    if not actor.is_admin:
-        raise Forbidden("reading the audit log requires an organization admin")
+    require_admin(actor, "reading the audit log")
     query = select(AuditEvent).where(AuditEvent.org_id == actor.org_id)
     if where.action:
         query = query.where(AuditEvent.action.startswith(where.action) if where.action.endswith(".")

@@ -10,19 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
-from tokensmith.actor import Actor
+from tokensmith.actor import Actor, require_admin
 from tokensmith.clock import Clock
 from tokensmith.db.models import Cluster, Vpc
-from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
+from tokensmith.errors import Conflict, InvalidInput, NotFound
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.validation import clean_identifier
 
 MAX_CA_BYTES = 64 * 1024
-
-
-def require_admin(actor: Actor, action: str) -> None:
-    if not actor.is_admin:
-        raise Forbidden(f"{action} requires an organization admin")
 
 
 def validate_server_url(server: str) -> str:

@@ -18,12 +18,13 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
+from tokensmith import actor as actor_rules
 from tokensmith.api.context import AppContext
 from tokensmith.api.context import context_of as _context_of
 from tokensmith.api.guard import request_ip
 from tokensmith.console.format import exact, relative
 from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf_valid
-from tokensmith.errors import InvalidInput, TokensmithError
+from tokensmith.errors import Forbidden, InvalidInput, TokensmithError
 from tokensmith.tokens.expiration import PRESETS
 from tokensmith.usecases import Actor, RequestContext
 
@@ -96,8 +97,11 @@ def check_csrf(request: Request, who: Viewer, submitted: str) -> None:
 
 
 def require_admin(who: Viewer) -> None:
-    if not who.is_admin:
-        raise Refused(403, "Only organization admins can do this.")
+    """The console's rendering of the one admin rule (``tokensmith.actor.require_admin``): a small error page."""
+    try:
+        actor_rules.require_admin(who, "this page")
+    except Forbidden:
+        raise Refused(403, "Only organization admins can do this.") from None
 
 
 @contextmanager

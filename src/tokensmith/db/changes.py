@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import json
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 from tokensmith.db.models import Cluster, Token, User, token_clusters
@@ -77,22 +75,34 @@ class Changes:
 
 
 Subscriber = Callable[[Changes], None]
-_subscribers: weakref.WeakKeyDictionary[Engine, list[Subscriber]] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+# Where a session finds the feed of its database (``Database`` puts it into every session's info).
+FEED_KEY = "tokensmith.change_feed"
 
 
-def subscribe(engine: Engine, subscriber: Subscriber) -> Callable[[], None]:
-    """Call ``subscriber`` after every commit on ``engine`` that changed tokens or users; returns unsubscribe."""
-    with _lock:
-        _subscribers.setdefault(engine, []).append(subscriber)
+class ChangeFeed:
+    """One database's subscribers to its committed changes (each ``Database`` owns one)."""
 
-    def unsubscribe() -> None:
-        with _lock:
-            subscribers = _subscribers.get(engine, [])
-            if subscriber in subscribers:
-                subscribers.remove(subscriber)
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
 
-    return unsubscribe
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber`` after every commit that changed tokens, users or clusters; returns unsubscribe."""
+        with self._lock:
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def publish(self, changes: Changes) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber(changes)
 
 
 def _relevant_change(obj: Any) -> bool:
@@ -160,12 +170,9 @@ def _deliver(session: Session) -> None:
     changes: Changes | None = session.info.pop(_KEY, None)
     if not changes:
         return
-    bind = session.bind
-    engine = bind.engine if bind is not None else None
-    with _lock:
-        subscribers = list(_subscribers.get(engine, ())) if engine is not None else []
-    for subscriber in subscribers:
-        subscriber(changes)
+    feed: ChangeFeed | None = session.info.get(FEED_KEY)
+    if feed is not None:
+        feed.publish(changes)
 
 
 @event.listens_for(Session, "after_rollback")

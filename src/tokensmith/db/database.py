@@ -10,6 +10,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tokensmith.db.changes import FEED_KEY, ChangeFeed
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -34,7 +36,9 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Committed changes to tokens and users are published here (the verification cache listens).
+        self.changes = ChangeFeed()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={FEED_KEY: self.changes})
 
     @property
     def is_sqlite(self) -> bool:

@@ -27,11 +27,11 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -257,7 +257,7 @@ class OutboundPolicy:
             raise OutboundError("the host name did not resolve in time") from None
         except (OSError, UnicodeError):
             raise OutboundError("the host name does not resolve") from None
-        vetted = []
+        vetted: list[tuple[int, tuple[Any, ...]]] = []
         for family, _type, _proto, _name, sockaddr in infos:
             if family not in (socket.AF_INET, socket.AF_INET6):
                 continue
@@ -355,7 +355,7 @@ def _request_bytes(method: str, target: Target, body: bytes, headers: Mapping[st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _connect(addresses: Iterable[tuple[int, tuple]], remaining) -> socket.socket:  # type: ignore[no-untyped-def]
+def _connect(addresses: Iterable[tuple[int, tuple[Any, ...]]], remaining: Callable[[], float]) -> socket.socket:
     error: OSError | None = None
     for family, sockaddr in addresses:
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -376,7 +376,7 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _read(sock: socket.socket, remaining, max_bytes: int, read_body: bool) -> bytes:  # type: ignore[no-untyped-def]
+def _read(sock: socket.socket, remaining: Callable[[], float], max_bytes: int, read_body: bool) -> bytes:
     buffer = bytearray()
     while len(buffer) < max_bytes:
         sock.settimeout(remaining())

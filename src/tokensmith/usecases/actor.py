@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from tokensmith import scopes as scope_rules
+from tokensmith.actor import require_admin
 from tokensmith.errors import Forbidden
 
 if TYPE_CHECKING:
@@ -131,8 +132,7 @@ class Actor:
 
     def require_admin(self, what: str) -> None:
         """Forbidden unless the caller's owner is an organization admin (now)."""
-        if not self.is_admin:
-            raise Forbidden(f"{what} requires an organization admin")
+        require_admin(self, what)
 
     def require_credential_management(self) -> None:
         """Forbidden for a rotated-out secret: during its grace it authenticates, but manages nothing."""

@@ -19,7 +19,6 @@ from sqlalchemy.orm import lazyload
 
 from tokensmith import metrics, scopes, secrets
 from tokensmith.clock import Clock
-from tokensmith.db import changes
 from tokensmith.db.database import Database
 from tokensmith.db.models import Organization, Token, User, token_clusters
 from tokensmith.errors import AuthenticationFailed
@@ -70,7 +69,7 @@ class Verifier:
         self.usage = UsageRecorder(database, clock)
         self.background = Background(database, self.cache, self.usage, clock)
         # Commits in this process drop what they changed from the cache at once.
-        self._unsubscribe = changes.subscribe(database.engine, self.cache.invalidate)
+        self._unsubscribe = database.changes.subscribe(self.cache.invalidate)
 
     def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""

@@ -11,10 +11,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
-from tokensmith.actor import Actor
+from tokensmith.actor import Actor, require_admin
 from tokensmith.clock import Clock
 from tokensmith.db.models import Organization, Token, Webhook, WebhookDelivery
-from tokensmith.errors import Forbidden, InvalidInput, NotFound
+from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.net.outbound import OutboundError, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing
 
@@ -64,11 +64,6 @@ class WebhookService:
         # Where webhooks may point: public addresses only unless the operator allowed more.
         self.outbound = outbound or OutboundPolicy()
 
-    @staticmethod
-    def _admin(actor: Actor) -> None:
-        if not actor.is_admin:
-            raise Forbidden("managing webhooks requires an organization admin")
-
     def create(self, actor: Actor, url: str, events: Iterable[str] | None = None) -> tuple[Webhook, str]:
         """Add a webhook (admins). Returns it with its signing secret, which is shown only now.
 
@@ -76,7 +71,7 @@ class WebhookService:
         whitespace, credentials, a non-public address now or in any spelling; see
         ``tokensmith.net.outbound``), an unknown event, or a full organization.
         """
-        self._admin(actor)
+        require_admin(actor, "managing webhooks")
         try:
             # The URL is stored exactly as given, so what is checked is what is delivered to.
             self.outbound.check_new_url(url)
@@ -117,12 +112,12 @@ class WebhookService:
                                  .values(id=Organization.id).execution_options(synchronize_session=False))
 
     def list(self, actor: Actor) -> list[Webhook]:
-        self._admin(actor)
+        require_admin(actor, "managing webhooks")
         return list(self.session.scalars(select(Webhook).where(Webhook.org_id == actor.org_id).order_by(Webhook.id)))
 
     def delete(self, actor: Actor, public_id: str) -> Webhook:
         """Remove a webhook of the caller's organization (pending deliveries go with it); NotFound otherwise."""
-        self._admin(actor)
+        require_admin(actor, "managing webhooks")
         hook = self.session.scalar(
             select(Webhook).where(Webhook.public_id == public_id, Webhook.org_id == actor.org_id)
         )
