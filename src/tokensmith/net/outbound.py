@@ -387,6 +387,7 @@ def _read(sock: socket.socket, remaining, max_bytes: int, read_body: bool) -> by
         sock.settimeout(remaining())
         chunk = sock.recv(min(65536, max_bytes - len(buffer)))
         if not chunk:
+            remaining()  # the watchdog's shutdown also looks like the end of the answer: that is a timeout
             break
         buffer += chunk
         if not read_body and b"\r\n" in buffer:
