@@ -104,7 +104,10 @@ def parse_url(url: str) -> Target:
         raise OutboundRefused("the URL must be ASCII (percent-encode the path, write the host in punycode)")
     if "\\" in url:
         raise OutboundRefused("the URL contains a backslash")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        raise OutboundRefused("the URL's host is malformed") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise OutboundRefused("the URL must start with http:// or https://")
     if "@" in parts.netloc:
