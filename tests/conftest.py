@@ -75,6 +75,18 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_dns_lookups() -> Iterator[None]:
+    """Only loopback traffic: names other than loopback ones do not resolve in tests (tests/netguard.py)."""
+    import socket
+
+    from tests import netguard
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", netguard.guarded(socket.getaddrinfo))
+        yield
+
+
 # --- databases -------------------------------------------------------------------------------
 
 

@@ -93,6 +93,7 @@ class Hostile:
 
     * ``gzip``: 200 with ``Content-Encoding: gzip`` and a body that inflates to 400 MB;
     * ``endless``: 200, then body bytes as fast as the client takes them, forever;
+    * ``slow``: 200, then one body byte every 0.1 s, forever;
     * ``drip``: a status line that never ends, one byte every 0.1 s;
     * ``hang``: reads the request and never answers;
     * ``redirect``: 302 to ``location``.
@@ -148,6 +149,11 @@ def start_hostile(mode: str, location: str = "") -> Hostile:
                 block = b"x" * 65536
                 while not hostile.closing.is_set():
                     sock.sendall(block)
+            elif hostile.mode == "slow":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+                while not hostile.closing.is_set():
+                    sock.sendall(b"x")
+                    time.sleep(0.1)
             elif hostile.mode == "drip":
                 sock.sendall(b"HTTP/1.1 200 ")
                 while not hostile.closing.is_set():

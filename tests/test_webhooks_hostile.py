@@ -2,13 +2,16 @@
 answer can make a delivery unbounded in time or memory."""
 
 import logging
+import ssl
 import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select
 
-from tests.receiver import start_hostile, start_receiver
+from tests.pki import make_pki
+from tests.receiver import fake_dns, start_hostile, start_receiver
 from tokensmith.db.models import Organization, Webhook, WebhookDelivery
 from tokensmith.net.outbound import OutboundError, OutboundPolicy, fetch, parse_networks
 from tokensmith.objectstore.crypto import KeyRing
@@ -186,3 +189,51 @@ def _fetch_error(url, timeout):
     except OutboundError as exc:
         return str(exc)
     return "answered"
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An HTTPS receiver on loopback with a certificate for localhost / 127.0.0.1; records SNI and Host."""
+    pki = make_pki()
+    cert, key = pki.write_server_files(tmp_path)
+    seen: dict[str, list] = {"sni": [], "host": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen["host"].append(self.headers["host"])
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: seen["sni"].append(name)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client_context = ssl.create_default_context(cadata=pki.ca_pem)
+    yield server.server_address[1], client_context, seen
+    server.shutdown()
+
+
+def test_https_goes_to_the_checked_address_with_the_name_in_sni_host_and_certificate_check(tls_receiver,
+                                                                                            monkeypatch):
+    port, client_context, seen = tls_receiver
+    fake_dns(monkeypatch, {"localhost": ["127.0.0.1"]})
+    response = fetch(LOOPBACK, "POST", f"https://localhost:{port}/hook", body=b"{}", timeout=5,
+                     tls_context=client_context, read_body=False)
+    assert response.status == 204
+    assert seen["sni"] == ["localhost"] and seen["host"] == [f"localhost:{port}"]
+
+
+def test_https_to_a_name_the_certificate_does_not_cover_fails(tls_receiver, monkeypatch):
+    port, client_context, seen = tls_receiver
+    fake_dns(monkeypatch, {"hooks.example.test": ["127.0.0.1"]})  # the right address, the wrong name
+    with pytest.raises(OutboundError, match="TLS failed"):
+        fetch(LOOPBACK, "POST", f"https://hooks.example.test:{port}/hook", body=b"{}", timeout=5,
+              tls_context=client_context)
+    assert seen["host"] == []

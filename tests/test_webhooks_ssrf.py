@@ -5,8 +5,12 @@ Nothing here sends traffic anywhere but loopback: refusals are asserted (nothing
 lookups are faked with ``fake_dns``, and ``guard_loopback`` refuses any other connect anyway.
 """
 
+import contextlib
+
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from tests.conftest import SECRET_KEY
@@ -14,7 +18,7 @@ from tests.receiver import fake_dns, guard_loopback, start_receiver
 from tokensmith.api.app import create_app
 from tokensmith.config import Settings
 from tokensmith.db.models import AuditEvent, Webhook, WebhookDelivery
-from tokensmith.net.outbound import OutboundPolicy, OutboundRefused, parse_networks
+from tokensmith.net.outbound import OutboundPolicy, OutboundRefused, Target, parse_networks, parse_url
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.webhooks.worker import DeliveryWorker
 
@@ -37,7 +41,7 @@ MALFORMED = [
     "http://127.0.0.1:9/\x7f", "http://127.0.0.1:9/\u2028", "http://127.0.0.1:9/\u00a0", "http://127.0.0.1:9/\u200b",
     "ftp://127.0.0.1/x", "http:///hook", "http://127.0.0.1:0/hook", "http://127.0.0.1:99999/hook",
     "http://1.2.3.4.5/hook", "http://256.1.1.1/hook", "http://exa mple.com/", "http://ex%61mple.com/",
-    "http://127.0.0.1\\@example.com/", "http://[::1%25eth0]/",
+    "http://127.0.0.1\\@example.com/", "http://[::1%25eth0]/", "http://[/hook", "http://]/hook",
 ]
 
 
@@ -182,3 +186,27 @@ def test_a_webhook_made_under_a_wider_setting_is_refused_at_delivery_under_a_nar
     [delivery] = _deliveries(database)
     assert "loopback" in delivery.last_error
     assert receiver.received == [] and connects == []
+
+
+# --- the parser on its own -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spelling", "address"), [
+    ("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"), ("127.1", "127.0.0.1"),
+    ("0x7F000001", "127.0.0.1"), ("127.0.0.1.", "127.0.0.1"), ("0xa9.0376.43518", "169.254.169.254"),
+    ("[::ffff:a9fe:a9fe]", "::ffff:a9fe:a9fe"), ("3232235777", "192.168.1.1"),
+])
+def test_numeric_hosts_are_read_as_the_address_browsers_and_curl_read(spelling, address):
+    assert str(parse_url(f"http://{spelling}/x").literal) == address
+
+
+def test_a_plain_url_is_normalised_but_keeps_its_path_and_query():
+    target = parse_url("https://Hooks.Example.COM.:8443/t/abc?x=1#frag")
+    assert (target.host, target.port, target.request_target) == ("hooks.example.com", 8443, "/t/abc?x=1")
+    assert target.host_header == "hooks.example.com:8443" and target.literal is None
+
+
+@given(st.text(max_size=80) | st.builds(lambda s: "http://" + s, st.text(max_size=60)))
+def test_any_text_is_parsed_or_refused_never_an_unexpected_error(text):
+    with contextlib.suppress(OutboundRefused):  # anything else (ValueError ...) would be a 500 on creation
+        assert isinstance(parse_url(text), Target)

@@ -99,7 +99,10 @@ def parse_url(url: str) -> Target:
         raise OutboundRefused("the URL must be ASCII (percent-encode the path, write the host in punycode)")
     if "\\" in url:
         raise OutboundRefused("the URL contains a backslash")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        raise OutboundRefused("the URL's host is malformed") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise OutboundRefused("the URL must start with http:// or https://")
     if "@" in parts.netloc:
@@ -382,6 +385,7 @@ def _read(sock: socket.socket, remaining: Callable[[], float], max_bytes: int, r
         sock.settimeout(remaining())
         chunk = sock.recv(min(65536, max_bytes - len(buffer)))
         if not chunk:
+            remaining()  # the watchdog's shutdown also looks like the end of the answer: that is a timeout
             break
         buffer += chunk
         if not read_body and b"\r\n" in buffer:

@@ -72,17 +72,18 @@ class WebhookService:
         ``tokensmith.net.outbound``), an unknown event, or a full organization.
         """
         require_admin(actor, "managing webhooks")
-        try:
-            # The URL is stored exactly as given, so what is checked is what is delivered to.
-            self.outbound.check_new_url(url)
-        except OutboundError as exc:
-            raise InvalidInput(f"url: {exc}", "url") from None
         wanted = None
         if events is not None:
             wanted = sorted({e.strip() for e in events})
             unknown = [e for e in wanted if e not in EVENTS]
             if unknown or not wanted:
                 raise InvalidInput(f"events must be among {', '.join(EVENTS)}", "events")
+        try:
+            # The URL is stored exactly as given, so what is checked is what is delivered to;
+            # checked last of the input, because resolving the name may take a moment.
+            self.outbound.check_new_url(url)
+        except OutboundError as exc:
+            raise InvalidInput(f"url: {exc}", "url") from None
         self._lock_organization(actor.org_id)
         count = self.session.scalar(select(func.count(Webhook.id)).where(Webhook.org_id == actor.org_id)) or 0
         if count >= MAX_WEBHOOKS_PER_ORG:
