@@ -170,3 +170,13 @@ def test_a_password_sign_in_is_refused_and_audited_the_same_for_an_unknown_user(
 def test_grace_expires_then_the_old_secret_is_refused(client, alice, rotated_out, clock):
     clock.advance(timedelta(days=1, seconds=1))
     assert client.get("/v1/whoami", headers=rotated_out).status_code == 401
+
+
+def test_a_webhook_url_path_never_reaches_the_audit_log(client, admin, database, settings):
+    response = client.post("/v1/webhooks", headers=admin.headers,
+                           json={"url": "http://127.0.0.1:9/hooks/receiver-own-secret-path"})
+    assert response.status_code == 201, response.text
+    with database.session() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "webhook.created")).all()
+    assert "receiver-own-secret-path" not in (event.details or "")
+    assert "127.0.0.1" in (event.details or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from tokensmith.audit import DENIED, FAILURE, SUCCESS
 from tokensmith.audit.query import AuditFilter, all_events, as_record, list_events
@@ -48,7 +49,10 @@ def _webhooks(uow: UnitOfWork) -> WebhookService:
 def create_webhook(uow: UnitOfWork, actor: Actor, url: str, events: Iterable[str] | None = None) -> CreatedWebhook:
     """Add a webhook; its signing secret is returned once. InvalidInput for a bad URL or event."""
     hook, signing_secret = _webhooks(uow).create(actor, url, events)
-    uow.record(actor, "webhook.created", target=hook.public_id, details={"url": hook.url})
+    # Only where deliveries go: a receiver's own secret may sit in the URL's path or query.
+    parts = urlsplit(hook.url)
+    uow.record(actor, "webhook.created", target=hook.public_id,
+               details={"scheme": parts.scheme, "host": parts.hostname or ""})
     return CreatedWebhook(hook, signing_secret)
 
 
