@@ -159,10 +159,10 @@ def read_usage(session: Session, token: Token, now: datetime, hours: int = 24) -
         raise InvalidInput(f"hours must be between 1 and {MAX_HOURS}", "hours")
     current = int(now.timestamp()) // HOUR_SECONDS
     first = current - hours + 1
-    stored = dict(session.execute(
+    stored: dict[datetime, int] = {hour: count for hour, count in session.execute(
         select(_usage.c.hour, _usage.c.count)
         .where(_usage.c.token_id == token.id, _usage.c.hour >= hour_of(first), _usage.c.hour <= hour_of(current))
-    ).tuples().all())
+    )}
     window = [(hour_of(index), int(stored.get(hour_of(index), 0))) for index in range(first, current + 1)]
     since = token.last_used_at or token.created_at
     return Usage(window, token.last_used_at, max(0, (now - since).days))
