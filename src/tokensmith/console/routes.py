@@ -7,7 +7,7 @@ they share (viewer, CSRF, flash, rendering) lives in ``common``.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request, Response
@@ -200,14 +200,15 @@ def _tokens_page(
             row["surviving_keys"] = surviving.get(token.id, 0)
         clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
                     for c in s.clusters.list(who, limit=200).items]
-        lifecycle = token_lifecycle.page_extras(s, who)
+        lifecycle = token_lifecycle.page_extras(s, who, page.items)
         # The one-time flash is read (and so destroyed) only by a plain page view.
         plain_view = form is None and rotate_error is None
         flash = pop_flash(request, s.session, who) if plain_view else None
     return render(
         request, "tokens.html", status, who=who, tokens=rows, clusters=clusters, whole_org=whole_org and who.is_admin,
         next_cursor=page.next_cursor, flash=flash, errors=errors or {}, rotate_error=rotate_error, **lifecycle,
-        form=form or {"name": "", "note": "", "expiration": "30d", "expires_on": "", "kind": "secret", "clusters": [],
+        form=form or {"name": "", "note": "", "expiration": lifecycle["default_expiration"], "expires_on": "",
+                      "kind": "secret", "clusters": [],
                       "scope_mode": token_lifecycle.ALL_SCOPES, "scopes": []},
     )
 
@@ -227,15 +228,7 @@ def tokens_page(request: Request, who: Signed, all: bool = False, cursor: str | 
     return _tokens_page(request, who, whole_org=all, cursor=cursor)
 
 
-def _expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetime | None]:
-    """The service's (expiration, expires_at) from the dialog: a preset, or a custom date at 00:00 UTC."""
-    if expiration != "custom":
-        return expiration, None
-    try:
-        day = date.fromisoformat(expires_on.strip())
-    except ValueError:
-        raise InvalidInput("Pick the date on which the token should expire.", "expiration") from None
-    return None, datetime.combine(day, time(0, 0), tzinfo=UTC)
+_expiry_input = token_lifecycle.expiry_input  # the create, rotate and extend dialogs read expiry alike
 
 
 @router.post("/tokens")

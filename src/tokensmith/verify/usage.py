@@ -157,12 +157,28 @@ def read_usage(session: Session, token: Token, now: datetime, hours: int = 24) -
     """
     if not 1 <= hours <= MAX_HOURS:
         raise InvalidInput(f"hours must be between 1 and {MAX_HOURS}", "hours")
+    first = int(now.timestamp()) // HOUR_SECONDS - hours + 1
+    counts = hourly_counts(session, [token.id], now, hours)[token.id]
+    window = [(hour_of(first + i), count) for i, count in enumerate(counts)]
+    return Usage(window, token.last_used_at, unused_days(token, now))
+
+
+def unused_days(token: Token, now: datetime) -> int:
+    """Whole days since ``token`` was last used (since it was created, if never)."""
+    return max(0, (now - (token.last_used_at or token.created_at)).days)
+
+
+def hourly_counts(session: Session, token_ids: list[int], now: datetime, hours: int) -> dict[int, list[int]]:
+    """Each token's counts for the ``hours`` hours up to now, oldest first, in one query (the console's charts)."""
     current = int(now.timestamp()) // HOUR_SECONDS
     first = current - hours + 1
-    stored: dict[datetime, int] = {hour: count for hour, count in session.execute(
-        select(_usage.c.hour, _usage.c.count)
-        .where(_usage.c.token_id == token.id, _usage.c.hour >= hour_of(first), _usage.c.hour <= hour_of(current))
-    )}
-    window = [(hour_of(index), int(stored.get(hour_of(index), 0))) for index in range(first, current + 1)]
-    since = token.last_used_at or token.created_at
-    return Usage(window, token.last_used_at, max(0, (now - since).days))
+    result = {token_id: [0] * hours for token_id in token_ids}
+    if not token_ids:
+        return result
+    rows = session.execute(
+        select(_usage.c.token_id, _usage.c.hour, _usage.c.count)
+        .where(_usage.c.token_id.in_(token_ids), _usage.c.hour >= hour_of(first), _usage.c.hour <= hour_of(current))
+    )
+    for token_id, hour, count in rows:
+        result[token_id][int(hour.timestamp()) // HOUR_SECONDS - first] = int(count)
+    return result
