@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 
 from tokensmith import __version__
-from tokensmith.api import openapi, operations, problems
+from tokensmith.api import docs, openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, token_usage, tokens, verification
@@ -54,7 +54,9 @@ def create_app(
         async with operations.lifespan(app_):
             yield
 
-    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc are installed by api/docs.py, with assets served here rather than from a CDN.
+    app = FastAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.context = AppContext(
         settings=settings, database=database, clock=clock, secret_key=secret_key, verifier=verifier,
     )
@@ -71,5 +73,6 @@ def create_app(
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
     install_console(app)  # the web console at /
     openapi.install(app)  # 400/422 documented as the problems they are
+    docs.install(app)  # /docs and /redoc, assets included
     app.add_middleware(ResponseHeaders, edit=no_store_for_api)
     return app

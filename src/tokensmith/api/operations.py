@@ -40,13 +40,12 @@ STRICT_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
-# FastAPI's /docs and /redoc load their UI from jsDelivr with an inline bootstrap script; those two
-# pages only get this looser policy (they hold no secrets; tokens pasted there stay in the page).
+# /docs and /redoc load their UI from tokensmith itself (api/docs.py) with an inline bootstrap script;
+# those two pages only get this looser policy (they hold no secrets; tokens pasted there stay in the
+# page). Nothing from elsewhere: the docs work offline, and no CDN is trusted.
 DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'"
 )
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokensmith import audit
 from tokensmith.accounts.admin import UserAdminService
@@ -515,5 +516,19 @@ def install(app: FastAPI) -> None:
         with ctx.services() as s:
             who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
         return render(request, "error.html", exc.status, who=who, message=exc.message)
+
+    api_http_error = app.exception_handlers[StarletteHTTPException]  # problem+json (api/problems.py)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unknown console URL is a page a person typed or followed: answer with the console's
+        # HTML 404. The API (and static files) keep their problem+json.
+        path = request.url.path
+        if exc.status_code != 404 or not _is_console(path) or path.startswith("/static/"):
+            return await api_http_error(request, exc)
+        ctx = context_of(request)
+        with ctx.services() as s:
+            who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
+        return render(request, "not_found.html", 404, who=who)
 
     app.add_middleware(ResponseHeaders, edit=console_headers)
