@@ -21,6 +21,7 @@ from tokensmith import audit
 from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.guard import guarded_password
 from tokensmith.api.headers import ResponseHeaders
+from tokensmith.bootstrap import forget_initial_password
 from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
@@ -163,6 +164,7 @@ def change_password(
             with ctx.services() as s:
                 user = s.accounts.authenticate(who.username, current)
                 s.accounts.set_password(user, new)
+            forget_initial_password(ctx.settings, who.username)  # its password no longer works
         except AuthenticationFailed:
             errors["current"] = "The current password is not right."
         except InvalidInput as exc:
@@ -470,6 +472,7 @@ def reset_password(request: Request, who: Signed, public_id: str, csrf: Csrf = "
     ctx = context_of(request)
     with ctx.services() as s, refusals():
         user, password = UserAdminService(s.session, ctx.clock).reset_password(who, public_id)
+        forget_initial_password(ctx.settings, user.username)
         sessions = SessionService(s.session, ctx.clock, ctx.secret_key)
         if user.id != who.user_id:
             sessions.end_all_for(user.id)
