@@ -101,3 +101,24 @@ def test_extending_needs_the_write_scope(client, alice):
     response = client.patch(f"/v1/tokens/{alice.token_id}", json={"expiration": "30d"},
                             headers={"Authorization": f"Bearer {reader}"})
     assert response.status_code == 403
+
+
+def test_an_extended_token_is_warned_again_before_its_new_expiry(client, alice, clock, database, settings):
+    from tokensmith.db.models import Token, TokenNotice
+    from tokensmith.objectstore.crypto import KeyRing
+    from tokensmith.webhooks.worker import DeliveryWorker
+
+    def notices(public_id: str) -> list[str]:
+        with database.session() as session:
+            return list(session.scalars(select(TokenNotice.kind).join(Token, Token.id == TokenNotice.token_id)
+                                        .where(Token.public_id == public_id)))
+
+    worker = DeliveryWorker(database, clock, keyring=KeyRing.from_settings(settings), timeout=5)
+    short = client.post("/v1/tokens", json={"name": "short", "expiration": "2d"}, headers=alice.headers).json()
+    worker.scan_expirations()
+    assert notices(short["token"]["id"]) == ["expiring-7d"]
+    assert extend(client, alice, short["token"]["id"], expiration="30d").status_code == 200
+    assert notices(short["token"]["id"]) == []
+    clock.advance(timedelta(days=25))
+    worker.scan_expirations()
+    assert notices(short["token"]["id"]) == ["expiring-7d"]  # the new expiry gets its own warning

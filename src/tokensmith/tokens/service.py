@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tokensmith import scopes as scope_rules
@@ -14,7 +14,7 @@ from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
-from tokensmith.db.models import Cluster, Token, User
+from tokensmith.db.models import Cluster, Token, TokenNotice, User
 from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
@@ -202,6 +202,9 @@ class TokenService:
                                 "expires_at" if expires_at is not None else "expiration")
         previous = token.expires_at
         token.expires_at = expiry
+        # The "expires in 7 d / 1 d" webhooks were about the old expiry: the new one gets its own.
+        self.session.execute(delete(TokenNotice).where(TokenNotice.token_id == token.id,
+                                                       TokenNotice.kind.like("expiring-%")))
         self.session.flush()
         return token, previous
 
