@@ -6,9 +6,10 @@ GET /v1/tokens/{id}/usage reads the stored hourly buckets; replicas add to the s
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from tests.conftest import SECRET_KEY
+from tokensmith.db.models import TokenUsageHour
 from tokensmith.verify.core import Verifier
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
@@ -53,7 +54,8 @@ def test_verifications_cost_no_database_write_until_the_flush(verifier, alice, w
         verifier.verify(alice.secret, "10.0.0.7")
     assert writes == []
     verifier.usage.flush(force=True)
-    assert len(writes) == 2  # one UPDATE of last_used_at, one upsert of the hour's count
+    # One UPDATE of last_used_at, one upsert of the hour's count, and the hourly prune of old buckets.
+    assert [w.split()[0].upper() for w in writes] == ["UPDATE", "INSERT", "DELETE"]
 
 
 def test_counts_per_hour_match_the_verifications_made(client, verifier, alice, clock):
@@ -139,3 +141,16 @@ def test_a_window_out_of_range_is_422(client, alice, hours):
     response = usage(client, alice, alice.token_id, hours=hours)
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_buckets_older_than_90_days_are_pruned(client, verifier, make_account, clock):
+    carol = make_account("carol", expiration="1y")
+    verifier.verify(carol.secret)
+    verifier.usage.flush(force=True)
+    clock.advance(timedelta(days=91))
+    assert usage(client, carol, carol.token_id, hours=24 * 90).json()["total"] == 0  # out of any window
+    verifier.verify(carol.secret)
+    verifier.usage.flush(force=True)
+    with client.app.state.context.database.session() as session:
+        hours = session.scalars(select(TokenUsageHour.hour)).all()
+    assert hours == [hour(clock.now())]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -38,12 +38,22 @@ _WRITE = (
     .values(last_used_at=bindparam("used_at"), last_used_ip=bindparam("used_ip"))
 )
 HOUR_SECONDS = 3600
+# Hourly buckets are kept this long (what GET /v1/tokens/{id}/usage may ask for); older ones are
+# deleted by the flush that writes counts, at most once an hour per replica.
+RETENTION = timedelta(days=90)
+PRUNE_EVERY = timedelta(hours=1)
 _usage = TokenUsageHour.__table__
 
 
 def hour_of(index: int) -> datetime:
     """The start of the UTC hour number ``index`` (hours since the epoch)."""
     return datetime.fromtimestamp(index * HOUR_SECONDS, UTC)
+
+
+def _hour_window(now: datetime) -> tuple[datetime, datetime, int]:
+    """The UTC hour ``now`` falls in: its start, its end and its index (hours since the epoch)."""
+    index = int(now.timestamp()) // HOUR_SECONDS
+    return hour_of(index), hour_of(index + 1), index
 
 
 def _add_counts(dialect: str) -> Any:
@@ -71,6 +81,8 @@ class UsageRecorder:
         self._retired: dict[tuple[int, int], int] = {}
         self._unwritten: dict[tuple[int, int], int] = {}
         self._counts_written_at: datetime | None = None
+        self._pruned_at: datetime | None = None
+        self._hour = _hour_window(clock.now())  # (start, end, index) of the hour record() last saw
 
     def record(self, token_id: int, ip: str | None, now: datetime | None = None) -> None:
         """Note a use of ``token_id`` at ``now`` (default: the clock's), from ``ip`` (None when unknown); no I/O."""
@@ -78,8 +90,11 @@ class UsageRecorder:
         pending = self._pending.get(token_id)
         # Keep the last known address when a later use (e.g. a webhook) does not know one.
         self._pending[token_id] = (now, ip if ip is not None or pending is None else pending[1])
+        hour = self._hour
+        if not hour[0] <= now < hour[1]:  # datetime.timestamp() costs most of a record(): once an hour
+            hour = self._hour = _hour_window(now)
         counts = self._counts  # one read: a concurrent flush may swap the attribute meanwhile
-        key = (token_id, int(now.timestamp()) // HOUR_SECONDS)
+        key = (token_id, hour[2])
         counts[key] = counts.get(key, 0) + 1
 
     def _take_counts(self, force: bool) -> None:
@@ -108,6 +123,7 @@ class UsageRecorder:
                 return 0
             rows = [{"token_id": t, "used_at": at, "used_ip": ip} for t, (at, ip) in due.items()]
             counted = dict(self._unwritten) if counts_due else {}
+            prune = bool(counted) and (self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY)
             try:
                 with self.database.engine.begin() as connection:
                     if rows:
@@ -116,12 +132,16 @@ class UsageRecorder:
                         connection.execute(_add_counts(connection.dialect.name), [
                             {"token_id": t, "hour": hour_of(h), "count": n} for (t, h), n in sorted(counted.items())
                         ])
+                    if prune:
+                        connection.execute(delete(_usage).where(_usage.c.hour < now - RETENTION))
             except Exception as exc:  # keep them pending; the next flush retries
                 log.warning("could not record token use: %s", type(exc).__name__)
                 return 0
             if counted:
                 self._unwritten = {}
                 self._counts_written_at = now
+            if prune:
+                self._pruned_at = now
             for token_id, use in due.items():
                 if self._pending.get(token_id) == use:
                     del self._pending[token_id]
@@ -134,7 +154,7 @@ class UsageRecorder:
 
 # --- reading ---------------------------------------------------------------------------------
 
-MAX_HOURS = 24 * 90  # what GET /v1/tokens/{id}/usage may ask for
+MAX_HOURS = RETENTION // timedelta(hours=1)  # what GET /v1/tokens/{id}/usage may ask for
 
 
 @dataclass(frozen=True)
