@@ -85,6 +85,8 @@ CASES: dict[str, tuple[Case | None, Case]] = {
     "tokens.issue_token": (None, _token),
     "tokens.issue_token_for": (_user, lambda uow, a, m: tokens.issue_token_for(
         uow, a, "carol", TokenRequest(name="for carol"))),
+    "tokens.extend_token": (_token, lambda uow, a, m: tokens.extend_token(uow, a, m["token"].public_id,
+                                                                         expiration="90d")),
     "tokens.rotate_token": (_token, lambda uow, a, m: tokens.rotate_token(uow, a, m["token"].public_id)),
     "tokens.delete_token": (_token, lambda uow, a, m: tokens.delete_token(uow, a, m["token"].public_id)),
     "users.create_user": (None, _user),

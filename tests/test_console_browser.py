@@ -146,7 +146,7 @@ def test_whole_path_secret_kubeconfig_reload_delete(admin_page, server, tmp_path
     assert page.evaluate("document.activeElement.id") == "token-name"
     shot(page, "create-dialog-desktop")
     page.keyboard.press("Escape")
-    create_token(page, "deploy bot", note="used by CI <b>nightly</b>", expiration="7d")
+    create_token(page, "deploy bot", note="used by CI <b>nightly</b>", expiration="90d")
     reveal = page.locator("#reveal-dialog")
     assert reveal.is_visible()
     assert reveal.get_by_text("never shown again").is_visible()

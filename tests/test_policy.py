@@ -65,3 +65,22 @@ def test_policy_is_per_organization(client, admin, mallory):
     set_policy(client, mallory, max_lifetime_days=1, default_expiration="1d")
     assert create(client, admin, expiration="90d").status_code == 201
     assert client.get("/v1/org/policy", headers=admin.headers).json()["max_lifetime_days"] is None
+
+
+def test_a_maximum_lifetime_answers_allow_never_false_as_it_enforces(client, admin, alice):
+    response = set_policy(client, admin, max_lifetime_days=90)
+    assert response.status_code == 200
+    policy = response.json()
+    assert policy["allow_never"] is False and "'never' not allowed" in policy["description"]
+    assert client.get("/v1/org/policy", headers=alice.headers).json()["allow_never"] is False
+    assert create(client, alice, expiration="never").status_code == 422
+
+
+def test_allow_never_true_with_a_maximum_lifetime_is_stored_as_false(client, admin):
+    policy = set_policy(client, admin, max_lifetime_days=90, allow_never=True).json()
+    assert policy["max_lifetime_days"] == 90 and policy["allow_never"] is False
+
+
+def test_without_a_maximum_allow_never_is_what_was_set(client, admin):
+    assert set_policy(client, admin, allow_never=True).json()["allow_never"] is True
+    assert set_policy(client, admin, allow_never=False, default_expiration="30d").json()["allow_never"] is False

@@ -5,10 +5,14 @@ import os
 import shutil
 import stat
 import subprocess
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.servers import ServerProcess, free_port, server_env
+from tests.test_console_http import CSRF
+from tokensmith.clock import FrozenClock
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +97,87 @@ def test_openapi_and_docs_are_served(server):
     assert code == 200
     assert "/v1/tokens" in json.loads(body)["paths"]
     assert curl(f"{server.url}/docs")[0] == 200
+
+
+# --- the README's quickstart, run as written ---------------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def quickstart_script(url: str) -> str:
+    """The README's curl quickstart block, verbatim except for the server's address."""
+    text = README.read_text()
+    section = text[text.index("## Quickstart with curl"):]
+    block = section[section.index("```sh\n") + len("```sh\n"):section.index("\n```", section.index("```sh\n"))]
+    assert "URL=http://127.0.0.1:8000\n" in block
+    return block.replace("URL=http://127.0.0.1:8000\n", f"URL={url}\n")
+
+
+def json_answers(text: str) -> list[dict]:
+    decoder, answers, at = json.JSONDecoder(), [], 0
+    while at < len(text):
+        answer, at = decoder.raw_decode(text, at)
+        answers.append(answer)
+    return answers
+
+
+def run_in(folder: Path, data_dir: Path, script: str) -> subprocess.CompletedProcess:
+    (folder / ".tokensmith").symlink_to(data_dir)
+    return subprocess.run(["bash", "-c", script], cwd=folder, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_readme_quickstart_runs_as_written(server, tmp_path):
+    result = run_in(tmp_path, server.data_dir, quickstart_script(server.url))
+    assert result.returncode == 0, result.stderr
+    answers = json_answers(result.stdout[:result.stdout.index("HTTP/1.1 401")])  # curl adds no newline
+    assert answers[0]["token"]["name"] == "grafana"  # whoami with the new secret
+    assert answers[1]["token_id"] == answers[0]["token"]["id"] and "unused_days" in answers[1]  # its usage
+    assert answers[2]["name"] == "grafana"  # extended
+    assert '"detail":"invalid token"' in result.stdout and not (tmp_path / "created.json").exists()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_readme_quickstart_says_clearly_when_the_password_is_wrong(server, tmp_path):
+    fake = tmp_path / "fake-data"
+    fake.mkdir()
+    (fake / "initial-admin-password").write_text("not-the-password\n")
+    (tmp_path / "here").mkdir()
+    result = run_in(tmp_path / "here", fake, quickstart_script(server.url))
+    assert "tokensmith: invalid username or password" in result.stderr
+    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
+
+
+def change_password_in_the_console(url: str, current: str, new: str) -> None:
+    with httpx.Client(base_url=url, follow_redirects=True, timeout=30) as browser:
+        csrf = CSRF.search(browser.get("/sign-in").text).group(1)
+        page = browser.post("/sign-in", data={"csrf": csrf, "username": "admin", "password": current})
+        assert page.url.path == "/account/password"
+        csrf = CSRF.search(page.text).group(1)
+        done = browser.post("/account/password", data={"csrf": csrf, "current": current, "new": new, "confirm": new})
+        assert done.url.path == "/tokens", done.text
+
+
+def test_the_initial_password_file_goes_once_the_admin_chose_a_password(own_server):
+    password_file = own_server.data_dir / "initial-admin-password"
+    change_password_in_the_console(own_server.url, password_file.read_text().strip(), "an-own-admin-password")
+    assert not password_file.exists()
+    own_server.stop()
+    own_server.start()  # and a restart does not bring it back
+    assert not password_file.exists()
+
+
+def test_a_start_removes_an_initial_password_file_that_no_longer_works(tmp_path):
+    from tokensmith.accounts.service import AccountService
+    from tokensmith.bootstrap import prepare
+    from tokensmith.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 't.db'}")
+    boot = prepare(settings)
+    with boot.database.session() as session:  # changed without the console, e.g. directly in the database
+        accounts = AccountService(session, FrozenClock())
+        accounts.set_password(accounts.find_user("admin"), "changed-elsewhere-123")
+    boot.database.dispose()
+    assert (settings.data_dir / "initial-admin-password").exists()
+    prepare(settings).database.dispose()
+    assert not (settings.data_dir / "initial-admin-password").exists()

@@ -215,3 +215,16 @@ def test_disabled_user_tokens_stop_working(client, alice, database):
 def test_names_in_any_language_are_kept_trimmed(client, alice):
     token = create(client, alice, name="  Déploiement 日本語 🚀  ").json()["token"]
     assert token["name"] == "Déploiement 日本語 🚀"
+
+
+def test_the_consoles_expiration_choices_are_all_accepted(client, alice, clock):
+    from datetime import datetime
+
+    from tokensmith.tokens.expiration import CHOICES
+
+    lifetimes = {"1h": timedelta(hours=1), "8h": timedelta(hours=8), "30d": timedelta(days=30),
+                 "90d": timedelta(days=90), "1y": timedelta(days=365), "never": None}
+    assert [value for value, _ in CHOICES] == list(lifetimes)
+    for value, lifetime in lifetimes.items():
+        expiry = create(client, alice, expiration=value).json()["token"]["expires_at"]
+        assert (None if expiry is None else datetime.fromisoformat(expiry) - clock.now()) == lifetime

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tokensmith import __version__
-from tokensmith.api import openapi, operations, problems
+from tokensmith.api import docs, openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.middleware import TokensmithAPI
-from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
+from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, token_usage, tokens, verification
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
@@ -44,17 +44,20 @@ def create_app(
         async with operations.lifespan(app_):
             yield
 
-    # The middleware stack (security headers, forward-auth fast path) is declared in api/middleware.py.
-    app = TokensmithAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # The middleware stack (security headers, forward-auth fast path) is declared in api/middleware.py;
+    # /docs and /redoc are installed by api/docs.py, with assets served here rather than from a CDN.
+    app = TokensmithAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                        docs_url=None, redoc_url=None)
     app.state.context = context  # the composition root (api/context.py); doors read it via context_of()
     problems.install(app)
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
     routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
-               clusters.clusters, clusters.vpcs, lifecycle.router)
+               token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429)
     install_console(app)  # the web console at /
     openapi.install(app)  # 400/422 documented as the problems they are
+    docs.install(app)  # /docs and /redoc, assets included
     return app

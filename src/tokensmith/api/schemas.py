@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokensmith import scopes as scope_rules
 from tokensmith.db.models import Cluster, Token, User, Vpc
-from tokensmith.tokens.expiration import PRESETS, is_expired
+from tokensmith.tokens.expiration import DEFAULT_EXPIRATION, PRESETS, is_expired
 
 T = TypeVar("T")
 
@@ -29,8 +29,9 @@ class TokenCreate(Request):
     note: str | None = Field(default=None, description="0-1000 characters.")
     expiration: str | None = Field(
         default=None,
-        description=f"A preset ({', '.join(PRESETS)}) or a duration such as 45m, 12h, 3d. Default 30d.",
-        examples=["30d"],
+        description=f"A preset ({', '.join(PRESETS)}) or a duration such as 45m, 12h, 3d. Default: the "
+                    f"organization policy's default_expiration, built in {DEFAULT_EXPIRATION} (1 month).",
+        examples=[DEFAULT_EXPIRATION],
     )
     expires_at: datetime | None = Field(
         default=None, description="An RFC 3339 instant with a timezone, instead of expiration."

@@ -30,7 +30,7 @@ from tokensmith.console.sessions import Viewer
 from tokensmith.errors import InvalidInput
 from tokensmith.objectstore.limits import CEILING, MIN_ALLOWANCE, in_words
 from tokensmith.policy import ExpiryPolicy, PolicyService
-from tokensmith.tokens.expiration import MAX_LIFETIME, PRESETS
+from tokensmith.tokens.expiration import DEFAULT_EXPIRATION, MAX_LIFETIME, PRESETS
 from tokensmith.usecases import org
 
 ALLOWANCES = (3600, 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400, 180 * 86400, 365 * 86400)
@@ -78,7 +78,7 @@ def _whole_number(text: str, field: str, what: str) -> int:
 @router.post("/policy")
 def save_policy(
     request: Request, who: Signed, csrf: Csrf = "", max_lifetime_days: Text = "", allow_never: Text = "",
-    default_expiration: Text = "30d", max_access_key_seconds: Text = "",
+    default_expiration: Text = DEFAULT_EXPIRATION, max_access_key_seconds: Text = "",
 ) -> Response:
     check_csrf(request, who, csrf)
     require_admin(who)

@@ -6,16 +6,19 @@ they share (viewer, CSRF, flash, rendering) lives in ``common``.
 
 from __future__ import annotations
 
+import inspect
 import secrets
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokensmith.api.guard import guarded_password, request_ip
+from tokensmith.api.middleware import is_console
 from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
@@ -184,14 +187,15 @@ def _tokens_page(
             row["surviving_keys"] = surviving.get(token.id, 0)
         clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
                     for c in tokens.grantable_clusters(uow, actor)]
-        lifecycle = token_lifecycle.page_extras(uow, request, who)
+        lifecycle = token_lifecycle.page_extras(uow, request, who, page.items)
         # The one-time flash is read (and so destroyed) only by a plain page view.
         plain_view = form is None and rotate_error is None
         flash = pop_flash(request, uow.session, who) if plain_view else None
     return render(
         request, "tokens.html", status, who=who, tokens=rows, clusters=clusters, whole_org=whole_org and who.is_admin,
         next_cursor=page.next_cursor, flash=flash, errors=errors or {}, rotate_error=rotate_error, **lifecycle,
-        form=form or {"name": "", "note": "", "expiration": "30d", "expires_on": "", "kind": "secret", "clusters": [],
+        form=form or {"name": "", "note": "", "expiration": lifecycle["default_expiration"], "expires_on": "",
+                      "kind": "secret", "clusters": [],
                       "scope_mode": token_lifecycle.ALL_SCOPES, "scopes": []},
     )
 
@@ -216,15 +220,7 @@ def _expiry_fields(expiration: str, expires_on: str) -> dict[str, Any]:
     return {"expiration": chosen, "expires_at": at}
 
 
-def _expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetime | None]:
-    """The service's (expiration, expires_at) from the dialog: a preset, or a custom date at 00:00 UTC."""
-    if expiration != "custom":
-        return expiration, None
-    try:
-        day = date.fromisoformat(expires_on.strip())
-    except ValueError:
-        raise InvalidInput("Pick the date on which the token should expire.", "expiration") from None
-    return None, datetime.combine(day, time(0, 0), tzinfo=UTC)
+_expiry_input = token_lifecycle.expiry_input  # the create, rotate and extend dialogs read expiry alike
 
 
 @router.post("/tokens")
@@ -479,3 +475,17 @@ def install(app: FastAPI) -> None:
             who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
         return render(request, "error.html", exc.status, who=who, message=exc.message)
 
+    api_http_error = app.exception_handlers[StarletteHTTPException]  # problem+json (api/problems.py)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unknown console URL is a page a person typed or followed: answer with the console's
+        # HTML 404. The API (and static files) keep their problem+json.
+        path = request.url.path
+        if exc.status_code != 404 or not is_console(path) or path.startswith("/static/"):
+            answer = api_http_error(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
+        ctx = context_of(request)
+        with ctx.services() as s:
+            who = SessionService(s.session, ctx.clock, ctx.secret_key).resume(request.cookies.get(SESSION_COOKIE))
+        return render(request, "not_found.html", 404, who=who)

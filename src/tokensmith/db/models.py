@@ -107,6 +107,16 @@ class Token(Base):
     clusters: Mapped[list[Cluster]] = relationship(secondary=token_clusters, lazy="selectin", order_by="Cluster.name")
 
 
+class TokenUsageHour(Base):
+    """Verifications of a token in one UTC hour, summed by every replica (verify/usage.py upserts them)."""
+
+    __tablename__ = "token_usage_hours"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, index=True)  # start of the hour
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Vpc(Base):
     __tablename__ = "vpcs"
     __table_args__ = (UniqueConstraint("org_id", "name"),)

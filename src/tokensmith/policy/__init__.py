@@ -3,6 +3,9 @@ expiration) and how long temporary S3 access keys may live.
 
 No stored row means the built-in behaviour (default 30d, "never" allowed, at most 3650 days;
 temporary access keys at most 7 days). An admin may allow access keys up to 365 days.
+
+One source of truth: a maximum lifetime excludes "never", so ``allow_never`` is forced false
+whenever ``max_lifetime_days`` is set (what the API returns is what is enforced).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from tokensmith.clock import Clock
 from tokensmith.db.models import OrgPolicy
 from tokensmith.errors import InvalidInput
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_ALLOWANCE, in_words
-from tokensmith.tokens.expiration import DEFAULT_EXPIRATION, MAX_LIFETIME, NEVER, parse_duration
+from tokensmith.tokens.expiration import CHOICES, DEFAULT_EXPIRATION, MAX_LIFETIME, NEVER, parse_duration
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,27 @@ class ExpiryPolicy:
     # The longest lifetime of a temporary S3 access key, in seconds (MIN_ALLOWANCE..CEILING).
     max_access_key_seconds: int = DEFAULT_MAX_DURATION
 
+    def __post_init__(self) -> None:
+        # A maximum lifetime and "never" cannot both hold: the maximum wins, so the stored and
+        # returned allow_never is the one enforced (a PUT of {"max_lifetime_days": 90} answers false).
+        if self.max_lifetime_days is not None:
+            object.__setattr__(self, "allow_never", False)
+
+    def allows(self, expiration: str) -> bool:
+        """Whether a token created now with the duration ``expiration`` (or "never") would be accepted."""
+        duration = parse_duration(expiration)
+        if duration is None:
+            return self.allow_never
+        return not self.max_lifetime_days or duration <= timedelta(days=self.max_lifetime_days)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """The console's expiration choices this policy accepts (value, label), in their usual order."""
+        return [(value, label) for value, label in CHOICES if self.allows(value)]
+
+    def latest(self, now: datetime) -> datetime | None:
+        """The latest expiry a token may get at ``now`` (None: no maximum)."""
+        return now + timedelta(days=self.max_lifetime_days) if self.max_lifetime_days else None
+
     def describe_access_keys(self) -> str:
         """The access-key allowance as one phrase, for error messages and audit events."""
         return f"temporary access keys at most {in_words(self.max_access_key_seconds)}"
@@ -34,13 +58,13 @@ class ExpiryPolicy:
     def describe(self) -> str:
         """The policy as one sentence, for error messages."""
         longest = f"at most {self.max_lifetime_days} days" if self.max_lifetime_days else "no maximum lifetime"
-        never = "'never' allowed" if self.allow_never and not self.max_lifetime_days else "'never' not allowed"
+        never = "'never' allowed" if self.allow_never else "'never' not allowed"
         return f"organization policy: {longest}, {never}, default {self.default_expiration}"
 
     def enforce(self, now: datetime, expiry: datetime | None, field: str = "expiration") -> datetime | None:
         """Return ``expiry`` if the policy allows it; InvalidInput stating the policy otherwise."""
         if expiry is None:
-            if not self.allow_never or self.max_lifetime_days:
+            if not self.allow_never:
                 raise InvalidInput(f"a token that never expires is refused by the {self.describe()}", field)
             return None
         if self.max_lifetime_days and expiry - now > timedelta(days=self.max_lifetime_days):
@@ -57,7 +81,7 @@ class ExpiryPolicy:
                                f"({in_words(MIN_ALLOWANCE)}) to {CEILING} ({in_words(CEILING)})",
                                "max_access_key_seconds")
         duration = parse_duration(self.default_expiration)
-        if duration is None and (not self.allow_never or self.max_lifetime_days):
+        if duration is None and not self.allow_never:
             raise InvalidInput("default_expiration 'never' contradicts the policy", "default_expiration")
         if duration is not None and self.max_lifetime_days and duration > timedelta(days=self.max_lifetime_days):
             raise InvalidInput("default_expiration is longer than max_lifetime_days", "default_expiration")

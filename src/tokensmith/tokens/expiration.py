@@ -8,8 +8,17 @@ from datetime import datetime, timedelta
 from tokensmith.errors import InvalidInput
 
 PRESETS = ("1h", "1d", "7d", "30d", "90d", "1y", "never")
+# "1 month" of the cloud console this project follows is 30 days; the server's default when a
+# request names no expiry, and the built-in policy's default (policy/ imports this one constant).
 DEFAULT_EXPIRATION = "30d"
 NEVER = "never"
+CUSTOM = "custom"
+# The expiration choices the console offers (value, label), in that console's order; a custom
+# date comes after them. The organization's policy filters them (ExpiryPolicy.choices).
+CHOICES: tuple[tuple[str, str], ...] = (
+    ("1h", "1 hour"), ("8h", "8 hours"), (DEFAULT_EXPIRATION, "1 month"), ("90d", "90 days"),
+    ("1y", "1 year"), (NEVER, "Never"),
+)
 # Far enough for any real use; keeps arithmetic and storage away from year 9999.
 MAX_LIFETIME = timedelta(days=3650)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tokensmith import scopes as scope_rules
@@ -15,15 +15,16 @@ from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
-from tokensmith.db.models import Cluster, Token, User
-from tokensmith.errors import Forbidden, InvalidInput, NotFound
+from tokensmith.db.models import Cluster, Token, TokenNotice, User
+from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
-from tokensmith.tokens.expiration import resolve_expiry
+from tokensmith.tokens.expiration import is_expired, resolve_expiry
 from tokensmith.tokens.liveness import live_token
 from tokensmith.tokens.rotation import parse_grace
 from tokensmith.validation import clean_name, clean_note
+from tokensmith.verify.usage import Usage, read_usage
 from tokensmith.webhooks.service import emit, token_data
 
 # When a token counts as expiring soon (the console's banner; the first token.expiring webhook).
@@ -180,6 +181,38 @@ class TokenService:
         token.expires_at = expiry
         self.session.flush()
         return CreatedToken(token, secret)
+
+    def extend(
+        self, actor: Actor, public_id: str, expiration: str | None = None, expires_at: datetime | None = None,
+    ) -> tuple[Token, datetime | None]:
+        """Set a new expiry on a live token the caller may see; returns the token and its previous expiry.
+
+        ``expiration`` (a duration from now, or "never") or ``expires_at`` (an instant), exactly one;
+        the organization's policy holds as for a new token (InvalidInput stating it). A revoked or
+        unknown token is NotFound; an expired one is a Conflict (its secret is dead, create a new
+        token), so extending never brings a dead secret back to life. Secret, name, clusters and
+        scopes are unchanged.
+        """
+        if expiration is None and expires_at is None:
+            raise InvalidInput("give the new expiry: expiration (e.g. 30d) or expires_at", "expiration")
+        token = self.get(actor, public_id)
+        now = self.clock.now()
+        if is_expired(token.expires_at, now):
+            raise Conflict(f"token {public_id!r} has expired and cannot be extended; create a new token")
+        policy = PolicyService(self.session, self.clock).get(token.org_id)
+        expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at),
+                                "expires_at" if expires_at is not None else "expiration")
+        previous = token.expires_at
+        token.expires_at = expiry
+        # The "expires in 7 d / 1 d" webhooks were about the old expiry: the new one gets its own.
+        self.session.execute(delete(TokenNotice).where(TokenNotice.token_id == token.id,
+                                                       TokenNotice.kind.like("expiring-%")))
+        self.session.flush()
+        return token, previous
+
+    def usage(self, actor: Actor, public_id: str, hours: int = 24) -> Usage:
+        """Verifications per hour of a live token the caller may see, for the last ``hours`` hours."""
+        return read_usage(self.session, self.get(actor, public_id), self.clock.now(), hours)
 
     def expiring_soon(self, actor: Actor, within: timedelta = EXPIRING_SOON) -> builtins.list[Token]:
         """The caller's own live tokens that expire within ``within`` and have not expired yet, soonest first."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokensmith import audit
+from tokensmith.bootstrap import forget_initial_password
 from tokensmith.db.models import User
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.usecases.actor import Actor
@@ -75,5 +76,6 @@ def change_password(uow: UnitOfWork, actor: Actor, current: str, new: str) -> Us
     """
     user = uow.accounts.authenticate(actor.username, current)
     uow.accounts.set_password(user, new)
+    forget_initial_password(uow.settings, user.username)  # the printed first password no longer works
     uow.record(actor, "auth.password_changed", target=user.public_id)
     return user

@@ -21,6 +21,7 @@ from tokensmith.tokens.service import EXPIRING_SOON, RevokedToken, TokenService
 __all__ = ["EXPIRING_SOON"]  # for the doors: what counts as expiring soon
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
+from tokensmith.verify.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,28 @@ def rotate_token(
     uow.record(actor, "token.rotated", target=token.public_id,
                details=_creation_details(token, result, grace=grace))
     return result
+
+
+@operation("tokens:write", audit="token.extended", manages_credentials=True)
+def extend_token(
+    uow: UnitOfWork, actor: Actor, token_id: str, *, expiration: str | None = None,
+    expires_at: datetime | None = None,
+) -> Token:
+    """A new expiry for a live token the caller may see, within the policy; secret, scopes and clusters stay.
+
+    Raises NotFound (revoked, unknown), Conflict (already expired), InvalidInput (the policy).
+    """
+    token, previous = uow.tokens.extend(actor, token_id, expiration, expires_at)
+    uow.record(actor, "token.extended", target=token.public_id, details={
+        "name": token.name, "expires_at_before": previous.isoformat() if previous else None,
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None})
+    return token
+
+
+@operation("tokens:read")
+def token_usage(uow: UnitOfWork, actor: Actor, token_id: str, hours: int = 24) -> Usage:
+    """Verifications of a token per hour (counted in memory, written about once a minute)."""
+    return uow.tokens.usage(actor, token_id, hours)
 
 
 @operation("tokens:write", audit="token.deleted", manages_credentials=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tokensmith.accounts.admin import UserAdminService
+from tokensmith.bootstrap import forget_initial_password
 from tokensmith.db.models import User
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
@@ -43,6 +44,7 @@ def set_user_disabled(uow: UnitOfWork, actor: Actor, user: str, *, disabled: boo
 def reset_password(uow: UnitOfWork, actor: Actor, user: str) -> tuple[User, str]:
     """A new random password for a user (returned once); their console sessions end."""
     changed, password = _admin(uow).reset_password(actor, user)
+    forget_initial_password(uow.settings, changed.username)
     if changed.id != actor.user_id:
         uow.accounts.end_console_sessions(changed)
     uow.record(actor, "user.password_reset", target=changed.public_id, details={"username": changed.username})

@@ -58,7 +58,8 @@ def rotate_token(
 
 class PolicyBody(RequestBody):
     max_lifetime_days: int | None = Field(default=None, description="Longest allowed lifetime; null: no maximum.")
-    allow_never: bool = Field(default=True, description="Whether tokens that never expire are allowed.")
+    allow_never: bool = Field(default=True, description="Whether tokens that never expire are allowed; "
+                              "always false when max_lifetime_days is set (the answer says so).")
     default_expiration: str = Field(default=DEFAULT_EXPIRATION, description="Used when a request names none.")
     max_access_key_seconds: int = Field(
         default=DEFAULT_MAX_DURATION, ge=MIN_ALLOWANCE, le=CEILING,
