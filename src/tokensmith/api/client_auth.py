@@ -16,6 +16,7 @@ from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from tokensmith.api.auth import scoped
+from tokensmith.api.context import context_of
 from tokensmith.api.guard import guarded_verify, request_ip
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.usecases import Actor
@@ -39,7 +40,8 @@ def _basic_credentials(value: str) -> tuple[str, str]:
 
 
 def _basic_client(request: Request, value: str, scope: str) -> Identity:
-    verifier = request.app.state.context.verifier
+    context = context_of(request)
+    verifier = context.verifier
     client_ip = request_ip(request)
 
     def verify(secret: str) -> Identity:
@@ -56,7 +58,7 @@ def _basic_client(request: Request, value: str, scope: str) -> Identity:
         raise HTTPException(401, failed.detail if failed.detail != "invalid token" else WRONG_CLIENT,
                             headers={"WWW-Authenticate": BASIC_CHALLENGE}) from None
     request.state.identity = identity
-    request.app.state.addresses.note(request.app.state.context, identity, request)
+    context.addresses.note(context, identity, request)
     Actor.for_token(identity).require(scope)
     return identity
 
@@ -72,6 +74,7 @@ def client_with_scope(scope: str) -> Callable[[Request], Identity]:
             return _basic_client(request, rest, scope)
         return bearer(request)
 
-    dependency.__name__ = f"client_{scope.replace(':', '_').replace('-', '_')}"
+    # The scope matrix test and the OpenAPI description read the scope from this name.
+    dependency.__name__ = f"requires_{scope.replace(':', '_').replace('-', '_')}"
     return dependency
 
