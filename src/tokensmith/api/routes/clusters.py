@@ -17,6 +17,7 @@ from tokensmith.api.schemas import (
     VpcOut,
     problem_responses,
 )
+from tokensmith.errors import InvalidInput
 from tokensmith.verify.core import Identity
 
 clusters = APIRouter(prefix="/v1/clusters", tags=["clusters"], responses=problem_responses(401, 403))
@@ -32,7 +33,8 @@ VpcWriter = Annotated[Identity, requires("vpcs:write")]
 def create_cluster(body: ClusterCreate, caller: ClusterWriter, ctx: Context, request: Request) -> ClusterOut:
     with ctx.services() as s:
         cluster = s.clusters.create(
-            caller, body.name, body.server, body.certificate_authority, body.region, body.vpc, body.audience
+            caller, body.name, body.server, body.certificate_authority, body.region, body.vpc, body.audience,
+            username_prefix=body.username_prefix, member_max_level=body.member_max_level,
         )
         audit.record_request(s.session, request, "cluster.created", target=cluster.public_id,
                              details={"name": cluster.name, "server": cluster.server})
@@ -58,11 +60,20 @@ def get_cluster(cluster: str, caller: ClusterReader, ctx: Context) -> ClusterOut
 def update_cluster(
     cluster: str, body: ClusterUpdate, caller: ClusterWriter, ctx: Context, request: Request
 ) -> ClusterOut:
-    """Change a cluster's TokenReview audience; its webhook credentials and granted tokens stay."""
+    """Change a cluster's TokenReview audience, user-name prefix or member level ceiling (only the fields sent);
+    its webhook credentials and granted tokens stay."""
+    if not body.model_fields_set:
+        raise InvalidInput("send at least one of audience, username_prefix, member_max_level")
     with ctx.services() as s:
-        changed = s.clusters.set_audience(caller, cluster, body.audience)
+        changed = s.clusters.get(caller, cluster)
+        if "audience" in body.model_fields_set:
+            changed = s.clusters.set_audience(caller, cluster, body.audience)
+        if body.username_prefix is not None or body.member_max_level is not None:  # issue 16
+            changed = s.clusters.set_access(caller, cluster, username_prefix=body.username_prefix,
+                                            member_max_level=body.member_max_level)
         audit.record_request(s.session, request, "cluster.updated", target=changed.public_id,
-                             details={"audience": changed.token_audience})
+                             details={"audience": changed.token_audience, "username_prefix": changed.username_prefix,
+                                      "member_max_level": changed.member_max_level})
         return ClusterOut.of(changed)
 
 

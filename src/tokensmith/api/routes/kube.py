@@ -171,7 +171,7 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
             keys = SubjectKeys(None, via_key(f"cluster:{target.public_id}"))
         review = tokenreview.parse(body)
         verdict = tokenreview.judge(review, target.id, target.token_audience,
-                                    lambda token: _review_limited(request, token, keys))
+                                    lambda token: _review_limited(request, token, keys), target.username_prefix)
         if verdict.reason is not None and verdict.reason.startswith(denials.CLUSTER_LIMITED):
             # Over the cluster's ceiling: recorded without looking the token up (that is the point).
             denials.record_limited_review(request, target, webhook.public_id)

@@ -28,7 +28,8 @@ def create_token(
             s.clusters, caller, body.clusters, want_kubeconfig=body.kubeconfig, scopes=body.scopes
         )
         created = s.tokens.create(
-            owner, body.name, body.note, body.expiration, body.expires_at, clusters=granted, scopes=body.scopes
+            owner, body.name, body.note, body.expiration, body.expires_at, clusters=granted, scopes=body.scopes,
+            cluster_levels=access.requested_levels(body.clusters, granted),  # issue 16: "prod=view"
         )
         audit.record_request(s.session, request, "token.created", target=created.token.public_id,
                              details={"name": created.token.name})
