@@ -60,6 +60,9 @@ class Settings:
     failures_per_user: int = 10
     failure_window_seconds: int = 60
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
+    # TLS on tokensmith itself (serve --tls-cert/--tls-key): a PEM certificate (chain) and its key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -79,6 +82,8 @@ class Settings:
             failures_per_user=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_USER", 10),
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
+            tls_cert=Path(env["TOKENSMITH_TLS_CERT"]) if env.get("TOKENSMITH_TLS_CERT", "").strip() else None,
+            tls_key=Path(env["TOKENSMITH_TLS_KEY"]) if env.get("TOKENSMITH_TLS_KEY", "").strip() else None,
         )
 
     @property

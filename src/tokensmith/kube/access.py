@@ -35,6 +35,13 @@ def resolve_clusters(
     return list(resolved.values())
 
 
+def with_levels(cluster_ids: Sequence[str], choices: Sequence[str]) -> list[str]:
+    """The console's form: chosen cluster ids and a ``CLUSTER_ID=LEVEL`` choice for every cluster listed;
+    the refs ``resolve_clusters``/``requested_levels`` take (``ID=LEVEL`` for the chosen ones)."""
+    chosen_levels = dict(choice.partition("=")[::2] for choice in choices)
+    return [f"{c}={chosen_levels[c]}" if chosen_levels.get(c) else c for c in cluster_ids]
+
+
 def requested_levels(refs: Sequence[str], granted: Sequence[Cluster]) -> dict[int, str]:
     """Cluster id -> the level ``refs`` ask for (``prod=view``); clusters named without one are left out.
 

@@ -42,6 +42,11 @@ def lower(a: str, b: str) -> str:
     return a if rank(a) <= rank(b) else b
 
 
+def up_to(ceiling: str) -> tuple[str, ...]:
+    """The levels from view up to ``ceiling``: what an owner may choose."""
+    return LEVELS[: rank(ceiling) + 1]
+
+
 def group(level: str) -> str:
     """The Kubernetes group a TokenReview answer puts a token of ``level`` in."""
     return f"{GROUP_PREFIX}{level}"
