@@ -128,6 +128,11 @@ def test_kubectl_auth_whoami_shows_the_prefixed_user_and_the_level_group(real):
 # --- RBAC with the printed bindings -------------------------------------------------------------------
 
 
+def k8s_name(token: dict) -> str:
+    """The token's id as a Kubernetes object name (lower case, no underscores)."""
+    return token["token"]["id"].lower().replace("_", "-")
+
+
 def can_i(real: Real, *args: str, groups: tuple[str, ...]) -> str:
     """RBAC alone: the admin certificate impersonating a user without a tokensmith token id (the authz
     webhook has no opinion on those)."""
@@ -156,8 +161,8 @@ def test_a_view_token_can_get_but_not_create_or_delete(real):
 
 def test_an_edit_token_can_create_a_configmap_but_not_a_rolebinding(real):
     token = real.token("edit")
-    created = real.as_token(token, "create", "configmap", f"made-by-{token['token']['id'].lower().replace('_', '-')}", "-n",
-                            "default", "--from-literal=a=b")
+    created = real.as_token(token, "create", "configmap", f"made-by-{k8s_name(token)}", "-n", "default",
+                            "--from-literal=a=b")
     assert created.returncode == 0, created.stderr
     binding = real.as_token(token, "create", "rolebinding", "sneaky", "-n", "default", "--clusterrole=admin",
                             "--user=tokensmith:admin")
@@ -166,7 +171,7 @@ def test_an_edit_token_can_create_a_configmap_but_not_a_rolebinding(real):
 
 def test_an_admin_token_can_create_a_rolebinding_in_a_namespace(real):
     token = real.token("admin")
-    binding = real.as_token(token, "create", "rolebinding", f"rb-{token['token']['id'].lower().replace('_', '-')}", "-n", "default",
+    binding = real.as_token(token, "create", "rolebinding", f"rb-{k8s_name(token)}", "-n", "default",
                             "--clusterrole=view", "--group=tokensmith:view")
     assert binding.returncode == 0, binding.stderr
 
