@@ -208,6 +208,18 @@ def test_sar_denies_a_token_of_another_cluster(client, admin, alice, prod, webho
     assert sar(client, prod, webhook, token_id=token["id"]).json()["status"]["reason"] == authz.NOT_GRANTED
 
 
+def test_sar_denies_another_organizations_token_as_unknown(client, mallory, prod, webhook):
+    theirs = add_cluster(client, mallory, "evil")
+    token = create_token(client, mallory, clusters=["evil=cluster-admin"]).json()["token"]
+    assert theirs["id"] != prod["id"]
+    assert sar(client, prod, webhook, token_id=token["id"]).json()["status"]["reason"] == authz.TOKEN_UNKNOWN
+
+
+def test_sar_with_another_clusters_credential_is_401(client, admin, prod, webhook):
+    staging = add_cluster(client, admin, "staging", "https://10.0.0.2:6443")
+    assert sar(client, staging, webhook).status_code == 401
+
+
 def test_sar_without_a_credential_is_401_and_audited_as_none_sent(client, database, prod, webhook):
     assert sar(client, prod, webhook, headers={}).status_code == 401
     _event, facts = the_one(database, REFUSED)
