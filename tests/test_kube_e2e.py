@@ -2,6 +2,7 @@
 authenticates bearer tokens through tokensmith's TokenReview webhook (as kube-apiserver's webhook
 authenticator does), and the real kubectl, kubernetes Python client and tokensmith CLI."""
 
+import base64
 import json
 import os
 import ssl
@@ -203,6 +204,16 @@ def test_webhook_config_refuses_a_plain_http_url_and_says_why(server, stub):
     assert "sends the webhook credential only over https" in message
     assert "tokensmith serve --tls-cert FILE --tls-key FILE" in message
     assert "tsw_" not in result.stdout + result.stderr  # nothing was minted
+
+
+def test_webhook_config_embeds_the_certificate_authority_it_is_given(server, stub, tmp_path):
+    ca_file = tmp_path / "tokensmith-ca.pem"
+    ca_file.write_text(stub.ca_pem)
+    printed = run_cli(server, "admin", "cluster", "webhook-config", "kind", "--url", PUBLIC_URL,
+                      "--certificate-authority", str(ca_file)).stdout
+    embedded = yaml.safe_load(printed)["clusters"][0]["cluster"]["certificate-authority-data"]
+    assert base64.b64decode(embedded).decode() == stub.ca_pem
+    assert "No CA embedded" not in printed
 
 
 def test_webhook_config_shows_the_user_name_prefix_and_the_level_groups(stub):
