@@ -8,7 +8,7 @@ from sqlalchemy import select, text
 
 from tests.conftest import SECRET_KEY
 from tests.test_kube_api import add_cluster, create_token, mint, review
-from tests.test_kube_denials import REFUSED, the_one
+from tests.test_kube_denials import REFUSED, events, the_one
 from tests.test_migrations import empty_database  # noqa: F401 - the fixture
 from tokensmith.clock import FrozenClock
 from tokensmith.db.migrate import upgrade
@@ -193,6 +193,17 @@ def test_sar_denies_beyond_the_tokens_level_saying_why(client, alice, prod, webh
     status = sar(client, prod, webhook, token_id=token["id"], verb="delete", name="x").json()["status"]
     assert status["denied"] is True and status["allowed"] is False
     assert status["reason"] == "the token's level view does not allow delete configmaps in namespace default"
+
+
+def test_sar_denials_are_audited_with_the_token_id_never_other_text(client, database, alice, prod, webhook):
+    token = create_token(client, alice, clusters=["prod=view"]).json()["token"]
+    sar(client, prod, webhook, token_id=token["id"], verb="delete", name="x")
+    event, facts = the_one(database, authz.DENIED_ACTION)
+    assert event.target == prod["id"] and facts["token"] == token["id"]
+    assert facts["reason"] == "the token's level view does not allow delete configmaps in namespace default"
+    secret = create_token(client, alice).json()["secret"]
+    sar(client, prod, webhook, token_id=secret, verb="delete")
+    assert all(secret not in (e.details or "") for e in events(database, authz.DENIED_ACTION))
 
 
 def test_sar_denies_a_revoked_token_at_once(client, alice, prod, webhook):

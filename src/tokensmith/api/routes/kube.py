@@ -238,7 +238,9 @@ async def review_access(cluster: str, request: Request) -> JSONResponse:
             answer, reason = authz.judge(review, lambda token: authz.level_of(s.session, target, token, now))
         if reason is not None:  # audited, coalesced like TokenReview denials
             ip, agent = audit.client_of(request)
-            token = review.token_ids[0][:32] if review.token_ids else denials.UNKNOWN
+            # Only something shaped like a token id is written: the extra is the caller's text.
+            token = review.token_ids[0][:32] if review.token_ids and review.token_ids[0].startswith("tok_") \
+                and review.token_ids[0][4:32].isalnum() else denials.UNKNOWN
             request.app.state.denials.note(denials.Denial(
                 authz.DENIED_ACTION, target.public_id, target.org_id, token, reason, webhook.public_id, ip, agent))
         return answer
