@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,13 +20,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None,
+                  verify: str | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
         try:
-            httpx.get(url, timeout=1.0)
+            httpx.get(url, timeout=1.0,
+                      verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify)
             return
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -38,6 +41,8 @@ class ServerProcess:
     port: int
     env: dict[str, str]
     process: subprocess.Popen | None = None
+    # https: the server was given TOKENSMITH_TLS_CERT/KEY in env; ca_file is the CA to trust it with.
+    ca_file: str | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,7 +50,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
@@ -53,7 +58,8 @@ class ServerProcess:
             [sys.executable, "-m", "tokensmith", "serve", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
-        wait_for_http(f"{self.url}/openapi.json", timeout=90.0, process=self.process)  # slow on a busy CI box
+        wait_for_http(f"{self.url}/openapi.json", timeout=90.0, process=self.process,  # slow on a busy CI box
+                      verify=self.ca_file or True)
         return self
 
     def stop(self) -> None:

@@ -21,7 +21,7 @@ from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.policy import ExpiryPolicy
 from tokensmith.usecases import OPERATIONS, Actor, RequestContext, access_keys, auth, clusters, org, tokens, users
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
-from tokensmith.usecases.clusters import ClusterRequest
+from tokensmith.usecases.clusters import ClusterChange, ClusterRequest
 from tokensmith.usecases.tokens import TokenRequest
 
 Case = Callable[[UnitOfWork, Actor, dict[str, Any]], Any]
@@ -70,8 +70,8 @@ CASES: dict[str, tuple[Case | None, Case]] = {
     "auth.sign_in_with_password": (None, lambda uow, a, m: auth.sign_in_with_password(
         uow, Actor.anonymous(RequestContext()), "admin", "admin password 123", token_name="cli")),
     "clusters.create_cluster": (None, _cluster),
-    "clusters.set_cluster_audience": (_cluster, lambda uow, a, m: clusters.set_cluster_audience(
-        uow, a, "prod", "https://kubernetes.example")),
+    "clusters.update_cluster": (_cluster, lambda uow, a, m: clusters.update_cluster(
+        uow, a, "prod", ClusterChange(audience="https://kubernetes.example", audience_given=True))),
     "clusters.delete_cluster": (_cluster, lambda uow, a, m: clusters.delete_cluster(uow, a, "prod")),
     "clusters.mint_webhook_credential": (_cluster, lambda uow, a, m: clusters.mint_webhook_credential(
         uow, a, "prod")),

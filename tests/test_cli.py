@@ -24,10 +24,12 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def cli(tmp_path, server):
-    env = {**server.env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    base_env = {**server.env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
 
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "tokensmith", *args], env=env, input=input,
+    def run(*args: str, input: str | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "tokensmith", *args], env={**base_env, **(env or {})},
+                                input=input,
                                 capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"exit {result.returncode}: {result.stderr}")
@@ -164,3 +166,18 @@ def test_cluster_credentials_revoke_of_an_unknown_credential_is_one_line_exit_1(
     result = logged_in("cluster", "credentials", "revoke", name, "whc_nope", check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: 404") and "Traceback" not in result.stderr
+
+
+def test_token_list_shows_each_clusters_access_level(logged_in, server, cluster_with_credential):
+    import tomllib
+
+    import httpx
+
+    name, _ = cluster_with_credential
+    login = tomllib.loads(logged_in.config_file.read_text())["token"]
+    created = httpx.post(f"{server.url}/v1/tokens", headers={"Authorization": f"Bearer {login}"},
+                         json={"name": "deployer", "clusters": [f"{name}=edit"]})
+    assert created.status_code == 201, created.text
+    table = logged_in("token", "list", env={"COLUMNS": "250"}).stdout
+    row = next(line for line in table.splitlines() if created.json()["token"]["id"] in line)
+    assert f"{name}=edit" in row

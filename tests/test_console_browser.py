@@ -126,8 +126,11 @@ def create_token(page, name: str, *, note: str = "", expiration: str | None = No
         dialog.get_by_label("Note").fill(note)
     if kubeconfig_clusters is not None:
         dialog.get_by_label("Kubeconfig").check()
-        for cluster in kubeconfig_clusters:
-            dialog.get_by_label(cluster).check()
+        for choice in kubeconfig_clusters:  # "NAME" or "NAME=LEVEL"
+            cluster, _, level = choice.partition("=")
+            dialog.get_by_role("checkbox", name=cluster).check()
+            if level:
+                dialog.get_by_label(f"Access level on {cluster}").select_option(label=level)
     dialog.get_by_role("button", name="Create token").click()
 
 
@@ -175,7 +178,7 @@ def test_whole_path_secret_kubeconfig_reload_delete(admin_page, server, tmp_path
     row = page.locator("#tokens tr", has_text="deploy bot")
     assert row.get_by_text("used by CI <b>nightly</b>").is_visible()  # shown as text
     shot(page, "dashboard-desktop")
-    create_token(page, "kube both", kubeconfig_clusters=["alpha", "beta"])
+    create_token(page, "kube both", kubeconfig_clusters=["alpha=edit", "beta"])
     assert reveal.is_visible()
     page.locator("#kubeconfig-preview").evaluate("el => el.closest('details').open = true")
     shot(page, "reveal-kubeconfig-desktop")
@@ -198,7 +201,7 @@ def test_whole_path_secret_kubeconfig_reload_delete(admin_page, server, tmp_path
     assert kube_secret not in page.content()
     page.goto("/tokens")
     kube_row = page.locator("#tokens tr", has_text="kube both")
-    assert kube_row.get_by_text("alpha").is_visible() and kube_row.get_by_text("beta").is_visible()
+    assert kube_row.get_by_text("alpha · edit").is_visible() and kube_row.get_by_text("beta · view").is_visible()
 
     # Delete, confirming in a dialog that names the token; the secret is refused at once.
     kube_row.get_by_role("button", name="Delete token kube both").click()

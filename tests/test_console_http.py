@@ -230,6 +230,45 @@ def test_kubeconfig_token_reveal_offers_the_file(client, console, admin, databas
     assert reveal.count("- name: tokensmith-default-east") == 2  # one cluster entry, one context
 
 
+def test_the_create_dialog_offers_a_level_per_cluster_up_to_what_a_member_may_grant(client, console, admin, alice,
+                                                                                   database, clock):
+    from tokensmith.clusters.service import ClusterService
+
+    with database.session() as session:
+        cluster_id = ClusterService(session, clock).create(admin.user, "prod", "https://prod.example:6443",
+                                                           make_pki().ca_pem, "eu-1").public_id
+    console(alice.user)
+    options = re.findall(rf'<option value="{cluster_id}=([a-z-]+)"', client.get("/tokens").text)
+    assert options == ["view", "edit"]
+
+
+def test_a_token_made_with_a_level_shows_it_in_its_row(client, console, admin, database, clock):
+    from tokensmith.clusters.service import ClusterService
+
+    with database.session() as session:
+        cluster_id = ClusterService(session, clock).create(admin.user, "prod", "https://prod.example:6443",
+                                                           make_pki().ca_pem, "eu-1").public_id
+    console(admin.user)
+    response = create_token(client, csrf_of(client), name="deployer", kind="kubeconfig", clusters=[cluster_id],
+                            levels=[f"{cluster_id}=admin"])
+    assert response.status_code == 303
+    assert '<span class="chip" title="access level admin">prod · admin</span>' in client.get("/tokens").text
+
+
+def test_a_level_above_the_members_ceiling_is_refused_in_the_dialog(client, console, admin, alice, database,
+                                                                   clock):
+    from tokensmith.clusters.service import ClusterService
+
+    with database.session() as session:
+        cluster_id = ClusterService(session, clock).create(admin.user, "prod", "https://prod.example:6443",
+                                                           make_pki().ca_pem, "eu-1").public_id
+    console(alice.user)
+    response = create_token(client, csrf_of(client), name="greedy", kind="kubeconfig", clusters=[cluster_id],
+                            levels=[f"{cluster_id}=cluster-admin"])
+    assert response.status_code == 422 and "above the most you may grant there" in response.text
+    assert "greedy" not in [t.name for t in live_tokens(database)]
+
+
 def test_kubeconfig_for_another_organizations_cluster_is_refused(client, console, alice, mallory, database, clock):
     from tokensmith.clusters.service import ClusterService
 

@@ -431,13 +431,21 @@ def test_audit_pages_without_a_session_go_to_sign_in(client):
 # --- webhook credentials of clusters --------------------------------------------------------------
 
 
+@pytest.fixture
+def over_https(client):
+    """The console reached at an https address, as an operator minting webhook credentials must."""
+    client.base_url = "https://testserver"
+    return client
+
+
 def webhook_reveal(page: str) -> dict[str, str]:
     kubeconfig = html.unescape(re.search(r'<textarea id="webhook-kubeconfig"[^>]*>(.*?)</textarea>', page, re.S)[1])
     flags = html.unescape(re.search(r'<textarea id="apiserver-flags"[^>]*>(.*?)</textarea>', page, re.S)[1])
     return {"secret": revealed_secret(page), "kubeconfig": kubeconfig, "flags": flags}
 
 
-def test_adding_a_cluster_reveals_its_first_webhook_credential_once(client, console, admin, database, clock):
+def test_adding_a_cluster_reveals_its_first_webhook_credential_once(over_https, client, console, admin, database,
+                                                                   clock):
     console(admin.user)
     assert add_cluster(client, "prod").status_code == 303
     page = client.get("/clusters")
@@ -450,7 +458,7 @@ def test_adding_a_cluster_reveals_its_first_webhook_credential_once(client, cons
         cluster = ClusterService(session, clock).get(admin.user, "prod")
         cluster_id, audience = cluster.public_id, cluster.token_audience
         assert session.query(WebhookCredential).filter_by(cluster_id=cluster.id).count() == 1
-    assert config["clusters"][0]["cluster"]["server"] == f"http://testserver/v1/clusters/{cluster_id}/tokenreview"
+    assert config["clusters"][0]["cluster"]["server"] == f"https://testserver/v1/clusters/{cluster_id}/tokenreview"
     assert "--authentication-token-webhook-config-file=/etc/kubernetes/tokensmith-webhook.yaml" in shown["flags"]
     assert f"--api-audiences=<your service-account issuer>,{audience}" in shown["flags"]
     assert 'download="tokensmith-webhook-prod.yaml"' in page.text
@@ -471,7 +479,7 @@ def test_adding_and_deleting_a_cluster_in_the_console_is_audited(client, console
                         ("cluster.deleted", "admin")]
 
 
-def test_new_credential_flags_name_the_clusters_own_audience(client, console, admin, database, clock):
+def test_new_credential_flags_name_the_clusters_own_audience(over_https, client, console, admin, database, clock):
     with database.session() as session:
         cluster = ClusterService(session, clock).create(admin.user, "prod", "https://p:6443", CA_PEM, "eu-1")
         cluster.audience = "https://kubernetes.default.svc"
@@ -482,7 +490,7 @@ def test_new_credential_flags_name_the_clusters_own_audience(client, console, ad
     assert "--api-audiences=<your service-account issuer>,https://kubernetes.default.svc" in flags
 
 
-def test_revealed_webhook_credential_authenticates_token_reviews(client, console, admin, database, clock):
+def test_revealed_webhook_credential_authenticates_token_reviews(over_https, client, console, admin, database, clock):
     console(admin.user)
     add_cluster(client, "prod")
     shown = webhook_reveal(client.get("/clusters").text)
@@ -495,7 +503,7 @@ def test_revealed_webhook_credential_authenticates_token_reviews(client, console
     assert answer.status_code == 200 and answer.json()["status"]["authenticated"] is True
 
 
-def test_new_webhook_credential_keeps_the_old_one_working(client, console, admin, database, clock):
+def test_new_webhook_credential_keeps_the_old_one_working(over_https, client, console, admin, database, clock):
     console(admin.user)
     add_cluster(client, "prod")
     first = webhook_reveal(client.get("/clusters").text)["secret"]
@@ -512,6 +520,23 @@ def test_new_webhook_credential_keeps_the_old_one_working(client, console, admin
     assert second != first
     for credential in (first, second):
         assert review(client, cluster_id, credential, "tsm_nope").status_code == 200  # authenticated as the server
+
+
+def test_over_http_the_reveal_refuses_the_webhook_kubeconfig_and_says_why(client, console, admin):
+    console(admin.user)
+    add_cluster(client, "prod")
+    page = client.get("/clusters").text
+    assert 'id="webhook-kubeconfig"' not in page and 'id="webhook-http-refused"' in page
+    assert "sends the webhook credential only over https" in html.unescape(page)
+    assert "tokensmith admin cluster webhook-config CLUSTER --url https://" in html.unescape(page)
+    assert 'id="clusters-http-warning"' in page
+
+
+def test_the_clusters_page_shows_each_clusters_user_name_prefix(over_https, client, console, admin):
+    console(admin.user)
+    add_cluster(client, "prod")
+    row = re.search(r'<table class="list" id="clusters">.*?</table>', client.get("/clusters").text, re.S)[0]
+    assert "<code>tokensmith:&lt;user&gt;</code>" in row and "edit" in row
 
 
 def test_new_webhook_credential_needs_csrf_and_an_admin(client, console, admin, alice, database, clock):

@@ -39,3 +39,15 @@ def test_service_targets_the_deployment():
 def test_dockerfile_serves_as_a_non_root_user():
     dockerfile = (DEPLOY.parent / "Dockerfile").read_text()
     assert "USER 10001" in dockerfile and '"serve"' in dockerfile
+
+
+def test_deployment_runs_as_a_non_root_user_with_a_read_only_root_and_an_empty_dir_for_writes():
+    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    data_dir = next(e["value"] for e in container["env"] if e["name"] == "TOKENSMITH_DATA_DIR")
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = next(mounted[path] for path in mounted if data_dir.startswith(path))
+    assert {"name": volume, "emptyDir": {}} in pod["volumes"]

@@ -73,6 +73,7 @@ ELSEWHERE = {
     ("GET", "/v1/auth/verify"): "forward-auth, any live token passes: test_forward_auth.py",
     ("POST", "/v1/oauth2/introspect"): "a service-scoped caller asks about any token: test_introspect.py",
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "the cluster's webhook credential: test_kube_api.py",
+    ("POST", "/v1/clusters/{cluster}/subjectaccessreview"): "the cluster's webhook credential: test_kube_levels.py",
     ("POST", "/v1/leaks"): "a leak-reporter credential, same answer for all: test_leaks.py",
     ("GET", "/v1/object-storage/temporary-credentials"): "the SDK's bare secret: test_objectstore_api.py",
     ("POST", "/v1/object-storage/verify"): "a gateway's service-scoped token: test_objectstore_api.py",

@@ -169,8 +169,8 @@ def test_review_authenticates_a_token_granting_the_cluster(client, kube, alice):
     assert body["apiVersion"] == V1 and body["kind"] == "TokenReview"
     assert body["status"]["authenticated"] is True
     assert body["status"]["user"] == {
-        "username": "alice", "uid": alice.user.public_id,
-        "groups": ["tokensmith:org:default", "system:authenticated"],
+        "username": "tokensmith:alice", "uid": alice.user.public_id,
+        "groups": ["tokensmith:org:default", "tokensmith:view", "system:authenticated"],
         "extra": {"tokensmith.io/token-id": [kube["token_id"]], "tokensmith.io/organization": ["default"]},
     }
     assert "audiences" not in body["status"]
@@ -185,7 +185,7 @@ def test_v1beta1_is_answered_in_v1beta1(client, kube):
 def test_admins_get_the_admins_group(client, admin, kube):
     secret = create_token(client, admin, clusters=["prod"]).json()["secret"]
     groups = review(client, kube["prod"], kube["credential"], secret).json()["status"]["user"]["groups"]
-    assert groups == ["tokensmith:org:default", "tokensmith:admins", "system:authenticated"]
+    assert groups == ["tokensmith:org:default", "tokensmith:admins", "tokensmith:view", "system:authenticated"]
 
 
 def test_a_token_not_granting_the_cluster_is_refused(client, admin, kube):

@@ -111,7 +111,9 @@ def test_a_failed_webhook_credential_is_recorded_against_the_cluster(client, dat
     assert response.status_code == 401
     event, facts = the_one(database, REFUSED)
     assert event.target == kube["prod"]["id"] and event.client_ip == "testclient"
-    assert facts["reason"] == "invalid webhook credential" and "cluster_ref" not in facts
+    expected = "no webhook credential sent (is the webhook URL https?)" if credential == "missing" \
+        else "invalid webhook credential"
+    assert facts["reason"] == expected and "cluster_ref" not in facts
 
 
 @pytest.fixture

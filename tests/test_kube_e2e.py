@@ -2,6 +2,7 @@
 authenticates bearer tokens through tokensmith's TokenReview webhook (as kube-apiserver's webhook
 authenticator does), and the real kubectl, kubernetes Python client and tokensmith CLI."""
 
+import base64
 import json
 import os
 import ssl
@@ -22,10 +23,12 @@ from tests.kubetools import kubectl_binary
 from tests.pki import make_pki
 from tests.servers import ServerProcess, free_port, server_env
 from tokensmith import secrets
+from tokensmith.kube import webhooks
 
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
            "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23.3", "compiler": "gc", "platform": "linux/amd64"}
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+PUBLIC_URL = "https://tokensmith.example.com"
 
 
 class StubApiServer:
@@ -152,10 +155,13 @@ def stub(server, admin_secret, tmp_path_factory):
     api(server, admin_secret, "POST", "/v1/clusters", json={
         "name": "elsewhere", "server": "https://127.0.0.1:1", "certificate_authority": stub.ca_pem,
         "region": "local"})
-    printed = run_cli(server, "admin", "cluster", "webhook-config", "kind", "--url", server.url).stdout
+    # What webhook-config prints is https-only (tests/test_kube_real.py runs it against a real API
+    # server); this stand-in reaches the module's plain-http server with a credential minted by the API.
+    printed = run_cli(server, "admin", "cluster", "webhook-config", "kind", "--url", PUBLIC_URL).stdout
     stub.printed = printed
-    stub.webhook = yaml.safe_load(printed)
     stub.cluster_id = created.json()["id"]
+    minted = api(server, admin_secret, "POST", "/v1/clusters/kind/webhook-credentials").json()
+    stub.webhook = webhooks.webhook_kubeconfig(f"{server.url}{minted['tokenreview_path']}", minted["secret"])
     yield stub
     stub.stop()
 
@@ -183,16 +189,56 @@ def kubectl_version(path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_webhook_config_prints_the_kubeconfig_and_the_apiserver_flags(stub, server):
-    webhook = stub.webhook
-    assert webhook["clusters"][0]["cluster"]["server"] == f"{server.url}/v1/clusters/{stub.cluster_id}/tokenreview"
+    webhook = yaml.safe_load(stub.printed)
+    assert webhook["clusters"][0]["cluster"]["server"] == f"{PUBLIC_URL}/v1/clusters/{stub.cluster_id}/tokenreview"
     assert secrets.is_well_formed(webhook["users"][0]["user"]["token"], secrets.WEBHOOK_PREFIX)
     for flag in ("--authentication-token-webhook-config-file=", "--authentication-token-webhook-version=v1",
                  "--authentication-token-webhook-cache-ttl=10s"):
         assert flag in stub.printed
 
 
+def test_webhook_config_refuses_a_plain_http_url_and_says_why(server, stub):
+    result = run_cli(server, "admin", "cluster", "webhook-config", "kind", "--url", server.url, check=False)
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "sends the webhook credential only over https" in message
+    assert "tokensmith serve --tls-cert FILE --tls-key FILE" in message
+    assert "tsw_" not in result.stdout + result.stderr  # nothing was minted
+
+
+def test_webhook_config_embeds_the_certificate_authority_it_is_given(server, stub, tmp_path):
+    ca_file = tmp_path / "tokensmith-ca.pem"
+    ca_file.write_text(stub.ca_pem)
+    printed = run_cli(server, "admin", "cluster", "webhook-config", "kind", "--url", PUBLIC_URL,
+                      "--certificate-authority", str(ca_file)).stdout
+    embedded = yaml.safe_load(printed)["clusters"][0]["cluster"]["certificate-authority-data"]
+    assert base64.b64decode(embedded).decode() == stub.ca_pem
+    assert "No CA embedded" not in printed
+
+
+def test_webhook_config_shows_the_user_name_prefix_and_the_level_groups(stub):
+    assert "User names: tokensmith:<tokensmith user name>" in stub.printed
+    assert "tokensmith:view, tokensmith:edit, tokensmith:admin, tokensmith:cluster-admin" in stub.printed
+
+
+def test_webhook_config_with_authz_prints_the_authorization_webhook(server, stub):
+    printed = run_cli(server, "admin", "cluster", "webhook-config", "kind", "--url", PUBLIC_URL, "--authz").stdout
+    config = yaml.safe_load(printed)
+    endpoint = config["clusters"][0]["cluster"]["server"]
+    assert endpoint == f"{PUBLIC_URL}/v1/clusters/{stub.cluster_id}/subjectaccessreview"
+    for flag in ("--authorization-mode=Node,Webhook,RBAC", "--authorization-webhook-version=v1",
+                 "--authorization-webhook-config-file=/etc/kubernetes/tokensmith-authz-webhook.yaml"):
+        assert flag in printed
+
+
+def test_rbac_prints_a_binding_per_level_to_the_built_in_role(server, stub):
+    documents = list(yaml.safe_load_all(run_cli(server, "admin", "cluster", "rbac", "kind").stdout))
+    assert [(d["kind"], d["roleRef"]["name"], d["subjects"][0]["name"]) for d in documents] == [
+        ("ClusterRoleBinding", level, f"tokensmith:{level}") for level in ("view", "edit", "admin", "cluster-admin")]
+
+
 def test_webhook_config_for_an_unknown_cluster_fails_clearly(server, stub):
-    result = run_cli(server, "admin", "cluster", "webhook-config", "nope", "--url", server.url, check=False)
+    result = run_cli(server, "admin", "cluster", "webhook-config", "nope", "--url", PUBLIC_URL, check=False)
     assert result.returncode == 1
     assert "cluster 'nope' not found" in result.stderr
 
@@ -235,8 +281,8 @@ def test_the_reviewed_user_is_the_tokensmith_user(server, admin_secret, stub, tm
     created = create(server, admin_secret, clusters=["kind"], kubeconfig=True)
     assert kubectl_version(write_kubeconfig(tmp_path, created), tmp_path).returncode == 0
     user = json.loads(stub.reviews[-1]["body"])["status"]["user"]
-    assert user["username"] == "admin"
-    assert user["groups"] == ["tokensmith:org:default", "tokensmith:admins", "system:authenticated"]
+    assert user["username"] == "tokensmith:admin"
+    assert user["groups"] == ["tokensmith:org:default", "tokensmith:admins", "tokensmith:view", "system:authenticated"]
     assert user["extra"]["tokensmith.io/token-id"] == [created["token"]["id"]]
 
 

@@ -22,6 +22,7 @@ UNSCOPED = {
     ("GET", "/v1/whoami"): "any valid token may ask who it is",
     ("POST", "/v1/leaks"): "authenticated by a leak-reporter credential, not a token",
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "authenticated by the cluster's webhook credential (tsw_)",
+    ("POST", "/v1/clusters/{cluster}/subjectaccessreview"): "authenticated by the cluster's webhook credential (tsw_)",
     ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
     ("GET", "/v1/auth/verify"): "forward-auth for any upstream: any live token passes; the proxy decides the rest",
 }

@@ -3,13 +3,16 @@
 import json
 import os
 import shutil
+import ssl
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.pki import make_pki
 from tests.servers import ServerProcess, free_port, server_env
 from tests.test_console_http import CSRF
 from tokensmith.clock import FrozenClock
@@ -181,3 +184,27 @@ def test_a_start_removes_an_initial_password_file_that_no_longer_works(tmp_path)
     assert (settings.data_dir / "initial-admin-password").exists()
     prepare(settings).database.dispose()
     assert not (settings.data_dir / "initial-admin-password").exists()
+
+
+def test_serve_over_tls_answers_https_with_the_given_certificate(tmp_path):
+    pki = make_pki()
+    cert, key = pki.write_server_files(tmp_path)
+    (tmp_path / "ca.pem").write_text(pki.ca_pem)
+    data = tmp_path / "data"
+    proc = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_TLS_CERT=str(cert),
+                                                       TOKENSMITH_TLS_KEY=str(key)), ca_file=str(tmp_path / "ca.pem"))
+    try:
+        proc.start()
+        response = httpx.get(f"{proc.url}/healthz", verify=ssl.create_default_context(cafile=tmp_path / "ca.pem"))
+        assert proc.url.startswith("https://") and response.status_code == 200
+    finally:
+        proc.stop()
+
+
+def test_serve_with_a_certificate_but_no_key_says_what_is_missing(tmp_path):
+    cert, _key = make_pki().write_server_files(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "tokensmith", "serve", "--port",
+                             str(free_port()), "--tls-cert", str(cert)], capture_output=True, text=True, timeout=60,
+                            env=server_env(tmp_path / "data"))
+    assert result.returncode == 1
+    assert "TLS needs both a certificate and a key: --tls-cert FILE --tls-key FILE" in result.stderr

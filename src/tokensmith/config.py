@@ -64,6 +64,9 @@ class Settings:
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
     # Private ranges webhooks may reach anyway (on-premises receivers); by default only public addresses.
     webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+    # TLS on tokensmith itself (serve --tls-cert/--tls-key): a PEM certificate (chain) and its key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -84,6 +87,8 @@ class Settings:
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
             webhook_allowed_networks=parse_networks(env.get("TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS", "")),
+            tls_cert=Path(env["TOKENSMITH_TLS_CERT"]) if env.get("TOKENSMITH_TLS_CERT", "").strip() else None,
+            tls_key=Path(env["TOKENSMITH_TLS_KEY"]) if env.get("TOKENSMITH_TLS_KEY", "").strip() else None,
         )
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from tokensmith import logs
 from tokensmith.api.app import create_app
 from tokensmith.bootstrap import INITIAL_PASSWORD_FILE, prepare
 from tokensmith.config import Settings
+from tokensmith.kube import tls
 
 log = logging.getLogger("tokensmith")
 
@@ -31,13 +33,18 @@ def build_app() -> FastAPI:
     return create_app(settings, boot.database, boot.secret_key, background_worker=True)
 
 
-def run(host: str, port: int, workers: int = 1) -> None:
+def run(host: str, port: int, workers: int = 1, tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
+    """Serve; over HTTPS with ``tls_cert``/``tls_key`` (else TOKENSMITH_TLS_CERT/TOKENSMITH_TLS_KEY)."""
     settings = Settings.from_env()
     # One redacting handler for everything (TOKENSMITH_LOG_FORMAT=json for JSON lines); uvicorn's
     # own logging config is off so its access and error logs go through it too.
     logs.configure(settings.log_format, settings.log_level)
+    serving = tls.serving_files(tls_cert or settings.tls_cert, tls_key or settings.tls_key)
+    if serving is not None:
+        log.info("serving HTTPS with %s", serving.cert)
     uvicorn.run(
         "tokensmith.server:build_app", factory=True, host=host, port=port, workers=workers,
         proxy_headers=False, server_header=False, log_config=None, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        ssl_certfile=str(serving.cert) if serving else None, ssl_keyfile=str(serving.key) if serving else None,
     )

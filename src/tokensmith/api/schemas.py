@@ -41,7 +41,10 @@ class TokenCreate(Request):
         examples=[["tokens:read", "clusters:read"]],
     )
     clusters: list[Annotated[str, Field(max_length=100)]] = Field(
-        default=[], max_length=100, description="Cluster ids or names of your organization the token grants.",
+        default=[], max_length=100,
+        description="Cluster ids or names of your organization the token grants, each optionally with an access "
+                    "level: NAME_OR_ID or NAME_OR_ID=LEVEL (view, edit, admin, cluster-admin; default view).",
+        examples=[["prod=view", "staging=edit"]],
     )
     kubeconfig: bool = Field(
         default=False, description="Also return a kubeconfig for the granted clusters (needs at least one).",
@@ -62,6 +65,10 @@ class ClusterRef(BaseModel):
     name: str
 
 
+class TokenClusterRef(ClusterRef):
+    level: str = Field(description="The token's access level on the cluster: view, edit, admin or cluster-admin.")
+
+
 class TokenOut(BaseModel):
     id: str
     name: str
@@ -72,7 +79,7 @@ class TokenOut(BaseModel):
     expires_at: datetime | None
     expired: bool
     last_used_at: datetime | None
-    clusters: list[ClusterRef]
+    clusters: list[TokenClusterRef]
     scopes: list[str] = Field(description="What the token can do now: its scopes cut to its owner's permissions.")
 
     @classmethod
@@ -81,7 +88,8 @@ class TokenOut(BaseModel):
             id=token.public_id, name=token.name, note=token.note, hint=token.hint, owner=UserRef.of(token.user),
             created_at=token.created_at, expires_at=token.expires_at,
             expired=is_expired(token.expires_at, now), last_used_at=token.last_used_at,
-            clusters=[ClusterRef(id=c.public_id, name=c.name) for c in token.clusters],
+            clusters=[TokenClusterRef(id=c.public_id, name=c.name, level=token.cluster_levels.get(c.id, "view"))
+                      for c in token.clusters],
             scopes=sorted(scope_rules.effective(scope_rules.deserialize(token.scopes), token.user.is_admin)),
         )
 
@@ -146,12 +154,26 @@ class ClusterCreate(Request):
         description="The audience TokenReviews must ask for: one of the API server's --api-audiences. "
                     "Default: the server URL.",
     )
+    username_prefix: str | None = Field(
+        default=None, max_length=64,
+        description="Put before every user name in TokenReview answers (like --oidc-username-prefix). "
+                    "Default for new clusters: 'tokensmith:'; '' for bare user names.",
+    )
+    member_max_level: str | None = Field(
+        default=None, description="The highest access level a member may give a token here "
+                                  "(view, edit, admin, cluster-admin). Default: edit.",
+    )
 
 
 class ClusterUpdate(Request):
+    """Only the fields sent change."""
+
     audience: str | None = Field(
-        max_length=2048, description="The new audience; null or empty resets it to the server URL.",
+        default=None, max_length=2048, description="The new audience; null or empty resets it to the server URL.",
     )
+    username_prefix: str | None = Field(default=None, max_length=64,
+                                        description="The new user-name prefix ('' for bare names).")
+    member_max_level: str | None = Field(default=None, description="The highest level members may grant here.")
 
 
 class ClusterOut(BaseModel):
@@ -162,6 +184,8 @@ class ClusterOut(BaseModel):
     region: str
     vpc: str | None = Field(description="The VPC's id, if any.")
     audience: str = Field(description="The audience TokenReviews must ask for (when they name audiences).")
+    username_prefix: str = Field(description="Put before user names in TokenReview answers ('' : bare names).")
+    member_max_level: str = Field(description="The highest access level a member may give a token here.")
     created_at: datetime
 
     @classmethod
@@ -170,6 +194,7 @@ class ClusterOut(BaseModel):
             id=cluster.public_id, name=cluster.name, server=cluster.server,
             certificate_authority=cluster.certificate_authority, region=cluster.region,
             vpc=cluster.vpc.public_id if cluster.vpc else None, audience=cluster.token_audience,
+            username_prefix=cluster.username_prefix, member_max_level=cluster.member_max_level,
             created_at=cluster.created_at,
         )
 

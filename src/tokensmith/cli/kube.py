@@ -186,50 +186,103 @@ def kubeconfig_check(
     out.print(f"{', '.join(map(str, present))}: no problems found")
 
 
+def _find_cluster(session: Any, cluster: str, org: str | None) -> Any:
+    """The one cluster named ``cluster`` (id or name), in ``org`` when given; CliError otherwise."""
+    from sqlalchemy import select
+
+    from tokensmith.db.models import Cluster, Organization
+
+    query = select(Cluster).join(Organization, Organization.id == Cluster.org_id).where(
+        (Cluster.public_id == cluster) | (Cluster.name == cluster))
+    if org is not None:
+        query = query.where(Organization.name == org)
+    found = list(session.scalars(query))
+    if not found:
+        raise CliError(f"cluster {cluster!r} not found")
+    if len(found) > 1:
+        raise CliError(f"several organizations have a cluster named {cluster!r}; pass --org", 2)
+    return found[0]
+
+
 @cluster_app.command("webhook-config")
 @friendly
 def webhook_config(
     cluster: Annotated[str, typer.Argument(help="The cluster's name or id.")],
-    url: Annotated[str, typer.Option(help="tokensmith's URL as the cluster's API server reaches it.")],
+    url: Annotated[str, typer.Option(help="tokensmith's https URL as the cluster's API server reaches it.")],
     org: Annotated[str | None, typer.Option(help="The cluster's organization (if its name is not unique).")] = None,
     certificate_authority: Annotated[Path | None, typer.Option(
-        help="PEM CA file of tokensmith's TLS certificate, embedded in the webhook kubeconfig.")] = None,
-    config_path: Annotated[str, typer.Option(help="Where the file will live on the API server's host.")]
-    = "/etc/kubernetes/tokensmith-webhook.yaml",
+        help="PEM CA file of tokensmith's TLS certificate, embedded in the webhook kubeconfig "
+             "(default: the last certificate of TOKENSMITH_TLS_CERT's chain, if it has one).")] = None,
+    config_path: Annotated[str | None, typer.Option(help="Where the file will live on the API server's host.")]
+    = None,
+    authz: Annotated[bool, typer.Option(
+        "--authz", help="Print the authorization (SubjectAccessReview) webhook's kubeconfig and flags instead.")]
+    = False,
 ) -> None:
     """Mint a webhook credential for CLUSTER; print, once, the API server's webhook kubeconfig and flags."""
-    from sqlalchemy import select
-
     from tokensmith.bootstrap import prepare
     from tokensmith.clock import SystemClock
     from tokensmith.config import Settings
-    from tokensmith.db.models import Cluster, Organization
-    from tokensmith.kube import webhooks
+    from tokensmith.errors import InvalidInput
+    from tokensmith.kube import levels, tls, webhooks
 
-    if not url.startswith(("https://", "http://")):
-        raise CliError("--url must be tokensmith's http(s) URL, e.g. https://tokensmith.example.com", 2)
-    ca = certificate_authority.read_text() if certificate_authority else None
+    try:
+        url = tls.require_https(url, "url")
+    except InvalidInput as refused:
+        raise CliError(f"--url {url}: {refused.detail}", 2) from None
+    settings = Settings.from_env()
+    if certificate_authority is not None:
+        ca: str | None = certificate_authority.read_text()
+        tls.certificates(ca or "")  # a file that is not PEM fails here, clearly
+    else:
+        ca = tls.ca_from_chain(settings.tls_cert.read_text()) if settings.tls_cert else None
+    path = config_path or (webhooks.AUTHZ_CONFIG_PATH if authz else webhooks.AUTHN_CONFIG_PATH)
+    boot = prepare(settings)
+    with boot.database.session() as session:
+        target = _find_cluster(session, cluster, org)
+        minted = webhooks.WebhookCredentialService(session, SystemClock(), boot.secret_key).mint(target)
+        endpoint = (webhooks.subjectaccessreview_url if authz else webhooks.tokenreview_url)(url, target)
+        document = webhooks.webhook_kubeconfig(endpoint, minted.secret, ca)
+        flags = (webhooks.authorizer_flags(path) if authz
+                 else webhooks.apiserver_flags(path, target.token_audience))
+        what = "authorization (SubjectAccessReview)" if authz else "authentication (TokenReview)"
+        header = [
+            f"# tokensmith {what} webhook kubeconfig for cluster {target.name} ({target.public_id}),",
+            f"# credential {minted.credential.public_id}. The credential is shown only now.",
+            f"# Save this as {path} (mode 0600) on the API server's host and start kube-apiserver with:",
+            *[f"#   {flag}" for flag in flags],
+        ]
+        if authz:
+            header += ["# The webhook never grants: it denies what a token's access level does not allow and has",
+                       "# no opinion otherwise (RBAC decides), nor on requests that are not from tokensmith tokens."]
+        else:
+            header += [
+                "# (the cache TTL keeps a deleted token working at most that long; the default is 2 minutes)",
+                f"# User names: {target.username_prefix}<tokensmith user name> (username prefix "
+                f"{target.username_prefix!r}); groups: tokensmith:org:<org>, tokensmith:admins and the token's "
+                f"level: {', '.join(levels.group(level) for level in levels.LEVELS)}",
+                f"# Bind the level groups to the built-in roles: tokensmith admin cluster rbac {target.name}",
+            ]
+        if ca is None:
+            header.append("# No CA embedded: the API server must trust tokensmith's certificate through its system "
+                          "roots (else pass --certificate-authority FILE).")
+    sys.stdout.write("\n".join(header) + "\n" + kubeconfig.render(document))
+
+
+@cluster_app.command("rbac")
+@friendly
+def rbac(
+    cluster: Annotated[str, typer.Argument(help="The cluster's name or id.")],
+    org: Annotated[str | None, typer.Option(help="The cluster's organization (if its name is not unique).")] = None,
+) -> None:
+    """Print ClusterRoleBindings (YAML) of the tokensmith:<level> groups to the built-in roles (kubectl apply -f -)."""
+    from tokensmith.bootstrap import prepare
+    from tokensmith.config import Settings
+    from tokensmith.kube import levels
+
     boot = prepare(Settings.from_env())
     with boot.database.session() as session:
-        query = select(Cluster).join(Organization, Organization.id == Cluster.org_id).where(
-            (Cluster.public_id == cluster) | (Cluster.name == cluster))
-        if org is not None:
-            query = query.where(Organization.name == org)
-        found = list(session.scalars(query))
-        if not found:
-            raise CliError(f"cluster {cluster!r} not found")
-        if len(found) > 1:
-            raise CliError(f"several organizations have a cluster named {cluster!r}; pass --org", 2)
-        target = found[0]
-        minted = webhooks.WebhookCredentialService(session, SystemClock(), boot.secret_key).mint(target)
-        endpoint = webhooks.tokenreview_url(url, target)
-        document = webhooks.webhook_kubeconfig(endpoint, minted.secret, ca)
-        flags = webhooks.apiserver_flags(config_path, target.token_audience)
-        header = [
-            f"# tokensmith webhook kubeconfig for cluster {target.name} ({target.public_id}),",
-            f"# credential {minted.credential.public_id}. The credential is shown only now.",
-            f"# Save this as {config_path} (mode 0600) on the API server's host and start kube-apiserver with:",
-            *[f"#   {flag}" for flag in flags],
-            "# (the cache TTL keeps a deleted token working at most that long; the default is 2 minutes)",
-        ]
-    sys.stdout.write("\n".join(header) + "\n" + kubeconfig.render(document))
+        target = _find_cluster(session, cluster, org)
+        name = target.name
+    sys.stdout.write(f"# tokensmith access levels for cluster {name}: kubectl apply -f this file\n"
+                     + levels.cluster_role_bindings(name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -38,11 +39,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="Serve HTTPS with this PEM certificate (chain); also TOKENSMITH_TLS_CERT.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's PEM private key; also TOKENSMITH_TLS_KEY.")]
+    = None,
 ) -> None:
     """Run the server (SQLite in ./.tokensmith unless TOKENSMITH_DATABASE_URL is set)."""
     from tokensmith.server import run
 
-    run(host=host, port=port, workers=workers)
+    run(host=host, port=port, workers=workers, tls_cert=tls_cert, tls_key=tls_key)
 
 
 @db_app.command("upgrade")

@@ -26,9 +26,12 @@ def when(value: str | None, empty: str = "never") -> str:
 
 def tokens_table(tokens: list[dict[str, Any]]) -> Table:
     table = Table(title="Tokens", show_lines=False)
-    for column in ("Name", "ID", "Hint", "Created", "Expires", "Last used"):
+    for column in ("Name", "ID", "Hint", "Created", "Expires", "Last used", "Clusters"):
         table.add_column(column)
     for t in tokens:
         expires = when(t["expires_at"]) + (" (expired)" if t.get("expired") else "")
-        table.add_row(t["name"], t["id"], f"…{t['hint']}", when(t["created_at"]), expires, when(t["last_used_at"]))
+        # Each cluster with the token's access level there (issue 16), as --cluster takes it: prod=view.
+        clusters = " ".join(f"{c['name']}={c.get('level', 'view')}" for c in t.get("clusters", [])) or "—"
+        table.add_row(t["name"], t["id"], f"…{t['hint']}", when(t["created_at"]), expires, when(t["last_used_at"]),
+                      clusters)
     return table

@@ -14,6 +14,7 @@ from tokensmith.actor import Actor, require_admin
 from tokensmith.clock import Clock
 from tokensmith.db.models import Cluster, Vpc
 from tokensmith.errors import Conflict, InvalidInput, NotFound
+from tokensmith.kube import levels
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.validation import clean_identifier
 
@@ -35,6 +36,19 @@ def validate_server_url(server: str) -> str:
 
 
 MAX_AUDIENCE_LENGTH = 2048
+MAX_PREFIX_LENGTH = 64
+# New clusters put this before TokenReview user names, so "alice" from tokensmith is never the
+# same RBAC subject as an x509 or OIDC "alice" (clusters made before it keep bare names).
+RECOMMENDED_PREFIX = "tokensmith:"
+
+
+def validate_username_prefix(prefix: str) -> str:
+    """A user-name prefix: printable, no spaces, at most 64 characters; "" for bare names."""
+    if len(prefix) > MAX_PREFIX_LENGTH or not prefix.isprintable() or any(c.isspace() for c in prefix):
+        raise InvalidInput(
+            f"username_prefix must be printable text without spaces, at most {MAX_PREFIX_LENGTH} characters "
+            f"(recommended: {RECOMMENDED_PREFIX!r}; empty for bare user names)", "username_prefix")
+    return prefix
 
 
 def validate_audience(audience: str | None) -> str | None:
@@ -116,9 +130,13 @@ class ClusterService:
 
     def create(
         self, actor: Actor, name: str, server: str, certificate_authority: str, region: str,
-        vpc: str | None = None, audience: str | None = None,
+        vpc: str | None = None, audience: str | None = None, username_prefix: str | None = None,
+        member_max_level: str | None = None,
     ) -> Cluster:
-        """Register a cluster; Forbidden for non-admins, Conflict for a duplicate name, InvalidInput for bad fields."""
+        """Register a cluster; Forbidden for non-admins, Conflict for a duplicate name, InvalidInput for bad fields.
+
+        ``username_prefix`` None: the recommended ``tokensmith:``. ``member_max_level`` None: ``edit``.
+        """
         require_admin(actor, "creating a cluster")
         name = clean_identifier(name, "name")
         cluster = Cluster(
@@ -128,6 +146,9 @@ class ClusterService:
             region=clean_identifier(region, "region"),
             vpc_id=VpcService(self.session, self.clock).get(actor, vpc).id if vpc else None,
             created_at=self.clock.now(), audience=validate_audience(audience),
+            username_prefix=validate_username_prefix(
+                RECOMMENDED_PREFIX if username_prefix is None else username_prefix),
+            member_max_level=levels.check(member_max_level or levels.MEMBER_MAX_DEFAULT, "member_max_level"),
         )
         if self.session.scalar(select(Cluster.id).where(Cluster.org_id == actor.org_id, Cluster.name == name)):
             raise Conflict(f"a cluster named {name!r} already exists")
@@ -153,6 +174,24 @@ class ClusterService:
         require_admin(actor, "changing a cluster")
         cluster = self.get(actor, ref)
         cluster.audience = validate_audience(audience)
+        self.session.flush()
+        return cluster
+
+    def set_access(self, actor: Actor, ref: str, *, username_prefix: str | None = None,
+                   member_max_level: str | None = None) -> Cluster:
+        """Change the user-name prefix and/or the highest level members may grant (None: unchanged); admins only.
+
+        Tokens already granted keep their levels; a new prefix applies from the next TokenReview on
+        (after the API server's cache TTL), so RBAC bindings to user names must follow it.
+        """
+        require_admin(actor, "changing a cluster")
+        cluster = self.get(actor, ref)
+        prefix = None if username_prefix is None else validate_username_prefix(username_prefix)
+        ceiling = None if member_max_level is None else levels.check(member_max_level, "member_max_level")
+        if prefix is not None:
+            cluster.username_prefix = prefix
+        if ceiling is not None:
+            cluster.member_max_level = ceiling
         self.session.flush()
         return cluster
 

@@ -24,7 +24,7 @@ from tokensmith.console.common import (
     router,
 )
 from tokensmith.db.models import Cluster
-from tokensmith.kube import kubeconfig, webhooks
+from tokensmith.kube import kubeconfig, tls, webhooks
 from tokensmith.usecases import Actor, UnitOfWork
 from tokensmith.usecases import clusters as clusters_uc
 
@@ -36,13 +36,34 @@ def _reveal(request: Request, uow: UnitOfWork, actor: Actor, cluster: Cluster, *
     minted = clusters_uc.mint_webhook_credential(uow, actor, cluster.public_id).minted
     # The address this browser reached tokensmith at; the dialog says to change it if the API server differs.
     endpoint = webhooks.tokenreview_url(str(request.base_url), cluster)
+    # Over http the API server would call without the credential (it sends it only over https):
+    # refuse to hand out a kubeconfig that cannot work, and say why and what to do (issue 16).
+    refused = http_refusal(request)
+    ca = served_ca(request)
     return {
         "kind": "webhook", "added": added, "cluster": cluster.name, "credential": minted.credential.public_id,
-        "secret": minted.secret, "endpoint": endpoint, "config_path": CONFIG_PATH,
-        "kubeconfig": kubeconfig.render(webhooks.webhook_kubeconfig(endpoint, minted.secret)),
+        "secret": minted.secret, "endpoint": endpoint, "config_path": CONFIG_PATH, "refused": refused,
+        "kubeconfig": "" if refused else kubeconfig.render(webhooks.webhook_kubeconfig(endpoint, minted.secret, ca)),
         "flags": "\n".join(webhooks.apiserver_flags(CONFIG_PATH, cluster.token_audience)),
-        "filename": kubeconfig.webhook_filename(cluster.name),
+        "filename": kubeconfig.webhook_filename(cluster.name), "username_prefix": cluster.username_prefix,
+        "cluster_id": cluster.public_id,
     }
+
+
+def http_refusal(request: Request) -> str | None:
+    """Why a webhook kubeconfig built from this page's address cannot work, or None (https)."""
+    if request.url.scheme == "https":
+        return None
+    return tls.HTTP_REFUSED + "; or build it with: tokensmith admin cluster webhook-config CLUSTER --url https://…"
+
+
+def served_ca(request: Request) -> str | None:
+    """The CA of tokensmith's own TLS certificate chain (serve --tls-cert), if it has one."""
+    cert = context_of(request).settings.tls_cert
+    try:
+        return tls.ca_from_chain(cert.read_text()) if cert else None
+    except (OSError, ValueError):
+        return None
 
 
 def first_credential(request: Request, uow: UnitOfWork, actor: Actor, cluster: Cluster) -> dict[str, Any]:

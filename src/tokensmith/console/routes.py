@@ -52,6 +52,7 @@ from tokensmith.console.common import (
 from tokensmith.console.sessions import SessionService, Viewer, csrf_token, csrf_valid
 from tokensmith.db.models import Token
 from tokensmith.errors import AuthenticationFailed, InvalidInput, TokensmithError
+from tokensmith.kube import access, levels
 from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.ratelimit import RateLimited
 from tokensmith.tokens.expiration import resolve_expiry
@@ -166,6 +167,7 @@ def _token_row(token: Token, now: datetime) -> dict[str, Any]:
         "owner": token.user.username, "created_at": token.created_at, "expires_at": token.expires_at,
         "expired": token.expires_at is not None and now >= token.expires_at,
         "last_used_at": token.last_used_at, "clusters": [c.name for c in token.clusters],
+        "cluster_levels": {c.name: token.cluster_levels.get(c.id, levels.DEFAULT_LEVEL) for c in token.clusters},
         **token_lifecycle.row_extras(token, now),
     }
 
@@ -185,7 +187,8 @@ def _tokens_page(
             .surviving_after_tokens_delete([t.id for t in page.items])
         for row, token in zip(rows, page.items, strict=True):
             row["surviving_keys"] = surviving.get(token.id, 0)
-        clusters = [{"id": c.public_id, "name": c.name, "region": c.region}
+        clusters = [{"id": c.public_id, "name": c.name, "region": c.region,
+                     "levels": levels.up_to(levels.owner_ceiling(who.is_admin, c.member_max_level))}
                     for c in tokens.grantable_clusters(uow, actor)]
         lifecycle = token_lifecycle.page_extras(uow, request, who, page.items)
         # The one-time flash is read (and so destroyed) only by a plain page view.
@@ -228,11 +231,13 @@ def create_token(
     request: Request, who: Signed, csrf: Csrf = "", name: Text = "", note: Text = "", expiration: Text = "30d",
     expires_on: Text = "", kind: Text = "secret", clusters: Annotated[list[str], Form()] = [],  # noqa: B006
     scope_mode: Text = token_lifecycle.ALL_SCOPES, scopes: Annotated[list[str], Form()] = [],  # noqa: B006
+    cluster_levels: Annotated[list[str], Form(alias="levels")] = [],  # noqa: B006 - "CLUSTER_ID=LEVEL" each
 ) -> Response:
     check_csrf(request, who, csrf)
     ctx = context_of(request)
     form = {"name": name, "note": note, "expiration": expiration, "expires_on": expires_on, "kind": kind,
-            "clusters": clusters, "scope_mode": scope_mode, "scopes": scopes}
+            "clusters": clusters, "scope_mode": scope_mode, "scopes": scopes, "levels": cluster_levels}
+    refs = access.with_levels(clusters, cluster_levels)  # issue 16: each chosen cluster with its level
     # Check every field first, so the dialog can mark all wrong fields at once.
     errors: dict[str, str] = {}
     for check in (lambda: clean_name(name), lambda: clean_note(note),
@@ -250,7 +255,7 @@ def create_token(
         return _tokens_page(request, who, form=form, errors=errors, status=422)
     wants_kubeconfig = kind == "kubeconfig"
     token_request = TokenRequest(
-        name=name, note=note, clusters=clusters if wants_kubeconfig else [], kubeconfig=wants_kubeconfig,
+        name=name, note=note, clusters=refs if wants_kubeconfig else [], kubeconfig=wants_kubeconfig,
         scopes=token_lifecycle.requested_scopes(scope_mode, scopes), **_expiry_fields(expiration, expires_on),
     )
     try:
@@ -295,13 +300,15 @@ def _clusters_page(request: Request, who: Viewer, form: dict[str, str] | None = 
     ctx = context_of(request)
     with ctx.services() as s:
         clusters = [{"id": c.public_id, "name": c.name, "server": c.server, "region": c.region,
-                     "vpc": c.vpc.name if c.vpc else "", "created_at": c.created_at}
+                     "vpc": c.vpc.name if c.vpc else "", "created_at": c.created_at,
+                     "username_prefix": c.username_prefix, "member_max_level": c.member_max_level}
                     for c in s.clusters.list(who, limit=200).items]
         vpcs = [v.name for v in s.vpcs.list(who, limit=200).items]
         flash = pop_flash(request, s.session, who) if form is None else None
     return render(request, "clusters.html", status, who=who, clusters=clusters, vpcs=vpcs, errors=errors or {},
                   flash=flash, form=form or {"name": "", "server": "", "certificate_authority": "", "region": "",
-                                             "vpc": ""})
+                                             "vpc": ""},
+                  http_refused=cluster_webhooks.http_refusal(request))
 
 
 @router.get("/clusters")

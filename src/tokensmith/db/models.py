@@ -78,6 +78,8 @@ token_clusters = Table(
     Base.metadata,
     Column("token_id", ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True),
     Column("cluster_id", ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True),
+    # The token's access level on the cluster: view, edit, admin or cluster-admin (tokensmith.kube.levels).
+    Column("level", String(16), nullable=False, server_default="view"),
 )
 
 
@@ -105,6 +107,23 @@ class Token(Base):
 
     user: Mapped[User] = relationship(lazy="joined")
     clusters: Mapped[list[Cluster]] = relationship(secondary=token_clusters, lazy="selectin", order_by="Cluster.name")
+    # The same rows with their levels; read-only here: TokenService writes levels (tokensmith.kube.levels).
+    grants: Mapped[list[TokenClusterGrant]] = relationship(viewonly=True, lazy="selectin")
+
+    @property
+    def cluster_levels(self) -> dict[int, str]:
+        """Cluster id -> this token's access level on it."""
+        return {grant.cluster_id: grant.level for grant in self.grants}
+
+
+class TokenClusterGrant(Base):
+    """One row of token_clusters: a cluster a token grants, at a level."""
+
+    __table__ = token_clusters
+
+    token_id: Mapped[int]
+    cluster_id: Mapped[int]
+    level: Mapped[str]
 
 
 class TokenUsageHour(Base):
@@ -145,6 +164,10 @@ class Cluster(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # None: the server URL. Set when the API server's --api-audiences cannot include that URL.
     audience: Mapped[str | None] = mapped_column(String(2048))
+    # Put before every TokenReview user name (like --oidc-username-prefix); "" for clusters made before it.
+    username_prefix: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The highest level a member (not an admin) may give a token on this cluster.
+    member_max_level: Mapped[str] = mapped_column(String(16), default="edit", server_default="edit")
 
     organization: Mapped[Organization] = relationship(lazy="joined")
     vpc: Mapped[Vpc | None] = relationship(lazy="joined")

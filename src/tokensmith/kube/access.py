@@ -9,7 +9,7 @@ from tokensmith.actor import Actor
 from tokensmith.clusters.service import ClusterService
 from tokensmith.db.models import Cluster, Token
 from tokensmith.errors import InvalidInput
-from tokensmith.kube import kubeconfig
+from tokensmith.kube import kubeconfig, levels
 from tokensmith.kube.tokenreview import SCOPE
 
 
@@ -17,7 +17,8 @@ def resolve_clusters(
     clusters: ClusterService, actor: Actor, refs: Sequence[str], *, want_kubeconfig: bool,
     scopes: Sequence[str] | None,
 ) -> list[Cluster]:
-    """The caller's organization's clusters named by ``refs`` (ids or names), each once, in order.
+    """The caller's organization's clusters named by ``refs`` (ids or names, each optionally ``=LEVEL``),
+    each once, in order.
 
     Raises NotFound for an unknown or other-organization cluster, InvalidInput when a kubeconfig is
     asked for without clusters, or when explicit scopes leave out ``kubernetes`` for a token that
@@ -27,11 +28,35 @@ def resolve_clusters(
         raise InvalidInput("a kubeconfig needs at least one cluster: list them in clusters", "kubeconfig")
     resolved: dict[int, Cluster] = {}
     for ref in refs:
-        cluster = clusters.get(actor, ref)
+        cluster = clusters.get(actor, levels.split_ref(ref)[0])
         resolved.setdefault(cluster.id, cluster)
     if resolved and scopes is not None and SCOPE not in {s.strip() for s in scopes}:
         raise InvalidInput(f"a token that grants clusters needs the {SCOPE!r} scope", "scopes")
     return list(resolved.values())
+
+
+def with_levels(cluster_ids: Sequence[str], choices: Sequence[str]) -> list[str]:
+    """The console's form: chosen cluster ids and a ``CLUSTER_ID=LEVEL`` choice for every cluster listed;
+    the refs ``resolve_clusters``/``requested_levels`` take (``ID=LEVEL`` for the chosen ones)."""
+    chosen_levels = dict(choice.partition("=")[::2] for choice in choices)
+    return [f"{c}={chosen_levels[c]}" if chosen_levels.get(c) else c for c in cluster_ids]
+
+
+def requested_levels(refs: Sequence[str], granted: Sequence[Cluster]) -> dict[int, str]:
+    """Cluster id -> the level ``refs`` ask for (``prod=view``); clusters named without one are left out.
+
+    InvalidInput when a level is not one of view, edit, admin, cluster-admin, or when one cluster is
+    named twice with different levels.
+    """
+    asked: dict[int, str] = {}
+    for ref in refs:
+        name, level = levels.split_ref(ref)
+        cluster = next((c for c in granted if name in (c.public_id, c.name)), None)
+        if cluster is None or level is None:
+            continue
+        if asked.setdefault(cluster.id, level) != level:
+            raise InvalidInput(f"cluster {cluster.name!r} is named twice with different levels", "clusters")
+    return asked
 
 
 @dataclass(frozen=True)

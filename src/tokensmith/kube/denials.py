@@ -11,7 +11,8 @@ Two actions, both with outcome ``denied``:
   up to five ``client_ips``.
 * ``kube.webhook_credential.refused``: the webhook credential itself failed. Target: the cluster's
   id when the URL names an existing cluster by id, else ``"unknown"`` (with what was asked, cut to 64
-  characters, in ``cluster_ref``).
+  characters, in ``cluster_ref``). Reason: ``invalid webhook credential``, or ``no webhook credential
+  sent (is the webhook URL https?)`` when the call carried no Authorization header at all.
 
 **Coalescing.** A key is (action, cluster, token-or-"unknown", reason). The first denial of a key
 is written at once, with ``count`` 1, so an operator sees an attack begin. Further denials of the
@@ -55,6 +56,9 @@ REVOKED = "token revoked"
 USER_DISABLED = "user disabled"
 ROTATED_OUT = "rotated-out secret"
 BAD_CREDENTIAL = "invalid webhook credential"
+# No Authorization header at all: what an API server does with an http:// webhook URL (it sends the
+# credential only over https), told apart from a revoked or wrong one.
+NO_CREDENTIAL = "no webhook credential sent (is the webhook URL https?)"
 # Over the cluster's ceiling of invalid tokens (api/routes/kube.py): answered from the cache only.
 CLUSTER_LIMITED = "too many invalid tokens from this cluster"
 
@@ -215,7 +219,7 @@ def cluster_named(session: Any, cluster_ref: str) -> Cluster | None:
 # --- what the TokenReview route calls -------------------------------------------------------------
 
 
-def record_refused_credential(request: Any, cluster_ref: str) -> None:
+def record_refused_credential(request: Any, cluster_ref: str, reason: str = BAD_CREDENTIAL) -> None:
     """The webhook credential of a TokenReview call failed (missing, malformed, unknown, revoked, other cluster)."""
     context = request.app.state.context
     ip, agent = audit.client_of(request)
@@ -224,7 +228,7 @@ def record_refused_credential(request: Any, cluster_ref: str) -> None:
         target, org_id = (cluster.public_id, cluster.org_id) if cluster is not None else (UNKNOWN, None)
     extra = () if cluster is not None else (("cluster_ref", cluster_ref[:64]),)
     request.app.state.context.denials.note(
-        Denial(REFUSED_ACTION, target, org_id, UNKNOWN, BAD_CREDENTIAL, None, ip, agent, extra))
+        Denial(REFUSED_ACTION, target, org_id, UNKNOWN, reason, None, ip, agent, extra))
 
 
 def record_limited_review(request: Any, cluster: Cluster, credential: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tokensmith.errors import AuthenticationFailed, TokensmithError
+from tokensmith.kube import levels
 from tokensmith.verify.core import Identity
 
 API_GROUP: Final = "authentication.k8s.io"
@@ -80,11 +81,14 @@ def parse(body: bytes) -> Review:
     return Review(api_version, token, tuple(audiences) if audiences else None)
 
 
-def groups(identity: Identity) -> list[str]:
-    """The Kubernetes groups of a verified caller: the organization, admins, and everyone authenticated."""
+def groups(identity: Identity, level: str | None = None) -> list[str]:
+    """The Kubernetes groups of a verified caller: the organization, admins, the token's access level
+    on the cluster (``tokensmith:view`` ... ``tokensmith:cluster-admin``), and everyone authenticated."""
     result = [f"tokensmith:org:{identity.org_name}"]
     if identity.is_admin:
         result.append(ADMINS_GROUP)
+    if level is not None:
+        result.append(levels.group(level))
     result.append(AUTHENTICATED_GROUP)
     return result
 
@@ -108,12 +112,14 @@ class Verdict:
     identity: Identity | None = None  # the token's owner, when the token verified
 
 
-def decide(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity]) -> dict[str, Any]:
+def decide(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity],
+           username_prefix: str = "") -> dict[str, Any]:
     """Review a token for the cluster ``cluster_id``: a TokenReview answer, authenticated or not."""
-    return judge(review, cluster_id, audience, verify).answer
+    return judge(review, cluster_id, audience, verify, username_prefix).answer
 
 
-def judge(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity]) -> Verdict:
+def judge(review: Review, cluster_id: int, audience: str, verify: Callable[[str], Identity],
+          username_prefix: str = "") -> Verdict:
     """Review a token for the cluster ``cluster_id``: the answer, and the reason when it is a refusal.
 
     ``verify`` is the verification core (raises AuthenticationFailed). Authenticated only when the
@@ -133,9 +139,9 @@ def judge(review: Review, cluster_id: int, audience: str, verify: Callable[[str]
     status: dict[str, Any] = {
         "authenticated": True,
         "user": {
-            "username": identity.username,
+            "username": f"{username_prefix}{identity.username}",
             "uid": identity.user_public_id,
-            "groups": groups(identity),
+            "groups": groups(identity, identity.cluster_levels.get(cluster_id)),
             "extra": {TOKEN_ID_EXTRA: [identity.token_public_id], ORG_EXTRA: [identity.org_name]},
         },
     }

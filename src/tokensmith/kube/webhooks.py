@@ -23,6 +23,8 @@ INVALID_CREDENTIAL = "invalid webhook credential"
 # last_used_at is for operators rotating credentials; minute precision spares a write per review.
 LAST_USED_PRECISION = timedelta(minutes=1)
 WEBHOOK_CACHE_TTL = "10s"
+AUTHN_CONFIG_PATH = "/etc/kubernetes/tokensmith-webhook.yaml"
+AUTHZ_CONFIG_PATH = "/etc/kubernetes/tokensmith-authz-webhook.yaml"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,11 @@ def tokenreview_url(base_url: str, cluster: Cluster) -> str:
     return f"{base_url.rstrip('/')}/v1/clusters/{cluster.public_id}/tokenreview"
 
 
+def subjectaccessreview_url(base_url: str, cluster: Cluster) -> str:
+    """Where the cluster's API server sends SubjectAccessReviews (the optional authorization webhook)."""
+    return f"{base_url.rstrip('/')}/v1/clusters/{cluster.public_id}/subjectaccessreview"
+
+
 def webhook_kubeconfig(url: str, secret: str, certificate_authority: str | None = None) -> dict[str, Any]:
     """The kubeconfig for ``--authentication-token-webhook-config-file``: tokensmith is the "cluster"."""
     server: dict[str, Any] = {"server": url}
@@ -129,4 +136,18 @@ def apiserver_flags(config_path: str, audience: str) -> list[str]:
         "--authentication-token-webhook-version=v1",
         f"--authentication-token-webhook-cache-ttl={WEBHOOK_CACHE_TTL}",
         f"--api-audiences=<your service-account issuer>,{audience}",
+    ]
+
+
+def authorizer_flags(config_path: str) -> list[str]:
+    """The kube-apiserver flags for the authorization webhook: asked before RBAC, short caches.
+
+    (On 1.29+ the same can be said with --authorization-config; these flags still work.)
+    """
+    return [
+        "--authorization-mode=Node,Webhook,RBAC",
+        f"--authorization-webhook-config-file={config_path}",
+        "--authorization-webhook-version=v1",
+        f"--authorization-webhook-cache-authorized-ttl={WEBHOOK_CACHE_TTL}",
+        f"--authorization-webhook-cache-unauthorized-ttl={WEBHOOK_CACHE_TTL}",
     ]

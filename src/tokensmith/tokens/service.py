@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tokensmith import scopes as scope_rules
@@ -15,8 +15,9 @@ from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
-from tokensmith.db.models import Cluster, Token, TokenNotice, User
+from tokensmith.db.models import Cluster, Token, TokenNotice, User, token_clusters
 from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
+from tokensmith.kube import levels
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
@@ -64,14 +65,22 @@ class TokenService:
         clusters: Sequence[Cluster] = (),
         scopes: Sequence[str] | None = None,
         grant_service_scopes: bool = False,
+        cluster_levels: Mapping[int, str] | None = None,
+        max_levels: Mapping[int, str] | None = None,
     ) -> CreatedToken:
-        """Create a token for ``owner``. Raises InvalidInput for a bad name, note, expiry or scope.
+        """Create a token for ``owner``. Raises InvalidInput for a bad name, note, expiry, scope or level.
 
         ``scopes`` None means all of the owner's. Service scopes (introspect, object-storage:verify)
         may be put on a member's token only with ``grant_service_scopes`` (admin paths).
+        ``cluster_levels`` (cluster id -> level) are the access levels asked for (default view), each
+        at most what the owner may hold there and, when given, ``max_levels`` (a parent token's).
         """
         now = self.clock.now()
         stored_scopes = self.check_scopes(owner, scopes, grant_service_scopes)
+        granted_levels = levels.decide(
+            [c.id for c in clusters], {c.id: c.name for c in clusters}, cluster_levels or {},
+            is_admin=owner.is_admin, member_max={c.id: c.member_max_level for c in clusters}, max_levels=max_levels,
+        )
         name = clean_name(name)
         note = clean_note(note)
         policy = PolicyService(self.session, self.clock).get(owner.org_id)
@@ -87,6 +96,10 @@ class TokenService:
         )
         self.session.add(token)
         self.session.flush()
+        for cluster_id, level in granted_levels.items():  # the association rows exist now: give them levels
+            self.session.execute(update(token_clusters).where(
+                token_clusters.c.token_id == token.id, token_clusters.c.cluster_id == cluster_id).values(level=level))
+        self.session.expire(token, ["grants"])
         return CreatedToken(token, secret)
 
     @staticmethod

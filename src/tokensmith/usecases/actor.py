@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from tokensmith import scopes as scope_rules
 from tokensmith.actor import require_admin
 from tokensmith.errors import Forbidden
+from tokensmith.kube import levels
 
 if TYPE_CHECKING:
     from tokensmith.verify.core import Identity
@@ -57,6 +58,8 @@ class Actor:
     scopes: frozenset[str]
     # The clusters this credential may reach; None: any of the organization's (sessions, operator).
     cluster_ids: frozenset[int] | None = None
+    # The access level this credential holds on each of those clusters (view ... cluster-admin).
+    cluster_levels: Mapping[int, str] = field(default_factory=dict)
     token_id: int | None = None
     token_public_id: str | None = None
     # A token created from this one without explicit scopes gets the owner's (dynamic) scopes only
@@ -81,6 +84,7 @@ class Actor:
         return cls(
             kind="token", user_id=identity.user_id, org_id=identity.org_id, is_admin=identity.is_admin,
             username=identity.username, scopes=identity.scopes, cluster_ids=None if full else identity.cluster_ids,
+            cluster_levels={} if full else dict(identity.cluster_levels),
             token_id=identity.token_id, token_public_id=identity.token_public_id,
             holds_owner_scopes=identity.holds_owner_scopes,
             may_manage_credentials=not identity.rotated_out, request=request or RequestContext(),
@@ -158,11 +162,22 @@ class Actor:
                             "so it cannot grant it")
         return wanted
 
-    def check_clusters(self, cluster_ids: Iterable[int], names: dict[int, str] | None = None) -> None:
-        """Forbidden unless every cluster is one this credential may reach itself."""
+    def check_clusters(self, cluster_ids: Iterable[int], names: dict[int, str] | None = None,
+                       wanted_levels: Mapping[int, str] | None = None) -> None:
+        """Forbidden unless every cluster is one this credential may reach itself, at no higher a level."""
         if self.cluster_ids is None:
             return
-        beyond = [c for c in cluster_ids if c not in self.cluster_ids]
+        wanted = list(cluster_ids)
+        beyond = [c for c in wanted if c not in self.cluster_ids]
         if beyond:
             label = ", ".join(repr((names or {}).get(c, str(c))) for c in beyond)
             raise Forbidden(f"{self.credential} does not grant cluster {label}, so it cannot grant it")
+        for cluster_id, level in (wanted_levels or {}).items():
+            held = self.cluster_levels.get(cluster_id, levels.DEFAULT_LEVEL)
+            if levels.rank(level) > levels.rank(held):
+                name = (names or {}).get(cluster_id, str(cluster_id))
+                raise Forbidden(f"{self.credential} holds {held!r} on cluster {name!r}, so it cannot grant {level!r}")
+
+    def max_levels(self) -> Mapping[int, str] | None:
+        """The highest level this credential may pass on per cluster; None: whatever the owner may hold."""
+        return None if self.cluster_ids is None else self.cluster_levels

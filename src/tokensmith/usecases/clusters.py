@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokensmith.db.models import Cluster, Vpc, WebhookCredential
+from tokensmith.errors import InvalidInput
 from tokensmith.kube.webhooks import MintedCredential, WebhookCredentialService
 from tokensmith.pagination import DEFAULT_LIMIT, Page
 from tokensmith.usecases.actor import Actor
@@ -19,22 +20,48 @@ class ClusterRequest:
     region: str
     vpc: str | None = None
     audience: str | None = None
+    username_prefix: str | None = None  # None: the default for new clusters (tokensmith:)
+    member_max_level: str | None = None  # None: edit
+
+
+@dataclass(frozen=True)
+class ClusterChange:
+    """What an admin changes on a cluster; None (and audience_given False) leave a field as it is."""
+
+    audience: str | None = None
+    audience_given: bool = False
+    username_prefix: str | None = None
+    member_max_level: str | None = None
 
 
 @operation("clusters:write", audit="cluster.created")
 def create_cluster(uow: UnitOfWork, actor: Actor, request: ClusterRequest) -> Cluster:
     """Register a cluster. Raises Conflict (a taken name), InvalidInput, NotFound (an unknown VPC)."""
     cluster = uow.clusters.create(actor, request.name, request.server, request.certificate_authority,
-                                  request.region, request.vpc, request.audience)
+                                  request.region, request.vpc, request.audience,
+                                  username_prefix=request.username_prefix, member_max_level=request.member_max_level)
     uow.record(actor, "cluster.created", target=cluster.public_id,
                details={"name": cluster.name, "server": cluster.server})
     return cluster
 
 
 @operation("clusters:write", audit="cluster.updated")
-def set_cluster_audience(uow: UnitOfWork, actor: Actor, cluster: str, audience: str | None) -> Cluster:
-    changed = uow.clusters.set_audience(actor, cluster, audience)
-    uow.record(actor, "cluster.updated", target=changed.public_id, details={"audience": changed.token_audience})
+def update_cluster(uow: UnitOfWork, actor: Actor, cluster: str, change: ClusterChange) -> Cluster:
+    """Change a cluster's TokenReview audience, user-name prefix or member level ceiling.
+
+    Raises InvalidInput when nothing is asked for or a value is bad, NotFound for an unknown cluster.
+    """
+    if not (change.audience_given or change.username_prefix is not None or change.member_max_level is not None):
+        raise InvalidInput("send at least one of audience, username_prefix, member_max_level")
+    changed = uow.clusters.get(actor, cluster)
+    if change.audience_given:
+        changed = uow.clusters.set_audience(actor, cluster, change.audience)
+    if change.username_prefix is not None or change.member_max_level is not None:
+        changed = uow.clusters.set_access(actor, cluster, username_prefix=change.username_prefix,
+                                          member_max_level=change.member_max_level)
+    uow.record(actor, "cluster.updated", target=changed.public_id,
+               details={"audience": changed.token_audience, "username_prefix": changed.username_prefix,
+                        "member_max_level": changed.member_max_level})
     return changed
 
 

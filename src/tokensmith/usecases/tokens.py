@@ -60,10 +60,12 @@ def _issue(uow: UnitOfWork, actor: Actor, owner: User, request: TokenRequest, *,
     stored = actor.grantable_scopes(request.scopes)  # more than this credential holds: 403
     clusters = access.resolve_clusters(uow.clusters, actor, request.clusters, want_kubeconfig=request.kubeconfig,
                                        scopes=None if stored is None else sorted(stored))
-    actor.check_clusters([c.id for c in clusters], {c.id: c.name for c in clusters})
+    requested_levels = access.requested_levels(request.clusters, clusters)  # "prod=view"
+    actor.check_clusters([c.id for c in clusters], {c.id: c.name for c in clusters}, requested_levels)
     created = uow.tokens.create(owner, request.name, request.note, request.expiration, request.expires_at,
                                 clusters=clusters, scopes=None if stored is None else sorted(stored),
-                                grant_service_scopes=grant_service_scopes)
+                                grant_service_scopes=grant_service_scopes, cluster_levels=requested_levels,
+                                max_levels=actor.max_levels())
     issued = access.issue(created.token, created.secret, clusters) if request.kubeconfig else None
     return IssuedToken(created.token, created.secret, issued)
 
@@ -104,7 +106,8 @@ def _within_caller(actor: Actor, token: Token) -> None:
     """Re-issuing ``token`` must not hand the caller more than it holds (a narrower token rotating a wider one)."""
     owner_is_admin = token.user.is_admin
     actor.grantable_scopes(scope_rules.effective(scope_rules.deserialize(token.scopes), owner_is_admin))
-    actor.check_clusters([c.id for c in token.clusters], {c.id: c.name for c in token.clusters})
+    actor.check_clusters([c.id for c in token.clusters], {c.id: c.name for c in token.clusters},
+                         token.cluster_levels)
 
 
 @operation("tokens:write", audit="token.rotated", manages_credentials=True)

@@ -11,8 +11,10 @@ the clock on every call, cached or not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import lazyload
@@ -56,6 +58,8 @@ class Identity:
     holds_owner_scopes: bool = True
     # Verified by a rotated-out secret during its grace period (authenticates, manages nothing).
     rotated_out: bool = False
+    # Cluster id -> the token's access level there (view, edit, admin, cluster-admin); keys == cluster_ids.
+    cluster_levels: Mapping[int, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 class Verifier:
@@ -136,9 +140,10 @@ class Verifier:
                 token.previous_secret_digest, digest)
             if token.revoked_at is not None or user.disabled or not (current or previous):
                 return None
-            cluster_ids = frozenset(
-                session.scalars(select(token_clusters.c.cluster_id).where(token_clusters.c.token_id == token.id))
-            )
+            cluster_levels = MappingProxyType(dict(session.execute(
+                select(token_clusters.c.cluster_id, token_clusters.c.level).where(token_clusters.c.token_id == token.id)
+            ).all()))
+            cluster_ids = frozenset(cluster_levels)
             expires_at = token.expires_at
             if previous and not current and token.previous_grace_until is not None:
                 # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
@@ -149,6 +154,7 @@ class Verifier:
                 user_id=user.id, user_public_id=user.public_id, username=user.username,
                 org_id=org.id, org_public_id=org.public_id, org_name=org.name, is_admin=user.is_admin,
                 created_at=token.created_at, expires_at=expires_at, cluster_ids=cluster_ids,
+                cluster_levels=cluster_levels,
                 scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
                 holds_owner_scopes=token.scopes is None, rotated_out=previous and not current,
             )

@@ -18,7 +18,7 @@ from tokensmith.api.schemas import (
 )
 from tokensmith.usecases import Actor
 from tokensmith.usecases import clusters as uc
-from tokensmith.usecases.clusters import ClusterRequest
+from tokensmith.usecases.clusters import ClusterChange, ClusterRequest
 
 clusters = APIRouter(prefix="/v1/clusters", tags=["clusters"], responses=problem_responses(401, 403))
 vpcs = APIRouter(prefix="/v1/vpcs", tags=["vpcs"], responses=problem_responses(401, 403))
@@ -30,7 +30,8 @@ def create_cluster(
     body: ClusterCreate, caller: Annotated[Actor, acting(uc.create_cluster)], ctx: Context
 ) -> ClusterOut:
     request = ClusterRequest(body.name, body.server, body.certificate_authority, body.region, body.vpc,
-                             body.audience)
+                             body.audience, username_prefix=body.username_prefix,
+                             member_max_level=body.member_max_level)
     with ctx.unit_of_work() as uow:
         return ClusterOut.of(uc.create_cluster(uow, caller, request))
 
@@ -52,11 +53,14 @@ def get_cluster(cluster: str, caller: Annotated[Actor, acting(uc.get_cluster)], 
 
 @clusters.patch("/{cluster}", response_model=ClusterOut, responses=problem_responses(400, 404, 422))
 def update_cluster(
-    cluster: str, body: ClusterUpdate, caller: Annotated[Actor, acting(uc.set_cluster_audience)], ctx: Context,
+    cluster: str, body: ClusterUpdate, caller: Annotated[Actor, acting(uc.update_cluster)], ctx: Context,
 ) -> ClusterOut:
-    """Change a cluster's TokenReview audience; its webhook credentials and granted tokens stay."""
+    """Change a cluster's TokenReview audience, user-name prefix or member level ceiling (only the fields sent);
+    its webhook credentials and granted tokens stay."""
+    change = ClusterChange(audience=body.audience, audience_given="audience" in body.model_fields_set,
+                           username_prefix=body.username_prefix, member_max_level=body.member_max_level)
     with ctx.unit_of_work() as uow:
-        return ClusterOut.of(uc.set_cluster_audience(uow, caller, cluster, body.audience))
+        return ClusterOut.of(uc.update_cluster(uow, caller, cluster, change))
 
 
 @clusters.delete("/{cluster}", status_code=204, responses=problem_responses(403, 404))

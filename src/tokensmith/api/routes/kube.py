@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tokensmith.api.auth import Context, acting, bearer_secret
-from tokensmith.api.context import AppContext
-from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify
+from tokensmith.api.context import AppContext, context_of
+from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify, request_ip
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.models import WebhookCredential
 from tokensmith.errors import AuthenticationFailed
-from tokensmith.kube import denials, tokenreview
+from tokensmith.kube import authz, denials, tokenreview
 from tokensmith.kube.webhooks import WebhookCredentialService
 from tokensmith.ratelimit import RateLimited, via_key
 from tokensmith.usecases import Actor
@@ -87,6 +87,17 @@ def revoke_webhook_credential(
     return Response(status_code=204)
 
 
+async def _webhook_credential(request: Request, cluster: str) -> str:
+    """The bearer credential of a webhook call; a refusal is audited (coalesced), "none sent" apart."""
+    header = request.headers.get("authorization")
+    try:
+        return bearer_secret(header)
+    except AuthenticationFailed:
+        reason = denials.NO_CREDENTIAL if not (header or "").strip() else denials.BAD_CREDENTIAL
+        await run_in_threadpool(denials.record_refused_credential, request, cluster, reason)
+        raise
+
+
 async def _read_limited(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes without reading it all."""
     declared = request.headers.get("content-length")
@@ -142,11 +153,7 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
     answered from the verification cache only (docs/kubernetes.md).
     """
     ctx: AppContext = request.app.state.context
-    try:
-        credential = bearer_secret(request.headers.get("authorization"))
-    except AuthenticationFailed:
-        await run_in_threadpool(denials.record_refused_credential, request, cluster)  # audited, coalesced
-        raise
+    credential = await _webhook_credential(request, cluster)
     body = await _read_limited(request, tokenreview.MAX_BODY_BYTES)
 
     def decide() -> dict[str, Any]:
@@ -164,7 +171,7 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
             keys = SubjectKeys(None, via_key(f"cluster:{target.public_id}"))
         review = tokenreview.parse(body)
         verdict = tokenreview.judge(review, target.id, target.token_audience,
-                                    lambda token: _review_limited(request, token, keys))
+                                    lambda token: _review_limited(request, token, keys), target.username_prefix)
         if verdict.reason is not None and verdict.reason.startswith(denials.CLUSTER_LIMITED):
             # Over the cluster's ceiling: recorded without looking the token up (that is the point).
             denials.record_limited_review(request, target, webhook.public_id)
@@ -172,5 +179,64 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
             denials.record_denied_review(request, target, webhook.public_id, review.token, verdict.reason,
                                          verdict.identity)
         return verdict.answer
+
+    return JSONResponse(await run_in_threadpool(decide), headers={"Cache-Control": "no-store"})
+
+
+SUBJECTACCESSREVIEW_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": [authz.API_VERSION]},
+        "kind": {"type": "string", "enum": [authz.KIND]},
+        "spec": {"type": "object", "properties": {
+            "resourceAttributes": {"type": "object"}, "nonResourceAttributes": {"type": "object"},
+            "user": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}},
+            "extra": {"type": "object"}, "uid": {"type": "string"}}},
+    },
+}
+
+
+@router.post(
+    "/{cluster}/subjectaccessreview",
+    responses={200: {"description": "A SubjectAccessReview with status filled in (no opinion or denied)."},
+               **problem_responses(400, 401, 413)},
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": SUBJECTACCESSREVIEW_SCHEMA}}}},
+)
+async def review_access(cluster: str, request: Request) -> JSONResponse:
+    """Kubernetes webhook authorization (authorization.k8s.io/v1), optional: enforces tokens' access levels.
+
+    Authenticated with the cluster's webhook credential, like the TokenReview. Never allows: denies
+    what a token's level does not permit, no opinion otherwise and for non-tokensmith requests
+    (kube/authz.py, docs/kubernetes.md).
+    """
+    ctx: AppContext = request.app.state.context
+    credential = await _webhook_credential(request, cluster)
+    body = await _read_limited(request, authz.MAX_BODY_BYTES)
+
+    def decide() -> dict[str, Any]:
+        with ctx.services() as s:
+            def authenticate(secret: str) -> WebhookCredential:
+                try:
+                    credentials = WebhookCredentialService(s.session, ctx.clock, ctx.secret_key)
+                    return credentials.authenticate_credential(cluster, secret)
+                except AuthenticationFailed:
+                    denials.record_refused_credential(request, cluster)
+                    raise
+
+            webhook = guarded_verify(request, "tokenreview-credential", credential, authenticate)
+            target = webhook.cluster
+            review = authz.parse(body)
+            now = ctx.clock.now()
+            answer, reason = authz.judge(review, lambda token: authz.level_of(s.session, target, token, now))
+        if reason is not None:  # audited, coalesced like TokenReview denials
+            ip, agent = request_ip(request), request.headers.get("user-agent")
+            # Only something shaped like a token id is written: the extra is the caller's text.
+            token = review.token_ids[0][:32] if review.token_ids and review.token_ids[0].startswith("tok_") \
+                and review.token_ids[0][4:32].isalnum() else denials.UNKNOWN
+            context_of(request).denials.note(denials.Denial(
+                authz.DENIED_ACTION, target.public_id, target.org_id, token, reason, webhook.public_id, ip, agent))
+        return answer
 
     return JSONResponse(await run_in_threadpool(decide), headers={"Cache-Control": "no-store"})
