@@ -7,7 +7,7 @@ they share (viewer, CSRF, flash, rendering) lives in ``common``.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Request, Response
@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
-from tokensmith import audit
+from tokensmith import audit, durations
 from tokensmith.accounts.admin import UserAdminService
 from tokensmith.api.guard import guarded_password
 from tokensmith.api.headers import ResponseHeaders
@@ -232,10 +232,9 @@ def _expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetim
     if expiration != "custom":
         return expiration, None
     try:
-        day = date.fromisoformat(expires_on.strip())
-    except ValueError:
+        return None, durations.parse_instant(expires_on, "expiration")
+    except InvalidInput:
         raise InvalidInput("Pick the date on which the token should expire.", "expiration") from None
-    return None, datetime.combine(day, time(0, 0), tzinfo=UTC)
 
 
 @router.post("/tokens")
