@@ -12,7 +12,7 @@ from tokensmith import __version__
 from tokensmith.api import openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
-from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
+from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, users, verification
 from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
@@ -64,7 +64,7 @@ def create_app(
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
     routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
-               clusters.clusters, clusters.vpcs, lifecycle.router)
+               clusters.clusters, clusters.vpcs, lifecycle.router, users.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(verification.ForwardAuthFastPath)  # innermost: the header middlewares still apply

@@ -80,12 +80,12 @@ def delete(access_key_id: Annotated[str, typer.Argument(help="The access key id,
 def admin_reencrypt() -> None:
     """Re-encrypt every stored S3 secret key under the first key of TOKENSMITH_ENCRYPTION_KEYS."""
     from tokensmith.bootstrap import prepare
+    from tokensmith.cli.datadir import admin_settings
     from tokensmith.clock import SystemClock
-    from tokensmith.config import Settings
     from tokensmith.objectstore.crypto import DecryptionError, KeyRing
     from tokensmith.objectstore.service import AccessKeyService
 
-    settings = Settings.from_env()
+    settings = admin_settings()
     boot = prepare(settings)
     try:
         with boot.database.session() as session:

@@ -148,9 +148,10 @@ def _token_state(url: str | None) -> Callable[[str], TokenState]:
         except httpx.HTTPError:
             return TokenState("unchecked")
         if response.status_code == 200:
-            token = response.json()["token"]
+            me = response.json()
+            token = me["token"]
             expires = datetime.fromisoformat(token["expires_at"]) if token["expires_at"] else None
-            return TokenState("live", expires, token["id"])
+            return TokenState("live", expires, token["id"], _grants(url, secret, me))
         if response.status_code == 401:
             expired = response.json().get("detail") == "token expired"
             return TokenState("expired" if expired else "invalid")
@@ -159,13 +160,30 @@ def _token_state(url: str | None) -> Callable[[str], TokenState]:
     return state
 
 
+def _grants(url: str, secret: str, me: dict[str, Any]) -> frozenset[str]:
+    """How the clusters a token grants can appear in a kubeconfig: entry names, names, ids, servers."""
+    org = me["organization"]["name"]
+    grants: set[str] = set()
+    for granted in me["token"]["clusters"]:
+        grants |= {kubeconfig.cluster_name(org, granted["name"]), granted["name"], granted["id"]}
+        try:  # the server URL too, for hand-named entries; needs clusters:read, which the token may lack
+            answer = httpx.get(f"{url.rstrip('/')}/v1/clusters/{granted['id']}",
+                               headers={"Authorization": f"Bearer {secret}"}, timeout=15.0)
+        except httpx.HTTPError:
+            continue
+        if answer.status_code == 200:
+            grants.add(answer.json()["server"])
+    return frozenset(grants)
+
+
 @kubeconfig_app.command("check")
 @friendly
 def kubeconfig_check(
     files: Annotated[list[Path] | None, typer.Argument(
         help="Default: every file in $KUBECONFIG (as kubectl merges them), else ~/.kube/config.")] = None,
 ) -> None:
-    """Report kubeconfig problems: loose permissions, inside a git tree, tokens expired, revoked or expiring."""
+    """Report kubeconfig problems: loose permissions, inside a git tree, tokens expired, revoked, expiring, or not
+    granting their context's cluster. Exit 1 when there are problems."""
     explicit = bool(files)
     paths = files or kubeconfig.search_paths()
     missing = [path for path in paths if not path.exists()]
@@ -175,15 +193,27 @@ def kubeconfig_check(
     if not present:  # kubectl itself skips $KUBECONFIG entries that do not exist
         raise CliError(f"{' and '.join(map(str, paths))} {'does' if len(paths) == 1 else 'do'} not exist")
     url = ClientConfig.load().url
-    state = _token_state(url)
+    ask = _token_state(url)
+    unchecked: list[str] = []
+
+    def state(secret: str) -> TokenState:
+        answer = ask(secret)
+        if answer.state == "unchecked":
+            unchecked.append(secret)
+        return answer
+
     problems = [problem for path in present for problem in kubeconfig.check(path, state, datetime.now(UTC))]
     if not url:
         err.print("note: tokensmith tokens were not checked: run 'tokensmith login' or set TOKENSMITH_URL")
+    elif unchecked:
+        err.print(f"note: could not check {len(unchecked)} tokensmith token(s): {url} did not answer; "
+                  "whether they are live and grant their clusters is unknown")
     for problem in problems:
         out.print(f"problem: {problem}")
     if problems:
         raise typer.Exit(1)
-    out.print(f"{', '.join(map(str, present))}: no problems found")
+    checked = "" if url and not unchecked else " (tokens not checked)"
+    out.print(f"{', '.join(map(str, present))}: no problems found{checked}")
 
 
 @cluster_app.command("webhook-config")
@@ -201,15 +231,15 @@ def webhook_config(
     from sqlalchemy import select
 
     from tokensmith.bootstrap import prepare
+    from tokensmith.cli.datadir import admin_settings
     from tokensmith.clock import SystemClock
-    from tokensmith.config import Settings
     from tokensmith.db.models import Cluster, Organization
     from tokensmith.kube import webhooks
 
     if not url.startswith(("https://", "http://")):
         raise CliError("--url must be tokensmith's http(s) URL, e.g. https://tokensmith.example.com", 2)
     ca = certificate_authority.read_text() if certificate_authority else None
-    boot = prepare(Settings.from_env())
+    boot = prepare(admin_settings())
     with boot.database.session() as session:
         query = select(Cluster).join(Organization, Organization.id == Cluster.org_id).where(
             (Cluster.public_id == cluster) | (Cluster.name == cluster))
