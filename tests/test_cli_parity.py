@@ -336,6 +336,10 @@ def test_kubeconfig_check_flags_a_token_that_does_not_grant_its_cluster(logged_i
     result = logged_in("kubeconfig", "check", str(bad), check=False)
     assert result.returncode == 1
     assert f"does not grant cluster 'tokensmith-default-{cluster}'" in result.stdout
+    as_json = logged_in("kubeconfig", "check", str(bad), "--json", check=False)
+    assert as_json.returncode == 1
+    [problem] = json.loads(as_json.stdout)["problems"]
+    assert "does not grant cluster" in problem and other not in as_json.stdout
 
 
 def _token_in(kubeconfig_text: str) -> str:
@@ -387,6 +391,14 @@ def test_scan_says_how_many_files_were_scanned_and_exits_1_on_a_find(cli, tmp_pa
     assert "1 secret found in 3 files scanned" in result.stderr
 
 
+def test_scan_json_lists_findings_masked(cli, tmp_path):
+    leak = secrets.generate()
+    (tmp_path / "app.env").write_text(f"TOKEN={leak}\n")
+    result = cli("scan", str(tmp_path / "app.env"), "--json", check=False)
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == [{"path": str(tmp_path / "app.env"), "line": 1, "secret": secrets.mask(leak)}]
+
+
 def test_scan_of_a_large_tree_is_quiet_when_not_a_terminal(cli, tmp_path):
     tree = tmp_path / "big"
     tree.mkdir()
@@ -411,10 +423,16 @@ def test_admin_init_creates_the_data_directory_on_purpose(cli, tmp_path):
     assert (fresh / "tokensmith.db").exists()
 
 
-def test_admin_backup_names_what_it_copied(cli, server, tmp_path):
+def test_admin_backup_names_what_it_copied_and_is_quiet_when_not_a_terminal(cli, server, tmp_path):
     require(not server.env.get("TOKENSMITH_DATABASE_URL"), "backup is for the SQLite database")
     result = cli("admin", "backup", str(tmp_path / "copy.db"))
-    assert f"backed up {server.data_dir / 'tokensmith.db'} to" in result.stderr
+    assert result.stderr == f"backed up {server.data_dir / 'tokensmith.db'} to {tmp_path / 'copy.db'}\n"
+
+
+def test_admin_backup_shows_progress_on_a_terminal(cli, server, tmp_path):
+    require(not server.env.get("TOKENSMITH_DATABASE_URL"), "backup is for the SQLite database")
+    result = cli("admin", "backup", str(tmp_path / "copy.db"), FORCE_COLOR="1")  # rich: stderr is a terminal
+    assert "backing up" in result.stderr
 
 
 def test_serve_on_a_busy_port_says_so_and_exits_4_before_doing_anything(cli, tmp_path):

@@ -80,7 +80,7 @@ def delete(access_key_id: Annotated[str, typer.Argument(help="The access key id,
 def admin_reencrypt() -> None:
     """Re-encrypt every stored S3 secret key under the first key of TOKENSMITH_ENCRYPTION_KEYS."""
     from tokensmith.bootstrap import prepare
-    from tokensmith.cli.datadir import admin_settings
+    from tokensmith.cli.datadir import admin_settings, copy_progress
     from tokensmith.clock import SystemClock
     from tokensmith.objectstore.crypto import DecryptionError, KeyRing
     from tokensmith.objectstore.service import AccessKeyService
@@ -88,8 +88,8 @@ def admin_reencrypt() -> None:
     settings = admin_settings()
     boot = prepare(settings)
     try:
-        with boot.database.session() as session:
-            changed = AccessKeyService(session, SystemClock(), KeyRing.from_settings(settings)).reencrypt_all()
+        with boot.database.session() as session, copy_progress("re-encrypting", unit="keys") as advance:
+            changed = AccessKeyService(session, SystemClock(), KeyRing.from_settings(settings)).reencrypt_all(advance)
     except DecryptionError as exc:
         raise CliError(f"{exc}; nothing was changed (keep the old key in the list until reencrypt succeeds)") from None
     out.print(f"re-encrypted {changed} access key(s) under the first encryption key")

@@ -7,11 +7,13 @@ Now it names the directory and stops, unless ``tokensmith admin --init`` asks fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
+from sqlalchemy.engine import make_url
 
 from tokensmith.cli.client import CliError
 from tokensmith.cli.output import err
@@ -21,16 +23,22 @@ NO_DATA = 1
 allow_init = False  # set by `tokensmith admin --init`
 
 
-def admin_settings(*, need_database: bool = True) -> Settings:
+def _sqlite_file(settings: Settings) -> Path:
+    name = make_url(settings.database_url).database
+    return Path(name) if name and name != ":memory:" else settings.data_dir / DATABASE_FILE
+
+
+def admin_settings(*, need_secret_key: bool = True) -> Settings:
     """The server's settings, after checking its data directory exists (CliError naming it if not)."""
     settings = Settings.from_env()
     if allow_init:
         return settings
     where = f"{settings.data_dir} (from TOKENSMITH_DATA_DIR, default ./.tokensmith)"
     missing = []
-    if settings.is_sqlite and need_database and not (settings.data_dir / DATABASE_FILE).exists():
+    if settings.is_sqlite and not _sqlite_file(settings).exists():
         missing.append("database")
-    if settings.secret_key_env is None and not (settings.data_dir / SECRET_KEY_FILE).exists():
+    # A new secret key would make every digest this command writes unverifiable by the running server.
+    if need_secret_key and settings.secret_key_env is None and not (settings.data_dir / SECRET_KEY_FILE).exists():
         missing.append("secret key")
     if missing:
         raise CliError(f"no tokensmith {' or '.join(missing)} in {where}; run this where the server runs or set "
@@ -45,14 +53,18 @@ def admin_services() -> Any:
 
 
 @contextmanager
-def copy_progress(what: str) -> Iterator[Any]:
-    """A progress bar for a page-by-page copy on a terminal; nothing when stderr is not one."""
-    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as progress:
+def copy_progress(what: str, unit: str = "pages") -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on a terminal, advanced with ``(done, total)``; nothing when stderr is not one.
+
+    ``unit="pages"``: SQLite pages, shown as bytes (4 KiB pages by default); otherwise a count.
+    """
+    columns: list[Any] = [TextColumn(what), BarColumn()]
+    columns.append(DownloadColumn() if unit == "pages" else MofNCompleteColumn())
+    size = 4096 if unit == "pages" else 1
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(what, total=None)
 
-        def advance(done_pages: int, total_pages: int) -> None:
-            # Pages are 4 KiB by default; bytes read better than pages.
-            progress.update(task, completed=done_pages * 4096, total=total_pages * 4096)
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done * size, total=total * size)
 
         yield advance

@@ -22,7 +22,7 @@ from tokensmith import secrets
 from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
-from tokensmith.cli.output import err, out
+from tokensmith.cli.output import err, out, print_json
 from tokensmith.kube import kubeconfig
 from tokensmith.kube.kubeconfig import TokenState
 
@@ -181,6 +181,7 @@ def _grants(url: str, secret: str, me: dict[str, Any]) -> frozenset[str]:
 def kubeconfig_check(
     files: Annotated[list[Path] | None, typer.Argument(
         help="Default: every file in $KUBECONFIG (as kubectl merges them), else ~/.kube/config.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: files, problems, unchecked tokens.")] = False,
 ) -> None:
     """Report kubeconfig problems: loose permissions, inside a git tree, tokens expired, revoked, expiring, or not
     granting their context's cluster. Exit 1 when there are problems."""
@@ -208,10 +209,15 @@ def kubeconfig_check(
     elif unchecked:
         err.print(f"note: could not check {len(unchecked)} tokensmith token(s): {url} did not answer; "
                   "whether they are live and grant their clusters is unknown")
-    for problem in problems:
+    if as_json:
+        print_json({"files": [str(p) for p in present], "problems": problems, "checked": bool(url),
+                    "unchecked_tokens": len(unchecked)})
+    for problem in [] if as_json else problems:
         out.print(f"problem: {problem}")
     if problems:
         raise typer.Exit(1)
+    if as_json:
+        return
     checked = "" if url and not unchecked else " (tokens not checked)"
     out.print(f"{', '.join(map(str, present))}: no problems found{checked}")
 

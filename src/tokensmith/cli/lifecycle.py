@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
+from tokensmith import secrets
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.main import (
     ExpiresAt,
@@ -71,6 +72,7 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories (.gitignore is respected).")],
     report: Annotated[bool, typer.Option("--report", help=f"Send findings to POST /v1/leaks (reporter credential in ${REPORTER_ENV}).")] = False,  # noqa: E501
     url: Annotated[str | None, typer.Option(help="Server for --report; default: the logged-in one.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Find tokensmith secrets in files, offline. Exit 0: none found; 1: found; 2: a path does not exist."""
     from tokensmith.cli.config import ClientConfig
@@ -89,7 +91,9 @@ def scan(
         for file in files:
             findings.extend(scan_file(file))
             progress.advance(task)
-    for finding in findings:
+    if as_json:  # masked like the text output: a scan report must not become a second leak
+        print_json([{"path": str(f.path), "line": f.line, "secret": secrets.mask(f.secret)} for f in findings])
+    for finding in [] if as_json else findings:
         out.print(finding.display(), highlight=False, soft_wrap=True)
     err.print(f"{_count(len(findings), 'secret')} found in {_count(len(files), 'file')} scanned")
     if report and findings:
@@ -138,13 +142,16 @@ def admin_audit_export(
     from sqlalchemy import select
 
     from tokensmith.audit.query import as_record
+    from tokensmith.cli.datadir import admin_settings
+    from tokensmith.db.database import Database
     from tokensmith.db.models import AuditEvent, Organization
 
-    boot = _admin_services()
+    # Read-only: no migration, no secret key needed, nothing created.
+    database = Database(admin_settings(need_secret_key=False).database_url)
     handle = output.open("w", encoding="utf-8") if output else None
     count = 0
     try:
-        with boot.database.session() as session:
+        with database.session() as session:
             orgs = {o.id: o.name for o in session.scalars(select(Organization))}
             query = select(AuditEvent).order_by(AuditEvent.id)
             if org is not None:
@@ -160,6 +167,7 @@ def admin_audit_export(
                     print(line)
                 count += 1
     finally:
+        database.dispose()
         if handle:
             handle.close()
     err.print(f"exported {count} audit event(s)")

@@ -419,8 +419,9 @@ def admin_backup(
     from pathlib import Path
 
     from tokensmith.backup import backup
+    from tokensmith.config import Settings
 
-    settings = datadir.admin_settings()
+    settings = Settings.from_env()  # reads only: a missing database is reported by backup() itself
     with datadir.copy_progress("backing up") as advance:
         backup(settings, Path(file), force=force, on_progress=advance)
     err.print(f"backed up {settings.database_url.removeprefix('sqlite:///')} to {file}")

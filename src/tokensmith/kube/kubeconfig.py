@@ -260,7 +260,8 @@ def check(path: Path, token_state: Callable[[str], TokenState], now: datetime) -
         state = token_state(token)
         label = f"{path}: user {user['name']!r} (tokensmith token {state.token_id or secrets.mask(token)})"
         if state.state == "expired":
-            problems.append(f"{label} has expired; create a new token and run tokensmith kubeconfig --merge")
+            problems.append(f"{label} has expired; replace it: tokensmith token create --name NAME --cluster CLUSTER "
+                            "--kubeconfig --merge")
         elif state.state == "invalid":
             problems.append(f"{label} is revoked or unknown; remove it or replace it with a live token")
         elif state.state == "live" and state.expires_at is not None and state.expires_at - now <= EXPIRY_WARNING:
