@@ -330,7 +330,13 @@ def token_extend(token: TokenRef, expires_in: ExpiresIn = None, expires_at: Expi
         body = {"expires_at": None}
     client = ApiClient.from_config()
     found = resolve_token(client, token)
-    changed = client.patch(f"/v1/tokens/{found['id']}", body)
+    try:
+        changed = client.patch(f"/v1/tokens/{found['id']}", body)
+    except CliError as exc:
+        if str(exc).startswith("405"):  # a server from before PATCH /v1/tokens/{id}
+            raise CliError(f"{client.url} cannot extend tokens (it is older); rotate instead: "
+                           f"tokensmith token rotate {found['id']} --expires-in ...") from None
+        raise
     if as_json:
         print_json(changed)
         return

@@ -26,7 +26,7 @@ def parse_duration(text: str) -> timedelta | None:
     try:
         duration = durations.parse_duration(text, "expiration")
     except InvalidInput as exc:
-        raise InvalidInput(f"{exc.detail}; or 'never'", "expiration") from None
+        raise InvalidInput(f"{exc.detail}; or a preset ({', '.join(PRESETS)})", "expiration") from None
     if duration <= timedelta(0):
         raise InvalidInput(f"expiration must be a positive duration; use {ACCEPTED}", "expiration")
     if duration > MAX_LIFETIME:
