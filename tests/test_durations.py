@@ -105,7 +105,8 @@ def test_bad_dates_are_refused_naming_the_date_grammar(text, message):
 
 @pytest.mark.parametrize(("delta", "text"), [
     (timedelta(hours=23), "23 hours"), (timedelta(days=1, hours=2), "1 day"), (timedelta(minutes=5), "5 minutes"),
-    (timedelta(days=30), "30 days"), (timedelta(days=400), "400 days"), (timedelta(days=800), "2 years"),
+    (timedelta(days=30) - timedelta(seconds=1), "30 days"), (timedelta(days=400), "400 days"),
+    (timedelta(days=800), "2 years"),
 ])
 def test_humanize_never_says_zero_days_for_hours(delta, text):
     assert durations.humanize(delta) == text

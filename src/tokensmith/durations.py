@@ -85,7 +85,8 @@ def humanize(delta: timedelta) -> str:
     for size, unit, least in ((365 * 86400, "year", 2), (86400, "day", 1), (3600, "hour", 1), (60, "minute", 1),
                               (1, "second", 1)):
         if seconds >= size * least:
-            count = seconds // size
+            # Rounded, not cut: a 30d token one second old has "30 days" left, not "29 days".
+            count = (seconds + size // 2) // size
             return f"{count} {unit}{'' if count == 1 else 's'}"
     return "0 seconds"
 
