@@ -76,10 +76,13 @@ def test_admin_commands_refuse_to_create_a_database_and_name_the_directory(cli, 
     assert not nowhere.exists()
 
 
-def test_admin_init_creates_the_data_directory_on_purpose(cli, tmp_path):
+def test_admin_init_creates_the_data_directory_on_purpose_and_names_it(cli, tmp_path):
     fresh = tmp_path / "fresh"
-    cli("admin", "--init", "create-user", "first", check=True, TOKENSMITH_DATA_DIR=str(fresh))
+    result = cli("admin", "--init", "create-user", "first", TOKENSMITH_DATA_DIR=str(fresh))
     assert (fresh / "tokensmith.db").exists()
+    assert f"(data directory {fresh})" in result.stderr
+    again = cli("admin", "create-token", "--user", "first", "--name", "t", TOKENSMITH_DATA_DIR=str(fresh))
+    assert secrets.is_well_formed(again.stdout.strip()) and f"(data directory {fresh})" in again.stderr
 
 
 def test_serve_on_a_busy_port_says_so_and_exits_4_before_doing_anything(cli, tmp_path):

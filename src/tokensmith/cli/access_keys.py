@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from tokensmith import durations
+from tokensmith.cli import datadir
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.output import err, out, print_json, when
 from tokensmith.errors import InvalidInput
@@ -80,19 +81,18 @@ def delete(access_key_id: Annotated[str, typer.Argument(help="The access key id,
 def admin_reencrypt() -> None:
     """Re-encrypt every stored S3 secret key under the first key of TOKENSMITH_ENCRYPTION_KEYS."""
     from tokensmith.bootstrap import prepare
-    from tokensmith.cli.datadir import admin_settings, copy_progress
     from tokensmith.clock import SystemClock
     from tokensmith.objectstore.crypto import DecryptionError, KeyRing
     from tokensmith.objectstore.service import AccessKeyService
 
-    settings = admin_settings()
+    settings = datadir.admin_settings()
     boot = prepare(settings)
     try:
-        with boot.database.session() as session, copy_progress("re-encrypting", unit="keys") as advance:
+        with boot.database.session() as session, datadir.copy_progress("re-encrypting", unit="keys") as advance:
             changed = AccessKeyService(session, SystemClock(), KeyRing.from_settings(settings)).reencrypt_all(advance)
     except DecryptionError as exc:
         raise CliError(f"{exc}; nothing was changed (keep the old key in the list until reencrypt succeeds)") from None
-    out.print(f"re-encrypted {changed} access key(s) under the first encryption key")
+    out.print(f"re-encrypted {changed} access key(s) under the first encryption key ({datadir.where()})")
 
 
 def register(friendly: Any, admin_app: typer.Typer) -> typer.Typer:

@@ -52,6 +52,14 @@ def admin_services() -> Any:
     return prepare(admin_settings())
 
 
+def where() -> str:
+    """The data directory (and database, when not SQLite) admin commands act on, for their messages."""
+    settings = Settings.from_env()
+    if settings.is_sqlite:
+        return f"data directory {settings.data_dir}"
+    return f"data directory {settings.data_dir}, database {make_url(settings.database_url).render_as_string()}"
+
+
 @contextmanager
 def copy_progress(what: str, unit: str = "pages") -> Iterator[Callable[[int, int], None]]:
     """A progress bar on a terminal, advanced with ``(done, total)``; nothing when stderr is not one.

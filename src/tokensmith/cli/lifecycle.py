@@ -11,6 +11,7 @@ import typer
 from rich.progress import Progress
 
 from tokensmith import secrets
+from tokensmith.cli import datadir
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.main import (
     ExpiresAt,
@@ -128,7 +129,7 @@ def admin_create_reporter(
     boot = _admin_services()
     with boot.database.session() as session:
         created = LeakService(session, SystemClock(), boot.secret_key).create_reporter(name)
-        err.print(f"created reporter {created.reporter.name} ({created.reporter.public_id})")
+        err.print(f"created reporter {created.reporter.name} ({created.reporter.public_id}) ({datadir.where()})")
     print(created.secret)
 
 

@@ -374,7 +374,7 @@ def admin_create_user(
     with boot.database.session() as session:
         accounts = AccountService(session, SystemClock())
         user = accounts.create_user(accounts.get_or_create_org(org), username, password, is_admin=admin)
-        err.print(f"created user {user.username} ({user.public_id}) in {org}")
+        err.print(f"created user {user.username} ({user.public_id}) in {org} ({datadir.where()})")
     if not password_stdin:
         print(password)
 
@@ -409,6 +409,7 @@ def admin_create_token(
         created = TokenService(session, SystemClock(), boot.secret_key).create(
             owner, name, note, expires_in, scopes=scopes, grant_service_scopes=bool(service_scopes)
         )
+        err.print(f"created token {created.token.public_id} for {owner.username} ({datadir.where()})")
     print(created.secret)
 
 
