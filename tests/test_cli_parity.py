@@ -208,6 +208,16 @@ def test_login_again_replaces_the_cli_token_instead_of_adding_one(logged_in, ser
     assert second != first and second in ids and first not in ids
 
 
+def test_login_as_another_user_revokes_the_previous_login_token(logged_in, server, tmp_path):
+    first = _stored(logged_in)["token_id"]
+    name = _unique("next")
+    password = logged_in("user", "create", name).stdout.strip()
+    assert "replaced " + first in logged_in("login", "--username", name, input=password + "\n").stdout
+    admin = dict(XDG_CONFIG_HOME=str(tmp_path / "admin"))
+    logged_in("login", "--url", server.url, "--username", "admin", input=_password(server) + "\n", **admin)
+    assert first not in logged_in("token", "list", "--all", "--json", **admin).stdout
+
+
 def test_login_defaults_to_tokensmith_url(cli, server):
     cli("login", "--username", "admin", input=_password(server) + "\n", TOKENSMITH_URL=server.url)
     assert _stored(cli)["url"] == server.url

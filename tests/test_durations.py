@@ -47,7 +47,7 @@ def test_words_and_spaces_are_refused_with_the_short_form(text, hint):
         durations.parse_duration(text)
 
 
-@pytest.mark.parametrize("text", ["tomorrow", "", "-1d", "1.5h", "d", "3600", "1x"])
+@pytest.mark.parametrize("text", ["tomorrow", "", "-1d", "1.5h", "d", "3600", "1x", "\u0663d"])
 def test_other_text_is_refused_naming_the_grammar(text):
     with pytest.raises(InvalidInput, match=r"e\.g\. 30m, 8h, 30d, 12w, 1y"):
         durations.parse_duration(text)

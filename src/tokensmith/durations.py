@@ -30,7 +30,7 @@ MONTHS_HINT: Final = "there is no unit for months: use 30d or 4w, not 1M/1mo"
 # Bounded so that amount * unit can never overflow timedelta (a 500 found by fuzzing once);
 # callers set their own, far shorter, limits.
 LONGEST: Final = timedelta(days=100 * 365)
-_DURATION: Final = re.compile(r"(\d+)(\s*)([a-zA-Z]+)")
+_DURATION: Final = re.compile(r"(\d+)(\s*)([a-zA-Z]+)", re.ASCII)  # ASCII: "٣d" is not a duration
 _WORDS: Final = {"sec": "s", "second": "s", "min": "m", "minute": "m", "hour": "h", "hr": "h", "day": "d",
                  "week": "w", "wk": "w", "year": "y", "yr": "y"}
 

@@ -123,12 +123,15 @@ def login(
     new_id = created["token"]["id"]
     replaced = ""
     if previous.token_id and previous.token and previous.stored_url == root and previous.token_id != new_id:
-        # The old login's token is revoked with the new one, so logins do not pile up cli@host tokens.
-        try:
-            ApiClient(root, created["secret"]).delete(f"/v1/tokens/{previous.token_id}")
+        # The old login's token is revoked once the new one exists, so logins do not pile up cli@host
+        # tokens. It deletes itself (it may be another user's); failing that, the new login tries.
+        for secret in (previous.token, created["secret"]):
+            try:
+                ApiClient(root, secret).delete(f"/v1/tokens/{previous.token_id}")
+            except CliError:
+                continue  # expired, already gone, or not this user's to delete: nothing left to clean up
             replaced = f"; replaced {previous.token_id}"
-        except CliError:
-            pass  # already gone, expired, or another user's: nothing to clean up
+            break
     path = ClientConfig(url=root, token=created["secret"], token_id=new_id).save()
     out.print(f"logged in as {username} at {root}; token {new_id} stored in {path}{replaced}")
     err.print(f"the token expires {expiry_text(created['token']['expires_at'])}")
