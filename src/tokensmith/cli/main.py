@@ -283,7 +283,7 @@ def token_list(
     elif not items:
         out.print("No tokens yet. Create one with: tokensmith token create --name NAME")
     else:
-        table = tokens_table(items, own_token_id(client), wide=wide)
+        table = tokens_table(items, own_token_id(client), wide=wide, owners=all_org)
         if wide:
             Console(highlight=False, width=max(out.width, 250)).print(table)
         else:

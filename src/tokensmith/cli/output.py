@@ -38,7 +38,9 @@ def _day(value: str | None, empty: str = "never") -> str:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d") if value else empty
 
 
-def tokens_table(tokens: list[dict[str, Any]], own_id: str | None = None, wide: bool = False) -> Table:
+def tokens_table(
+    tokens: list[dict[str, Any]], own_id: str | None = None, wide: bool = False, owners: bool = False
+) -> Table:
     """Tokens with full ids: the id never wraps or shortens; the other columns wrap to fit 80 columns.
 
     Borderless, as ``kubectl get`` and ``gh`` print lists, so the columns keep the width.
@@ -48,6 +50,8 @@ def tokens_table(tokens: list[dict[str, Any]], own_id: str | None = None, wide: 
                   caption="* the token this CLI signs in with" if mine else None, caption_justify="left")
     longest = max(len(t["id"]) for t in tokens) + (2 if mine else 0) if tokens else 0
     table.add_column("ID", no_wrap=True, min_width=longest)
+    if owners:
+        table.add_column("Owner", overflow="fold", no_wrap=wide)
     table.add_column("Name", overflow="fold", no_wrap=wide)
     table.add_column("Note", overflow="fold", no_wrap=wide)
     table.add_column("Expires", no_wrap=True)  # a date never wraps: "2026-12-3 1" reads wrong
@@ -61,7 +65,8 @@ def tokens_table(tokens: list[dict[str, Any]], own_id: str | None = None, wide: 
         expires = when(t["expires_at"]) if wide else _day(t["expires_at"])
         if t.get("expired"):
             expires = "expired " + _day(t["expires_at"])
-        row = [t["id"] + (" *" if t["id"] == own_id else ""), t["name"], t.get("note") or "", expires,
+        row = [t["id"] + (" *" if t["id"] == own_id else ""), *([t["owner"]["username"]] if owners else []),
+               t["name"], t.get("note") or "", expires,
                when(t["last_used_at"]) if wide else _day(t["last_used_at"]),
                ", ".join(c["name"] for c in t.get("clusters") or []) or "-"]
         if wide:
