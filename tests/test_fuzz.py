@@ -204,7 +204,9 @@ def test_a_duration_within_the_maximum_parses_to_exactly_that_long(amount, unit)
     else:
         expected = amount * UNITS[unit]
         assert parse_duration(f"{amount}{unit}") == expected
-        assert resolve_expiry(NOW, f" {amount}{unit.upper()} ") == NOW + expected
+        # Upper case is the same unit, except M: months or minutes is ambiguous, so it is refused.
+        if unit != "m":
+            assert resolve_expiry(NOW, f" {amount}{unit.upper()} ") == NOW + expected
 
 
 @given(text=st.text(max_size=30))

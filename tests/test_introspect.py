@@ -95,7 +95,7 @@ def test_cli_create_token_with_introspect_grants_the_scope(tmp_path):
         return subprocess.run([sys.executable, "-m", "tokensmith", *args], env=env, capture_output=True,
                               text=True, check=True, timeout=120, input=input).stdout
 
-    cli("admin", "create-user", "gateway", "--password-stdin", input="correct-horse-battery-staple\n")
+    cli("admin", "--init", "create-user", "gateway", "--password-stdin", input="correct-horse-battery-staple\n")
     secret = cli("admin", "create-token", "--user", "gateway", "--name", "api-gateway", "--introspect").strip()
     assert secrets.is_well_formed(secret)
     from tokensmith.db.database import Database

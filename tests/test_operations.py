@@ -252,7 +252,7 @@ def _users(path) -> list[str]:
 def backed_up(tmp_path_factory):
     """A data directory with admin and carol, and a backup taken after carol was added."""
     data = tmp_path_factory.mktemp("backup") / "data"
-    assert tokensmith(data, "admin", "create-user", "carol").returncode == 0
+    assert tokensmith(data, "admin", "--init", "create-user", "carol").returncode == 0  # a new installation
     backup = data.parent / "backup.db"
     result = tokensmith(data, "admin", "backup", str(backup))
     assert result.returncode == 0, result.stderr

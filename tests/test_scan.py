@@ -71,4 +71,4 @@ def test_large_trees_show_a_progress_bar_on_a_terminal(tmp_path):
     assert result.returncode == 1
     assert "scanning" in result.stderr
     assert f"f7.txt:2: {secrets.mask(leak)}" in result.stdout
-    assert "1 secret(s) found in 600 file(s)" in result.stderr
+    assert "1 secret found in 600 files scanned" in result.stderr

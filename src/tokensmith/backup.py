@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -27,12 +28,26 @@ def database_path(settings: Settings) -> Path:
     return Path(name)
 
 
-def _copy(source: sqlite3.Connection, target: Path) -> None:
+# (pages copied, pages in all), called as the copy advances: the CLI draws a progress bar with it.
+Progress = Callable[[int, int], None]
+PAGES_PER_STEP = 1024  # a step per 4 MiB with the default page size; without a callback, one step
+
+
+def _copy(source: sqlite3.Connection, target: Path, on_progress: Progress | None = None) -> None:
+    def report(_status: int, remaining: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(total - remaining, total)
+
     with contextlib.closing(sqlite3.connect(target)) as destination:
-        source.backup(destination)
+        if on_progress is None:
+            source.backup(destination)
+        else:
+            source.backup(destination, pages=PAGES_PER_STEP, progress=report)
 
 
-def backup(settings: Settings, destination: Path, *, force: bool = False) -> None:
+def backup(
+    settings: Settings, destination: Path, *, force: bool = False, on_progress: Progress | None = None
+) -> None:
     """Write a consistent copy of the database to ``destination`` (mode 0600); ValueError when it can't."""
     source_path = database_path(settings)
     if not source_path.exists():
@@ -44,7 +59,7 @@ def backup(settings: Settings, destination: Path, *, force: bool = False) -> Non
     # Created private: the file holds digests and account data.
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     with contextlib.closing(sqlite3.connect(source_path)) as source:
-        _copy(source, partial)
+        _copy(source, partial, on_progress)
     os.replace(partial, destination)  # a backup is complete or absent, never half-written
 
 
@@ -72,7 +87,9 @@ def _holds_data(path: Path) -> bool:
             return path.stat().st_size > 0
 
 
-def restore(settings: Settings, backup_file: Path, *, force: bool = False) -> None:
+def restore(
+    settings: Settings, backup_file: Path, *, force: bool = False, on_progress: Progress | None = None
+) -> None:
     """Replace the database with ``backup_file``; refuses to clobber a database with data unless ``force``."""
     target = database_path(settings)
     _check_backup(backup_file)
@@ -80,5 +97,5 @@ def restore(settings: Settings, backup_file: Path, *, force: bool = False) -> No
         raise ValueError(f"{target} holds data; restoring would replace it. Pass --force (stop the server first)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(f"file:{backup_file}?mode=ro", uri=True)) as source:
-        _copy(source, target)
+        _copy(source, target, on_progress)
     os.chmod(target, 0o600)

@@ -11,7 +11,17 @@ from tokensmith import __version__
 from tokensmith.api import docs, openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.middleware import TokensmithAPI
-from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, token_usage, tokens, verification
+from tokensmith.api.routes import (
+    clusters,
+    identity,
+    kube,
+    lifecycle,
+    objectstore,
+    token_usage,
+    tokens,
+    users,
+    verification,
+)
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
@@ -53,7 +63,7 @@ def create_app(
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
     routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
-               token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router)
+               token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router, users.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429)

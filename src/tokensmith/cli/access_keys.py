@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from tokensmith import durations
+from tokensmith.cli import datadir
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.output import err, out, print_json, when
+from tokensmith.errors import InvalidInput
 
 app = typer.Typer(help="Create, list and delete S3 access keys for object storage.", no_args_is_help=True)
 PATH = "/v1/object-storage/access-keys"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> int:
-    """'permanent' → 0; '3600', '15m', '12h', '7d' → seconds (the server checks the range)."""
+    """'permanent' (or 'never', '0') -> 0; otherwise the one duration grammar (15m, 12h, 7d) in seconds.
+
+    The server checks the range; only the meaning is decided here.
+    """
     value = text.strip().lower()
     if value in ("permanent", "never", "0"):
         return 0
-    match = re.fullmatch(r"(\d{1,9})([smhd]?)", value)
-    if match is None:
-        raise CliError(f"--duration must be 'permanent' or a duration such as 900, 15m, 12h or 7d (got {text!r})", 2)
-    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    try:
+        return int(durations.parse_duration(text, "--duration").total_seconds())
+    except InvalidInput as exc:
+        raise CliError(f"{exc.detail}, or 'permanent'", 2) from None
 
 
 def keys_table(keys: list[dict[str, Any]]) -> Table:
@@ -41,7 +45,7 @@ def keys_table(keys: list[dict[str, Any]]) -> Table:
 def create(
     name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
     duration: Annotated[str, typer.Option(help="'permanent', or a lifetime from 15m to 7d, or longer if your "
-                                             "organization allows it (e.g. 900, 12h).")] = "1h",
+                                             "organization allows it (e.g. 15m, 12h).")] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Mint an S3 access key; its secret key is printed once, as AWS environment variables."""
@@ -78,18 +82,17 @@ def admin_reencrypt() -> None:
     """Re-encrypt every stored S3 secret key under the first key of TOKENSMITH_ENCRYPTION_KEYS."""
     from tokensmith.bootstrap import prepare
     from tokensmith.clock import SystemClock
-    from tokensmith.config import Settings
     from tokensmith.objectstore.crypto import DecryptionError, KeyRing
     from tokensmith.objectstore.service import AccessKeyService
 
-    settings = Settings.from_env()
+    settings = datadir.admin_settings()
     boot = prepare(settings)
     try:
-        with boot.database.session() as session:
-            changed = AccessKeyService(session, SystemClock(), KeyRing.from_settings(settings)).reencrypt_all()
+        with boot.database.session() as session, datadir.copy_progress("re-encrypting", unit="keys") as advance:
+            changed = AccessKeyService(session, SystemClock(), KeyRing.from_settings(settings)).reencrypt_all(advance)
     except DecryptionError as exc:
         raise CliError(f"{exc}; nothing was changed (keep the old key in the list until reencrypt succeeds)") from None
-    out.print(f"re-encrypted {changed} access key(s) under the first encryption key")
+    out.print(f"re-encrypted {changed} access key(s) under the first encryption key ({datadir.where()})")
 
 
 def register(friendly: Any, admin_app: typer.Typer) -> typer.Typer:

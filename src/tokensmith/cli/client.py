@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,12 +19,59 @@ class CliError(Exception):
 
 
 NOT_LOGGED_IN = 3
+LOGIN_AGAIN = "run 'tokensmith login' again"
+
+
+def unreachable(url: str, exc: httpx.HTTPError) -> str:
+    """Why ``url`` could not be reached, in words (never a bare exception class name)."""
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return f"{url} is not an http:// or https:// URL; give the server's address, e.g. http://127.0.0.1:8000"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+        return f"{url} did not answer in time; is tokensmith running there?"
+    if isinstance(exc, httpx.ConnectError):
+        reason = str(exc).lower()
+        if "name or service not known" in reason or "nodename nor servname" in reason or "name resolution" in reason:
+            return f"cannot reach {url}: its host name does not resolve"
+        if "ssl" in reason or "certificate" in reason:
+            return f"cannot reach {url}: TLS failed ({exc})"
+        return f"cannot reach {url}: nothing answers there (connection refused); is tokensmith running?"
+    return f"cannot reach {url}: {exc or 'the connection failed'}"
+
+
+def check_server(url: str, timeout: float = 10.0) -> str:
+    """The normalised root URL of a tokensmith server at ``url``; CliError (exit 2) saying what is wrong.
+
+    Checked before anything is sent that matters (a password), so a typo costs nothing.
+    """
+    root = url.strip().rstrip("/")
+    parts = urlsplit(root)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CliError(f"{url!r} is not an http:// or https:// URL; e.g. http://127.0.0.1:8000", 2)
+    if "/v1" in parts.path:
+        base = root[: root.index("/v1", len(parts.scheme) + 3)]
+        raise CliError(f"{url} is an API path; give the server's root URL instead: {base}", 2)
+    try:
+        response = httpx.get(f"{root}/openapi.json", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise CliError(unreachable(root, exc), 1) from None
+    try:
+        title = response.json().get("info", {}).get("title") if response.status_code == 200 else None
+    except ValueError:
+        title = None
+    if title != "tokensmith":
+        if parts.path not in ("", "/"):
+            raise CliError(f"{url} answers but is not tokensmith's root URL (a wrong path?); give the server's "
+                           f"root, e.g. {parts.scheme}://{parts.netloc}", 2)
+        raise CliError(f"{url} answers but is not a tokensmith server (HTTP {response.status_code})", 2)
+    return root
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 15.0, *, own: bool = False) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        # ``own``: the token is the CLI's login, so a 401 means "log in again", not "that token is bad".
+        self.own = own
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     @classmethod
@@ -31,16 +79,24 @@ class ApiClient:
         config = ClientConfig.load()
         if not config.url or not config.token:
             raise CliError("not logged in: run 'tokensmith login --url URL' first", NOT_LOGGED_IN)
-        return cls(config.url, config.token)
+        return cls(config.url, config.token, own=True)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+            raise CliError(unreachable(self.url, exc)) from None
         if response.status_code >= 400:
-            raise CliError(_problem_message(response), NOT_LOGGED_IN if response.status_code == 401 else 1)
-        return response.json() if response.content else None
+            message = _problem_message(response)
+            if response.status_code == 401 and self.own:
+                detail = _detail(response) or ""
+                why = "your login has expired" if "expired" in detail else "your login is no longer valid"
+                message = f"{message} ({why}: {LOGIN_AGAIN})"
+            raise CliError(message, NOT_LOGGED_IN if response.status_code in (401, 403) else 1)
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise CliError(f"{self.url}{path} did not answer with JSON; is this a tokensmith server?") from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -56,19 +112,26 @@ class ApiClient:
             if not cursor:
                 return items
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, json=body)
 
     def post_list(self, path: str, body: list[Any]) -> Any:
         return self.request("POST", path, json=body)
 
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("PATCH", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
 
-def _problem_message(response: httpx.Response) -> str:
+def _detail(response: httpx.Response) -> str | None:
     try:
-        detail = response.json().get("detail")
+        body = response.json()
     except ValueError:
-        detail = None
-    return f"{response.status_code}: {detail or response.reason_phrase}"
+        return None
+    return body.get("detail") if isinstance(body, dict) else None
+
+
+def _problem_message(response: httpx.Response) -> str:
+    return f"{response.status_code}: {_detail(response) or response.reason_phrase}"

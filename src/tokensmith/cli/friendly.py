@@ -1,6 +1,7 @@
 """Expected failures become one clear line and a documented exit code, never a traceback.
 
-Exit codes: 1 the request failed, 3 not logged in or not authorized (2 is Click's bad usage).
+Exit codes: 1 the request failed, 2 bad usage (Click's and ours), 3 not logged in, login expired or not
+authorized (401/403), 4 ``serve``: the address is in use. README.md has the table.
 """
 
 from __future__ import annotations

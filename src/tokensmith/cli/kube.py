@@ -22,7 +22,7 @@ from tokensmith import secrets
 from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
-from tokensmith.cli.output import err, out
+from tokensmith.cli.output import err, out, print_json
 from tokensmith.kube import kubeconfig
 from tokensmith.kube.kubeconfig import TokenState
 
@@ -148,9 +148,10 @@ def _token_state(url: str | None) -> Callable[[str], TokenState]:
         except httpx.HTTPError:
             return TokenState("unchecked")
         if response.status_code == 200:
-            token = response.json()["token"]
+            me = response.json()
+            token = me["token"]
             expires = datetime.fromisoformat(token["expires_at"]) if token["expires_at"] else None
-            return TokenState("live", expires, token["id"])
+            return TokenState("live", expires, token["id"], _grants(url, secret, me))
         if response.status_code == 401:
             expired = response.json().get("detail") == "token expired"
             return TokenState("expired" if expired else "invalid")
@@ -159,13 +160,31 @@ def _token_state(url: str | None) -> Callable[[str], TokenState]:
     return state
 
 
+def _grants(url: str, secret: str, me: dict[str, Any]) -> frozenset[str]:
+    """How the clusters a token grants can appear in a kubeconfig: entry names, names, ids, servers."""
+    org = me["organization"]["name"]
+    grants: set[str] = set()
+    for granted in me["token"]["clusters"]:
+        grants |= {kubeconfig.cluster_name(org, granted["name"]), granted["name"], granted["id"]}
+        try:  # the server URL too, for hand-named entries; needs clusters:read, which the token may lack
+            answer = httpx.get(f"{url.rstrip('/')}/v1/clusters/{granted['id']}",
+                               headers={"Authorization": f"Bearer {secret}"}, timeout=15.0)
+        except httpx.HTTPError:
+            continue
+        if answer.status_code == 200:
+            grants.add(answer.json()["server"])
+    return frozenset(grants)
+
+
 @kubeconfig_app.command("check")
 @friendly
 def kubeconfig_check(
     files: Annotated[list[Path] | None, typer.Argument(
         help="Default: every file in $KUBECONFIG (as kubectl merges them), else ~/.kube/config.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: files, problems, unchecked tokens.")] = False,
 ) -> None:
-    """Report kubeconfig problems: loose permissions, inside a git tree, tokens expired, revoked or expiring."""
+    """Report kubeconfig problems: loose permissions, inside a git tree, tokens expired, revoked, expiring, or not
+    granting their context's cluster. Exit 1 when there are problems."""
     explicit = bool(files)
     paths = files or kubeconfig.search_paths()
     missing = [path for path in paths if not path.exists()]
@@ -175,15 +194,32 @@ def kubeconfig_check(
     if not present:  # kubectl itself skips $KUBECONFIG entries that do not exist
         raise CliError(f"{' and '.join(map(str, paths))} {'does' if len(paths) == 1 else 'do'} not exist")
     url = ClientConfig.load().url
-    state = _token_state(url)
+    ask = _token_state(url)
+    unchecked: list[str] = []
+
+    def state(secret: str) -> TokenState:
+        answer = ask(secret)
+        if answer.state == "unchecked":
+            unchecked.append(secret)
+        return answer
+
     problems = [problem for path in present for problem in kubeconfig.check(path, state, datetime.now(UTC))]
     if not url:
         err.print("note: tokensmith tokens were not checked: run 'tokensmith login' or set TOKENSMITH_URL")
-    for problem in problems:
+    elif unchecked:
+        err.print(f"note: could not check {len(unchecked)} tokensmith token(s): {url} did not answer; "
+                  "whether they are live and grant their clusters is unknown")
+    if as_json:
+        print_json({"files": [str(p) for p in present], "problems": problems, "checked": bool(url),
+                    "unchecked_tokens": len(unchecked)})
+    for problem in [] if as_json else problems:
         out.print(f"problem: {problem}")
     if problems:
         raise typer.Exit(1)
-    out.print(f"{', '.join(map(str, present))}: no problems found")
+    if as_json:
+        return
+    checked = "" if url and not unchecked else " (tokens not checked)"
+    out.print(f"{', '.join(map(str, present))}: no problems found{checked}")
 
 
 def _find_cluster(session: Any, cluster: str, org: str | None) -> Any:
@@ -221,8 +257,8 @@ def webhook_config(
 ) -> None:
     """Mint a webhook credential for CLUSTER; print, once, the API server's webhook kubeconfig and flags."""
     from tokensmith.bootstrap import prepare
+    from tokensmith.cli.datadir import admin_settings
     from tokensmith.clock import SystemClock
-    from tokensmith.config import Settings
     from tokensmith.errors import InvalidInput
     from tokensmith.kube import levels, tls, webhooks
 
@@ -230,7 +266,7 @@ def webhook_config(
         url = tls.require_https(url, "url")
     except InvalidInput as refused:
         raise CliError(f"--url {url}: {refused.detail}", 2) from None
-    settings = Settings.from_env()
+    settings = admin_settings()
     if certificate_authority is not None:
         ca: str | None = certificate_authority.read_text()
         tls.certificates(ca or "")  # a file that is not PEM fails here, clearly
@@ -277,10 +313,10 @@ def rbac(
 ) -> None:
     """Print ClusterRoleBindings (YAML) of the tokensmith:<level> groups to the built-in roles (kubectl apply -f -)."""
     from tokensmith.bootstrap import prepare
-    from tokensmith.config import Settings
+    from tokensmith.cli.datadir import admin_settings
     from tokensmith.kube import levels
 
-    boot = prepare(Settings.from_env())
+    boot = prepare(admin_settings())
     with boot.database.session() as session:
         target = _find_cluster(session, cluster, org)
         name = target.name

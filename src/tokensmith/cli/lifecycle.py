@@ -10,9 +10,25 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 
+from tokensmith import secrets
+from tokensmith.cli import datadir
 from tokensmith.cli.client import ApiClient, CliError
-from tokensmith.cli.main import _admin_services, admin_app, app, friendly, token_app
-from tokensmith.cli.output import err, out, print_json
+from tokensmith.cli.main import (
+    ExpiresAt,
+    ExpiresIn,
+    JsonFlag,
+    TokenRef,
+    _admin_services,
+    admin_app,
+    app,
+    expiry_body,
+    friendly,
+    resolve_token,
+    token_app,
+)
+from tokensmith.cli.output import err, expiry_text, out, print_json
+from tokensmith.errors import InvalidInput
+from tokensmith.tokens.rotation import parse_grace
 
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 admin_app.add_typer(audit_app, name="audit")
@@ -24,21 +40,30 @@ REPORTER_ENV = "TOKENSMITH_REPORTER_TOKEN"
 @token_app.command("rotate")
 @friendly
 def token_rotate(
-    token_id: Annotated[str, typer.Argument(help="The token id, e.g. tok_...")],
+    token: TokenRef,
     grace: Annotated[str, typer.Option(help="How long the old secret keeps working: 0s to 7d.")] = "0s",
-    expires_in: Annotated[str | None, typer.Option(help="A new lifetime; default: keep the expiry.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    expires_in: ExpiresIn = None,
+    expires_at: ExpiresAt = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Give a token a new secret (printed once); the old one works until the grace period ends."""
-    body: dict[str, Any] = {"grace": grace}
-    if expires_in is not None:
-        body["expiration"] = expires_in
-    rotated = ApiClient.from_config().post(f"/v1/tokens/{token_id}/rotate", body)
+    """Give a token a new secret (printed once); the old one works until the grace period ends.
+
+    The expiry stays unless --expires-in or --expires-at sets a new one.
+    """
+    try:
+        parse_grace(grace)
+    except InvalidInput as exc:
+        raise CliError(f"--grace: {exc.detail}", 2) from None
+    body: dict[str, Any] = {"grace": grace, **expiry_body(expires_in, expires_at)}
+    client = ApiClient.from_config()
+    found = resolve_token(client, token)
+    rotated = client.post(f"/v1/tokens/{found['id']}/rotate", body)
     if as_json:
         print_json(rotated)
         return
     err.print(f"Rotated token {rotated['token']['id']}; the old secret works for {grace}. "
-              "Copy the new secret now; it is not shown again:")
+              f"It expires {expiry_text(rotated['token']['expires_at'])}.")
+    err.print("Copy the new secret now; it is not shown again:")
     print(rotated["secret"])
 
 
@@ -48,28 +73,30 @@ def scan(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories (.gitignore is respected).")],
     report: Annotated[bool, typer.Option("--report", help=f"Send findings to POST /v1/leaks (reporter credential in ${REPORTER_ENV}).")] = False,  # noqa: E501
     url: Annotated[str | None, typer.Option(help="Server for --report; default: the logged-in one.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Find tokensmith secrets in files, offline. Exit 0: none found; 1: found (or error)."""
+    """Find tokensmith secrets in files, offline. Exit 0: none found; 1: found; 2: a path does not exist."""
     from tokensmith.cli.config import ClientConfig
     from tokensmith.leaks.scan import iter_files, scan_file
 
     for path in paths:
         if not path.exists():
             raise CliError(f"{path}: no such file or directory", 2)
-    files = iter_files(paths)
-    findings = []
-    if len(files) >= PROGRESS_THRESHOLD:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("scanning", total=len(files))
-            for file in files:
-                findings.extend(scan_file(file))
-                progress.advance(task)
-    else:
+    # Progress only for a person watching a large tree; never in pipes, logs or CI output.
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        walking = progress.add_task("finding files", total=None)
+        files = iter_files(paths)
+        progress.remove_task(walking)
+        task = progress.add_task("scanning", total=len(files), visible=len(files) >= PROGRESS_THRESHOLD)
+        findings = []
         for file in files:
             findings.extend(scan_file(file))
-    for finding in findings:
+            progress.advance(task)
+    if as_json:  # masked like the text output: a scan report must not become a second leak
+        print_json([{"path": str(f.path), "line": f.line, "secret": secrets.mask(f.secret)} for f in findings])
+    for finding in [] if as_json else findings:
         out.print(finding.display(), highlight=False, soft_wrap=True)
-    err.print(f"{len(findings)} secret(s) found in {len(files)} file(s)")
+    err.print(f"{_count(len(findings), 'secret')} found in {_count(len(files), 'file')} scanned")
     if report and findings:
         credential = os.environ.get(REPORTER_ENV)
         if not credential:
@@ -86,6 +113,10 @@ def scan(
         raise typer.Exit(1)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 @admin_app.command("create-reporter")
 @friendly
 def admin_create_reporter(
@@ -98,7 +129,7 @@ def admin_create_reporter(
     boot = _admin_services()
     with boot.database.session() as session:
         created = LeakService(session, SystemClock(), boot.secret_key).create_reporter(name)
-        err.print(f"created reporter {created.reporter.name} ({created.reporter.public_id})")
+        err.print(f"created reporter {created.reporter.name} ({created.reporter.public_id}) ({datadir.where()})")
     print(created.secret)
 
 
@@ -112,13 +143,16 @@ def admin_audit_export(
     from sqlalchemy import select
 
     from tokensmith.audit.query import as_record
+    from tokensmith.cli.datadir import admin_settings
+    from tokensmith.db.database import Database
     from tokensmith.db.models import AuditEvent, Organization
 
-    boot = _admin_services()
+    # Read-only: no migration, no secret key needed, nothing created.
+    database = Database(admin_settings(need_secret_key=False).database_url)
     handle = output.open("w", encoding="utf-8") if output else None
     count = 0
     try:
-        with boot.database.session() as session:
+        with database.session() as session:
             orgs = {o.id: o.name for o in session.scalars(select(Organization))}
             query = select(AuditEvent).order_by(AuditEvent.id)
             if org is not None:
@@ -134,6 +168,7 @@ def admin_audit_export(
                     print(line)
                 count += 1
     finally:
+        database.dispose()
         if handle:
             handle.close()
     err.print(f"exported {count} audit event(s)")

@@ -9,11 +9,12 @@ token grants clusters) through the same one-time encrypted flash as creation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from fastapi import Request, Response
 
+from tokensmith import durations
 from tokensmith import scopes as scope_rules
 from tokensmith.console.common import (
     Csrf,
@@ -81,11 +82,10 @@ def expiry_input(expiration: str, expires_on: str) -> tuple[str | None, datetime
     """The service's (expiration, expires_at) from a dialog: a choice, or a custom date at 00:00 UTC."""
     if expiration != CUSTOM:
         return expiration, None
-    try:
-        day = date.fromisoformat(expires_on.strip())
-    except ValueError:
+    try:  # the one date grammar (tokensmith.durations): YYYY-MM-DD (00:00 UTC) or RFC 3339
+        return None, durations.parse_instant(expires_on, "expiration")
+    except InvalidInput:
         raise InvalidInput("Pick the date on which the token should expire.", "expiration") from None
-    return None, datetime.combine(day, time(0, 0), tzinfo=UTC)
 
 
 def chart(counts: Sequence[int], now: datetime) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tokensmith import secrets
+from tokensmith import durations, secrets
 
 
 @dataclass(frozen=True)
@@ -235,6 +235,9 @@ class TokenState:
     state: str  # "live", "expired", "invalid", "unchecked"
     expires_at: datetime | None = None
     token_id: str | None = None
+    # For a live token: what identifies the clusters it grants in a kubeconfig (cluster entry names as
+    # tokensmith writes them, tokensmith names and ids, API server URLs). None: not known.
+    grants: frozenset[str] | None = None
 
 
 def find_git_worktree(path: Path) -> Path | None:
@@ -263,6 +266,8 @@ def check(path: Path, token_state: Callable[[str], TokenState], now: datetime) -
     worktree = find_git_worktree(path)
     if worktree is not None:
         problems.append(f"{path} is inside the git working tree {worktree}; move it out so it is never committed")
+    servers = {c["name"]: (c.get("cluster") or {}).get("server") for c in document.get("clusters") or []
+               if isinstance(c, dict)}
     for user in document.get("users") or []:
         token = (user.get("user") or {}).get("token")
         if not isinstance(token, str) or not secrets.is_well_formed(token):
@@ -270,10 +275,22 @@ def check(path: Path, token_state: Callable[[str], TokenState], now: datetime) -
         state = token_state(token)
         label = f"{path}: user {user['name']!r} (tokensmith token {state.token_id or secrets.mask(token)})"
         if state.state == "expired":
-            problems.append(f"{label} has expired; create a new token and run tokensmith kubeconfig --merge")
+            problems.append(f"{label} has expired; replace it: tokensmith token create --name NAME --cluster CLUSTER "
+                            "--kubeconfig --merge")
         elif state.state == "invalid":
             problems.append(f"{label} is revoked or unknown; remove it or replace it with a live token")
         elif state.state == "live" and state.expires_at is not None and state.expires_at - now <= EXPIRY_WARNING:
-            days = max(0, (state.expires_at - now).days)
-            problems.append(f"{label} expires within 7 days ({state.expires_at:%Y-%m-%d %H:%M} UTC, {days} d left)")
+            left = durations.humanize(state.expires_at - now) if state.expires_at > now else "none"
+            problems.append(f"{label} expires within 7 days ({state.expires_at:%Y-%m-%d %H:%M} UTC, {left} left)")
+        if state.state != "live" or state.grants is None:
+            continue
+        for context in document.get("contexts") or []:
+            entry = context.get("context") or {}
+            if entry.get("user") != user["name"]:
+                continue
+            cluster = entry.get("cluster")
+            if cluster in state.grants or servers.get(cluster) in state.grants:
+                continue
+            problems.append(f"{label} does not grant cluster {cluster!r} (context {context['name']!r}); its API "
+                            "server will refuse it: create a token with --cluster for it")
     return problems

@@ -6,12 +6,12 @@ Every rule about access keys lives here; the routes, CLI and console call these 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
@@ -290,17 +290,19 @@ class AccessKeyService:
 
     # --- maintenance ----------------------------------------------------------------------------
 
-    def reencrypt_all(self) -> int:
+    def reencrypt_all(self, on_progress: Callable[[int, int], None] | None = None) -> int:
         """Re-encrypt every stored secret key under the first encryption key; returns how many changed.
 
         Raises DecryptionError if a secret is under a key no longer in the ring (nothing is changed then,
-        as the caller's transaction rolls back).
+        as the caller's transaction rolls back). ``on_progress(done, total)`` follows the keys (CLI progress).
         """
+        total = self.session.scalar(select(func.count()).select_from(AccessKey)) or 0
         changed = 0
-        for key in self.session.scalars(select(AccessKey).order_by(AccessKey.id)):
-            if self.keyring.is_current(key.secret_ciphertext):
-                continue
-            key.secret_ciphertext = self.keyring.encrypt(self.secret_of(key), key.access_key_id)
-            changed += 1
+        for done, key in enumerate(self.session.scalars(select(AccessKey).order_by(AccessKey.id)), start=1):
+            if not self.keyring.is_current(key.secret_ciphertext):
+                key.secret_ciphertext = self.keyring.encrypt(self.secret_of(key), key.access_key_id)
+                changed += 1
+            if on_progress is not None:
+                on_progress(done, total)
         self.session.flush()
         return changed

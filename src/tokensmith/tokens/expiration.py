@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
+from tokensmith import durations
 from tokensmith.errors import InvalidInput
 
 PRESETS = ("1h", "1d", "7d", "30d", "90d", "1y", "never")
@@ -22,31 +22,22 @@ CHOICES: tuple[tuple[str, str], ...] = (
 # Far enough for any real use; keeps arithmetic and storage away from year 9999.
 MAX_LIFETIME = timedelta(days=3650)
 
-_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
-          "w": timedelta(weeks=1), "y": timedelta(days=365)}
-_DURATION = re.compile(r"(\d{1,7})([mhdwy])")
 ACCEPTED = (
-    "a preset (" + ", ".join(PRESETS) + "), a positive duration such as 45m, 12h, 3d, 2w, "
+    "a preset (" + ", ".join(PRESETS) + f"), a positive duration ({durations.GRAMMAR}), "
     "or an RFC 3339 expires_at with a timezone in the future"
 )
 
 
 def parse_duration(text: str) -> timedelta | None:
-    """Parse ``never`` (None) or ``<n><unit>``; raise InvalidInput naming what is accepted."""
-    value = text.strip().lower()
-    if value == NEVER:
+    """``never`` (None) or a positive duration in the one grammar (tokensmith.durations); InvalidInput otherwise."""
+    if text.strip().lower() == NEVER:
         return None
-    match = _DURATION.fullmatch(value)
-    if not match:
-        raise InvalidInput(f"expiration {text!r} is not understood; use {ACCEPTED}", "expiration")
-    amount = int(match.group(1))
-    if amount <= 0:
+    try:
+        duration = durations.parse_duration(text, "expiration")
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc.detail}; or a preset ({', '.join(PRESETS)})", "expiration") from None
+    if duration <= timedelta(0):
         raise InvalidInput(f"expiration must be a positive duration; use {ACCEPTED}", "expiration")
-    unit = _UNITS[match.group(2)]
-    # Compared before multiplying: 9999999y would overflow timedelta (a 500, found by fuzzing).
-    if amount > MAX_LIFETIME // unit:
-        raise InvalidInput(f"expiration may be at most {MAX_LIFETIME.days} days, or 'never'", "expiration")
-    duration = amount * unit
     if duration > MAX_LIFETIME:
         raise InvalidInput(f"expiration may be at most {MAX_LIFETIME.days} days, or 'never'", "expiration")
     return duration

@@ -1,0 +1,99 @@
+"""CLI behaviour that needs no server: help, completion, scan, admin's data-directory check, serve's busy port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tokensmith import secrets
+
+
+@pytest.fixture
+def cli(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), COLUMNS="80", TOKENSMITH_DATA_DIR=str(tmp_path / "data"))
+
+    def run(*args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "tokensmith", *args], env={**env, **extra},
+                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        if check and result.returncode != 0:
+            raise AssertionError(f"exit {result.returncode}: {result.stderr}")
+        return result
+
+    return run
+
+
+def test_help_shows_no_bool_type_on_flags(cli):
+    for command in (("token", "create"), ("token", "list"), ("login",), ("kubeconfig", "check")):
+        assert "<bool>" not in cli(*command, "--help").stdout
+
+
+def test_shell_completion_is_one_command(cli):
+    script = cli("--show-completion", "bash").stdout
+    assert "_TOKENSMITH_COMPLETE" in script
+    assert "--install-completion" in cli("--help").stdout
+
+
+def test_scan_says_how_many_files_were_scanned_and_exits_1_on_a_find(cli, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for n in range(3):
+        (tree / f"f{n}.txt").write_text("x\n")
+    (tree / "f1.txt").write_text(secrets.generate() + "\n")
+    result = cli("scan", str(tree), check=False)
+    assert result.returncode == 1
+    assert "1 secret found in 3 files scanned" in result.stderr
+
+
+def test_scan_json_lists_findings_masked(cli, tmp_path):
+    leak = secrets.generate()
+    (tmp_path / "app.env").write_text(f"TOKEN={leak}\n")
+    result = cli("scan", str(tmp_path / "app.env"), "--json", check=False)
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == [{"path": str(tmp_path / "app.env"), "line": 1, "secret": secrets.mask(leak)}]
+
+
+def test_scan_of_a_large_tree_is_quiet_when_not_a_terminal(cli, tmp_path):
+    tree = tmp_path / "big"
+    tree.mkdir()
+    for n in range(600):
+        (tree / f"f{n}.txt").write_text("x\n")
+    result = cli("scan", str(tree))
+    assert result.stderr == "0 secrets found in 600 files scanned\n"
+
+
+def test_admin_commands_refuse_to_create_a_database_and_name_the_directory(cli, tmp_path):
+    nowhere = tmp_path / "elsewhere" / ".tokensmith"
+    result = cli("admin", "create-user", "ghost", check=False, TOKENSMITH_DATA_DIR=str(nowhere))
+    assert result.returncode == 1
+    assert f"no tokensmith database or secret key in {nowhere}" in result.stderr
+    assert "tokensmith admin --init" in result.stderr
+    assert not nowhere.exists()
+
+
+def test_admin_init_creates_the_data_directory_on_purpose_and_names_it(cli, tmp_path):
+    fresh = tmp_path / "fresh"
+    result = cli("admin", "--init", "create-user", "first", TOKENSMITH_DATA_DIR=str(fresh))
+    assert (fresh / "tokensmith.db").exists()
+    assert f"(data directory {fresh})" in result.stderr
+    again = cli("admin", "create-token", "--user", "first", "--name", "t", TOKENSMITH_DATA_DIR=str(fresh))
+    assert secrets.is_well_formed(again.stdout.strip()) and f"(data directory {fresh})" in again.stderr
+
+
+def test_serve_on_a_busy_port_says_so_and_exits_4_before_doing_anything(cli, tmp_path):
+    data = tmp_path / "unused"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve", "--port", str(port), check=False, TOKENSMITH_DATA_DIR=str(data))
+    assert result.returncode == 4
+    assert result.stderr.strip() == f"error: 127.0.0.1:{port} is already in use (another tokensmith?); stop it " \
+                                    "or pick another --port"
+    assert not data.exists()  # no database, no webhook pass: nothing ran
+
