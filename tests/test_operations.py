@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import SECRET_KEY
-from tokensmith import logs, secrets
+from tokensmith import logs, metrics, secrets
 from tokensmith.api.app import create_app
 from tokensmith.api.operations import add_shutdown_hook
 from tokensmith.config import Settings
@@ -116,13 +116,23 @@ def test_metrics_count_verifications_by_outcome_and_active_tokens(client, admin,
 
 
 def test_cache_hooks_feed_the_hit_ratio():
-    from tokensmith import metrics
-
     before = dict(metrics._cache)
     metrics.observe_cache(hit=True)
     metrics.observe_cache(hit=False)
     hits, total = before["hit"] + 1, before["hit"] + before["miss"] + 2
-    assert metrics.CACHE_HIT_RATIO._value.get() == pytest.approx(hits / total)
+    ratio = metrics.REGISTRY.get_sample_value("tokensmith_verification_cache_hit_ratio")
+    assert ratio == pytest.approx(hits / total)
+
+
+def test_verifications_feed_the_cache_lookups(client, alice):
+    def lookups(result: str) -> float:
+        return metrics.REGISTRY.get_sample_value("tokensmith_verification_cache_lookups_total", {"result": result})
+
+    hits, misses = lookups("hit"), lookups("miss")
+    client.get("/v1/whoami", headers=alice.headers)  # the fixture's token may be cached already
+    client.get("/v1/whoami", headers=alice.headers)  # now it is
+    assert lookups("hit") >= hits + 1
+    assert lookups("hit") + lookups("miss") == hits + misses + 2
 
 
 # --- graceful shutdown -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import lazyload
 
-from tokensmith import scopes, secrets
+from tokensmith import metrics, scopes, secrets
 from tokensmith.clock import Clock
 from tokensmith.db import changes
 from tokensmith.db.database import Database
@@ -100,6 +100,7 @@ class Verifier:
         except UnicodeEncodeError:
             raise AuthenticationFailed(INVALID) from None
         cached = self.cache.get(digest)
+        metrics.observe_cache(hit=cached is not None)  # a cached "unknown" is a hit too
         if cached is UNKNOWN:
             raise AuthenticationFailed(INVALID)
         if cached is None and not secrets.is_well_formed(secret):
