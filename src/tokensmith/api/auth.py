@@ -33,7 +33,8 @@ def authenticate(request: Request) -> Identity:
     # Brute-force limit per client IP (only failures count) and verification metrics.
     secret = bearer_secret(request.headers.get("authorization"))
     client_ip = request_ip(request)
-    identity = guarded_verify(request, "api", secret, lambda s: context.verifier.verify(s, client_ip))
+    identity = guarded_verify(request, "api", secret, lambda s: context.verifier.verify(s, client_ip),
+                              lambda s: context.verifier.verify_cached(s, client_ip))
     request.state.identity = identity
     request.app.state.addresses.note(context, identity, request)  # audits a first use from a new IP, once
     return identity

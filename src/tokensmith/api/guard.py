@@ -74,16 +74,22 @@ def _is_well_formed(secret: str) -> bool:
     return any(secrets.is_well_formed(secret, prefix) for prefix in CREDENTIAL_PREFIXES)
 
 
-def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T]) -> T:
+def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T],
+                   cached: Callable[[str], T | None] | None = None) -> T:
     """``verify(secret)`` under the brute-force limit for the client's IP, with verification metrics.
 
     Only failures are counted, and only for well-formed secrets: a malformed one is refused offline
-    and costs nothing. A client already over its limit is refused before ``verify`` runs.
+    and costs nothing. A client already over its limit is refused before ``verify`` runs, unless
+    ``cached(secret)`` (memory only, no I/O) vouches for the secret: a blocked address keeps the
+    tokens already known as valid (docs/threat-model.md, "Brute force").
     """
     limiter, key, started = limiter_of(request), ip_key(request_ip(request)), time.perf_counter()
     try:
-        limiter.check_local(key)
-        result = verify(secret)
+        retry_after = limiter.blocked_local(key)
+        known = cached(secret) if retry_after is not None and cached is not None else None
+        if retry_after is not None and known is None:
+            raise RateLimited(retry_after)
+        result = known if known is not None else verify(secret)
     except RateLimited:
         _observe_limited(door, started)
         raise
@@ -142,16 +148,20 @@ class SubjectKeys:
 
 
 def forward_auth_keys(request: Request) -> SubjectKeys:
+    """Forward-auth's keys for a request (``proxy_subject_keys`` of its peer and client)."""
+    return proxy_subject_keys(_peer(request), request_ip(request), request.app.state.trusted_proxies)
+
+
+def proxy_subject_keys(peer: str, client: str,
+                       trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> SubjectKeys:
     """Forward-auth: the original client when a trusted proxy named it, never the proxy's own address.
 
     Without a forwarded client the caller is either a proxy (no trusted proxies configured, or a
     trusted one that sent no X-Forwarded-For) or, when trusted proxies are configured and the peer
     is not one of them, a client calling directly.
     """
-    peer, client = _peer(request), request_ip(request)
     if client != peer:
         return SubjectKeys(ip_key(client), None)
-    trusted = request.app.state.trusted_proxies
     if trusted and not is_trusted(peer, trusted):
         return SubjectKeys(ip_key(peer), None)
     return SubjectKeys(None, via_key(f"proxy:{peer}"))
@@ -204,13 +214,14 @@ def guarded_for_client(request: Request, door: str, client: str | None, check: C
 
 def from_memory(request: Request, door: str, secret: str, cached: Callable[[str], Identity | None],
                 keys: SubjectKeys) -> Identity | None:
-    """The fast path of an async door: a cache hit, with no I/O, when no key is blocked; None otherwise.
+    """The fast path of an async door: a cache hit, with no I/O; None otherwise.
 
+    A hit answers even for a blocked client or intermediary: a token the cache already knows as
+    valid keeps working from an address over its failure limit (one misconfigured pod behind a
+    NAT must not lock out the others); only secrets the cache cannot vouch for are refused there.
     None sends the caller to ``guarded_subject`` (in a thread): a miss, a failure to count, a block.
     """
-    limiter, started = limiter_of(request), time.perf_counter()
-    if limiter.has_blocks() and any(limiter.blocked_local(key) is not None for key in keys.all()):
-        return None
+    started = time.perf_counter()
     try:
         identity = cached(secret)
     except AuthenticationFailed:
@@ -230,8 +241,14 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
     """
     limiter, started, degraded = limiter_of(request), time.perf_counter(), False
     try:
-        if keys.client is not None:
-            limiter.check_local(keys.client)
+        retry_after = limiter.blocked_local(keys.client) if keys.client is not None else None
+        if retry_after is not None:
+            # A blocked client: tokens the cache knows as valid still pass, nothing else is tried.
+            known = cached(secret)
+            if known is None:
+                raise RateLimited(retry_after)
+            _observe(door, "ok", started)
+            return known
         retry_after = limiter.blocked_local(keys.intermediary) if keys.intermediary is not None else None
         degraded = retry_after is not None
         if retry_after is None:

@@ -11,8 +11,9 @@ the clock on every call, cached or not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import lazyload
@@ -53,6 +54,8 @@ class Identity:
     expires_at: datetime | None
     cluster_ids: frozenset[int]
     scopes: frozenset[str]
+    # A door's answer for this identity, encoded once and reused while it is cached (api/fastpath.py).
+    wire: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 class Verifier:

@@ -8,15 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith.api import problems
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
+from tokensmith.api.fastpath import FORWARD_AUTH_PATH, HANDOFF, ForwardAuthFastPath, Handoff, identity_headers
 from tokensmith.api.guard import (
     CLIENT_ADDRESS_PARAMETER,
     forward_auth_keys,
-    from_memory,
     gateway_keys,
     guarded_subject,
     request_ip,
@@ -26,20 +25,10 @@ from tokensmith.errors import AuthenticationFailed
 from tokensmith.ratelimit import RateLimited
 from tokensmith.verify.core import Identity
 
+__all__ = ["ForwardAuthFastPath", "identity_headers", "router"]
 router = APIRouter(tags=["verification"])
-FORWARD_AUTH_PATH = "/v1/auth/verify"
 Introspector = Annotated[Identity, requires("introspect")]
 INACTIVE: dict[str, Any] = {"active": False}
-
-
-def identity_headers(identity: Identity) -> dict[str, str]:
-    """What a proxy passes on to the service behind it (ids and names are safe to log; secrets never)."""
-    return {
-        "X-Auth-Request-User": identity.username,
-        "X-Tokensmith-User-Id": identity.user_public_id,
-        "X-Tokensmith-Org": identity.org_name,
-        "X-Tokensmith-Token-Id": identity.token_public_id,
-    }
 
 
 @router.get(
@@ -52,8 +41,8 @@ async def forward_auth(request: Request) -> Response:
     """Forward-auth for nginx ``auth_request``, Traefik ForwardAuth and Caddy ``forward_auth``.
 
     Reads ``Authorization: Bearer <secret>`` only (never a query string). A cached answer never
-    reaches this route: ``ForwardAuthFastPath`` gives it on the event loop, before the router.
-    What arrives here (a miss, a refusal, a block) goes to a thread for the database lookup.
+    reaches this route: ``ForwardAuthFastPath`` (api/fastpath.py) gives it as plain ASGI and hands
+    what it computed on. What arrives here (a miss, a refusal) goes to a thread for the lookup.
 
     Brute force: invalid tokens count against the original client when a trusted proxy forwarded
     it (403 with Retry-After once over the limit: nginx ``auth_request`` passes 401 and 403 on but
@@ -61,8 +50,9 @@ async def forward_auth(request: Request) -> Response:
     come from the verification cache only (docs/forward-auth.md).
     """
     context: AppContext = request.app.state.context
-    client_ip = request_ip(request)
-    keys = forward_auth_keys(request)
+    handoff: Handoff | None = request.scope.get(HANDOFF)  # what ForwardAuthFastPath already worked out
+    client_ip = handoff.client_ip if handoff is not None else request_ip(request)
+    keys = handoff.keys if handoff is not None else forward_auth_keys(request)
 
     def cached(secret: str) -> Identity | None:
         return context.verifier.verify_cached(secret, client_ip)
@@ -78,37 +68,6 @@ async def forward_auth(request: Request) -> Response:
     except AuthenticationFailed as exc:
         return problems.problem(401, exc.detail, problems.www_authenticate(exc))
     return Response(status_code=200, headers=identity_headers(identity))
-
-
-def forward_auth_from_memory(request: Request) -> Identity | None:
-    """Forward-auth's answer when the cache alone can give it (a hit, nothing blocked); else None."""
-    try:
-        secret = bearer_secret(request.headers.get("authorization"))
-    except AuthenticationFailed:
-        return None
-    verifier, client_ip = request.app.state.context.verifier, request_ip(request)
-    return from_memory(request, "forward-auth", secret, lambda s: verifier.verify_cached(s, client_ip),
-                       forward_auth_keys(request))
-
-
-class ForwardAuthFastPath:
-    """Answers ``GET /v1/auth/verify`` for a cached, unblocked token before FastAPI's router.
-
-    The hot path of every proxied request: matching routes, solving dependencies and building a
-    response class cost several times the verification itself. Anything else (a miss, a refusal,
-    a block) falls through to ``forward_auth``, which gives the same answer the slow way.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == FORWARD_AUTH_PATH and scope["method"] == "GET":
-            identity = forward_auth_from_memory(Request(scope))
-            if identity is not None:
-                await Response(status_code=200, headers=identity_headers(identity))(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 @router.post(
