@@ -11,6 +11,8 @@ the clock on every call, cached or not.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,8 +29,10 @@ from tokensmith.errors import AuthenticationFailed
 from tokensmith.tokens.expiration import is_expired
 from tokensmith.verify.background import Background
 from tokensmith.verify.cache import UNKNOWN, VerificationCache
+from tokensmith.verify.feed import SQLiteChangeFeed, sqlite_path
 from tokensmith.verify.usage import UsageRecorder
 
+log = logging.getLogger("tokensmith.verify")
 INVALID = "invalid token"
 EXPIRED = "token expired"
 # The lookup selects exactly what it needs; the models' eager relationships would cost two more
@@ -67,9 +71,12 @@ class Verifier:
         self.clock = clock
         self.cache = cache if cache is not None else VerificationCache()
         self.usage = UsageRecorder(database, clock)
-        self.background = Background(database, self.cache, self.usage)
-        # Commits in this process drop what they changed from the cache at once.
+        # Commits in this process drop what they changed from the cache at once; other worker
+        # processes on the same SQLite file are heard through the change feed, before every
+        # verification (PostgreSQL replicas: LISTEN/NOTIFY in the background).
         self._unsubscribe = changes.subscribe(database.engine, self.cache.invalidate)
+        self.feed = _change_feed(database, self.cache)
+        self.background = Background(database, self.cache, self.usage, feed=self.feed)
 
     def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""
@@ -96,6 +103,8 @@ class Verifier:
         Only digests of well-formed secrets are ever cached, so a cache hit needs no checksum
         check; a miss gets the full one before anything can reach the database.
         """
+        if self.feed is not None:
+            self.feed.poll()
         if len(secret) != secrets.SECRET_LENGTH:
             raise AuthenticationFailed(INVALID)
         try:
@@ -163,3 +172,16 @@ class Verifier:
     def close(self) -> None:
         """Stop receiving this process's invalidations (a Verifier being thrown away)."""
         self._unsubscribe()
+        if self.feed is not None:
+            self.feed.close()
+
+
+def _change_feed(database: Database, cache: VerificationCache) -> SQLiteChangeFeed | None:
+    path = sqlite_path(database.url)
+    if path is None:
+        return None
+    try:
+        return SQLiteChangeFeed(path, cache.invalidate)
+    except sqlite3.Error as exc:  # a database not migrated yet (readyz refuses traffic then)
+        log.warning("no cross-process invalidation for %s: %s", path, exc)
+        return None
