@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from tokensmith import audit
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext, Services
+from tokensmith.api.guard import guarded_verify
 from tokensmith.api.schemas import CreatedTokenOut, Page, TokenOut, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.audit.query import AuditFilter, list_events
@@ -212,7 +213,8 @@ def report_leaks(
     ip, agent = audit.client_of(request)
     with ctx.services() as s:
         leaks = LeakService(s.session, ctx.clock, ctx.secret_key)
-        reporter = leaks.authenticate(secret)
+        # Bad reporter credentials count against the caller's address like at every other door (429).
+        reporter = guarded_verify(request, "leaks", secret, leaks.authenticate)
         leaked = leaks.report(reporter, [Report(r.token, r.url, r.source) for r in body], ip, agent)
     if leaked:  # events and audit entries after the answer: match-only work must not show in its timing
         background.add_task(announce_leaks, ctx, leaked)
