@@ -189,6 +189,35 @@ def asgi(tmp: Path) -> None:
     database.dispose()
 
 
+def memory(n: int = 20_000) -> None:
+    """Memory per cached identity: a cache filled with ``n`` distinct identities, as forward-auth leaves
+    them (with their encoded answer), measured with tracemalloc."""
+    import tracemalloc
+
+    from tokensmith import scopes
+    from tokensmith.api.fastpath import ok_headers
+    from tokensmith.verify.cache import VerificationCache
+    from tokensmith.verify.core import Identity
+
+    now = datetime.now(UTC)
+    cache = VerificationCache(max_size=n)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for i in range(n):
+        identity = Identity(
+            token_id=i, token_public_id=f"tok_{pysecrets.token_urlsafe(12)}", token_name=f"ci deploy {i}",
+            user_id=i, user_public_id=f"usr_{pysecrets.token_urlsafe(12)}", username=f"user-{i:06d}",
+            org_id=1, org_public_id="org_0123456789abcdef", org_name="default", is_admin=False,
+            created_at=now, expires_at=now, cluster_ids=frozenset({1, 2}),
+            scopes=scopes.effective(None, False))
+        ok_headers(identity)
+        cache.put(pysecrets.token_hex(32), identity, cache.generation)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    row("memory", f"verification cache: bytes per cached identity ({n:,} cached)", f"{grown / n:,.0f}")
+
+
 class temporary_pg_database:
     def __init__(self, server: str) -> None:
         self.url = make_url(server)
@@ -515,9 +544,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
     parser.add_argument("--stacks", default="uvicorn-httptools,uvicorn-h11,granian")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per door (medians are quoted)")
-    parser.add_argument("--only", default="doors,inproc,asgi,scale,propagation",
-                        help="sections: doors, inproc, asgi, http (the old per-stack no-op comparison), scale, "
-                             "propagation")
+    parser.add_argument("--only", default="doors,inproc,asgi,memory,scale,propagation",
+                        help="sections: doors, inproc, asgi, memory, http (the old per-stack no-op comparison), "
+                             "scale, propagation")
     args = parser.parse_args()
     only = set(args.only.split(","))
     stacks = [s for s in args.stacks.split(",") if s != "granian" or _has("granian")]
@@ -530,6 +559,8 @@ def main() -> None:
             in_process(tmp)
         if "asgi" in only:
             asgi(tmp)
+        if "memory" in only:
+            memory()
         if "http" in only:
             http(tmp, stacks, args.seconds, args.rounds)
         if "scale" in only:

@@ -60,6 +60,8 @@ class Settings:
     failures_per_user: int = 10
     failure_window_seconds: int = 60
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
+    # Verified identities kept in memory per process (docs/performance.md: about 4 KB each).
+    verification_cache_size: int = 10_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -79,6 +81,7 @@ class Settings:
             failures_per_user=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_USER", 10),
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
+            verification_cache_size=_positive_int(env, "TOKENSMITH_VERIFICATION_CACHE_SIZE", 10_000),
         )
 
     @property

@@ -20,6 +20,7 @@ from tokensmith.console import install as install_console
 from tokensmith.db.database import Database
 from tokensmith.kube.denials import DenialLog
 from tokensmith.objectstore.crypto import KeyRing
+from tokensmith.verify.cache import VerificationCache
 from tokensmith.verify.core import Verifier
 from tokensmith.webhooks.worker import BackgroundWorker, DeliveryWorker
 
@@ -39,7 +40,7 @@ def create_app(
 ) -> FastAPI:
     """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
     clock = clock or SystemClock()
-    verifier = Verifier(database, secret_key, clock)
+    verifier = Verifier(database, secret_key, clock, VerificationCache(max_size=settings.verification_cache_size))
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
