@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import lazyload
+from sqlalchemy import and_, bindparam, or_, select
 
 from tokensmith import metrics, scopes, secrets
 from tokensmith.clock import Clock
@@ -35,9 +34,26 @@ from tokensmith.verify.usage import UsageRecorder
 log = logging.getLogger("tokensmith.verify")
 INVALID = "invalid token"
 EXPIRED = "token expired"
-# The lookup selects exactly what it needs; the models' eager relationships would cost two more
-# joins and a query per lookup.
-_NO_RELATIONSHIPS = (lazyload(Token.user), lazyload(Token.clusters), lazyload(User.organization))
+_tokens, _users, _orgs = Token.__table__, User.__table__, Organization.__table__
+# The cold path's one query: the token (by its current digest, or its previous one during a
+# rotation's grace), its user, its organization and its clusters, as plain rows.
+_LOOKUP = (
+    select(
+        _tokens.c.id.label("token_id"), _tokens.c.public_id.label("token_public_id"),
+        _tokens.c.name.label("token_name"), _tokens.c.secret_digest, _tokens.c.previous_secret_digest,
+        _tokens.c.previous_grace_until, _tokens.c.revoked_at, _tokens.c.expires_at, _tokens.c.created_at,
+        _tokens.c.scopes, _users.c.id.label("user_id"), _users.c.public_id.label("user_public_id"),
+        _users.c.username, _users.c.is_admin, _users.c.disabled, _orgs.c.id.label("org_id"),
+        _orgs.c.public_id.label("org_public_id"), _orgs.c.name.label("org_name"), token_clusters.c.cluster_id,
+    )
+    .select_from(
+        _tokens.join(_users, _users.c.id == _tokens.c.user_id)
+        .join(_orgs, _orgs.c.id == _tokens.c.org_id)
+        .outerjoin(token_clusters, token_clusters.c.token_id == _tokens.c.id)
+    )
+    .where(or_(_tokens.c.secret_digest == bindparam("digest"), and_(
+        _tokens.c.previous_secret_digest == bindparam("digest"), _tokens.c.previous_grace_until > bindparam("now"))))
+)
 
 
 @dataclass(frozen=True)
@@ -127,39 +143,35 @@ class Verifier:
         return identity
 
     def lookup(self, digest: str) -> Identity | None:
-        """The live identity stored under ``digest``: None if unknown, revoked, or its user is disabled."""
-        with self.database.session() as session:
-            row = session.execute(
-                select(Token, User, Organization)
-                .options(*_NO_RELATIONSHIPS)
-                .join(User, User.id == Token.user_id)
-                .join(Organization, Organization.id == Token.org_id)
-                .where(or_(Token.secret_digest == digest, and_(  # a rotated-out secret, during its grace
-                    Token.previous_secret_digest == digest, Token.previous_grace_until > self.clock.now())))
-            ).first()
-            if row is None:
-                return None
-            token, user, org = row
-            current = secrets.digests_match(token.secret_digest, digest)
-            previous = token.previous_secret_digest is not None and secrets.digests_match(
-                token.previous_secret_digest, digest)
-            if token.revoked_at is not None or user.disabled or not (current or previous):
-                return None
-            cluster_ids = frozenset(
-                session.scalars(select(token_clusters.c.cluster_id).where(token_clusters.c.token_id == token.id))
-            )
-            expires_at = token.expires_at
-            if previous and not current and token.previous_grace_until is not None:
-                # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
-                grace = token.previous_grace_until
-                expires_at = grace if expires_at is None or grace < expires_at else expires_at
-            return Identity(
-                token_id=token.id, token_public_id=token.public_id, token_name=token.name,
-                user_id=user.id, user_public_id=user.public_id, username=user.username,
-                org_id=org.id, org_public_id=org.public_id, org_name=org.name, is_admin=user.is_admin,
-                created_at=token.created_at, expires_at=expires_at, cluster_ids=cluster_ids,
-                scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
-            )
+        """The live identity stored under ``digest``: None if unknown, revoked, or its user is disabled.
+
+        The cold path: one indexed query (SQLAlchemy Core, no ORM objects), one row per granted
+        cluster (at least one row).
+        """
+        now = self.clock.now()
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(_LOOKUP, {"digest": digest, "now": now}).all()
+        if not rows:
+            return None
+        first = rows[0]
+        current = secrets.digests_match(first.secret_digest, digest)
+        previous = first.previous_secret_digest is not None and secrets.digests_match(
+            first.previous_secret_digest, digest)
+        if first.revoked_at is not None or first.disabled or not (current or previous):
+            return None
+        expires_at = first.expires_at
+        if previous and not current and first.previous_grace_until is not None:
+            # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
+            grace = first.previous_grace_until
+            expires_at = grace if expires_at is None or grace < expires_at else expires_at
+        return Identity(
+            token_id=first.token_id, token_public_id=first.token_public_id, token_name=first.token_name,
+            user_id=first.user_id, user_public_id=first.user_public_id, username=first.username,
+            org_id=first.org_id, org_public_id=first.org_public_id, org_name=first.org_name,
+            is_admin=first.is_admin, created_at=first.created_at, expires_at=expires_at,
+            cluster_ids=frozenset(row.cluster_id for row in rows if row.cluster_id is not None),
+            scopes=scopes.effective(scopes.deserialize(first.scopes), first.is_admin),
+        )
 
     def start(self) -> None:
         """Start hearing other replicas, sweeping and flushing last-used times (server start-up)."""
