@@ -1,4 +1,8 @@
-"""Brute-force limits and verification metrics around any door's credential check.
+"""The door guard: brute-force limits and verification metrics around any door's credential check.
+
+One check per shape of door returns the identity or a ``Refusal`` with its reason; each protocol
+declares once how a refusal goes on the wire (``FORWARD_AUTH_STATUS``, ``API_STATUS``,
+``introspection_answer``, ``tokenreview_error``), so the doors never map refusals their own way.
 
 Two shapes of door (docs/threat-model.md, "Brute force"):
 
@@ -26,7 +30,8 @@ from fastapi import Request
 from tokensmith import metrics, secrets
 from tokensmith.errors import AuthenticationFailed, InvalidInput
 from tokensmith.ratelimit import FailureLimiter, RateLimited, client_ip, ip_key, is_trusted, user_key, via_key
-from tokensmith.verify.core import EXPIRED, Identity
+from tokensmith.verify.core import EXPIRED as EXPIRED_DETAIL
+from tokensmith.verify.core import Identity
 
 CREDENTIAL_PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
@@ -38,6 +43,56 @@ CLIENT_ADDRESS_PARAMETER = {
                    "to that client and not to the gateway (422 if it is not an IP address).",
 }
 T = TypeVar("T")
+
+
+# --- refusals and their wire answers ---------------------------------------------------------
+
+MISSING, INVALID, EXPIRED, LIMITED = "missing", "invalid", "expired", "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a door said no, with what each protocol needs to say it (never the secret)."""
+
+    reason: str  # MISSING (no credential sent), INVALID, EXPIRED or LIMITED
+    detail: str
+    retry_after: int | None = None  # LIMITED: seconds until the client may try again
+
+    @classmethod
+    def of(cls, error: AuthenticationFailed | RateLimited) -> Refusal:
+        if isinstance(error, RateLimited):
+            return cls(LIMITED, error.detail, error.retry_after)
+        if error.error is None:
+            return cls(MISSING, error.detail)
+        return cls(EXPIRED if error.detail == EXPIRED_DETAIL else INVALID, error.detail)
+
+    def as_error(self) -> AuthenticationFailed | RateLimited:
+        """The exception an HTTP door raises for it (problems.py renders 401 and 429)."""
+        if self.reason == LIMITED:
+            return RateLimited(self.retry_after or 1)
+        return self.authentication_failed()
+
+    def authentication_failed(self) -> AuthenticationFailed:
+        """As a 401 (RFC 6750: no error code when no credential was sent)."""
+        return AuthenticationFailed(self.detail, error=None if self.reason == MISSING else "invalid_token")
+
+
+# HTTP status per reason. Forward-auth says 403 where the API says 429: nginx auth_request passes
+# 401 and 403 on to the client but turns any other status (429 included) into a 500.
+API_STATUS = {MISSING: 401, INVALID: 401, EXPIRED: 401, LIMITED: 429}
+FORWARD_AUTH_STATUS = {**API_STATUS, LIMITED: 403}
+
+
+def introspection_answer(_refusal: Refusal) -> dict[str, bool]:
+    """RFC 7662: every refusal is exactly ``{"active": false}`` (an introspector learns nothing about why)."""
+    return {"active": False}
+
+
+def tokenreview_error(refusal: Refusal, limited_reason: str) -> str:
+    """TokenReview ``status.error`` of a failed review (``authenticated: false``)."""
+    if refusal.reason == LIMITED:
+        return f"{limited_reason}; retry after {refusal.retry_after} s"
+    return refusal.detail
 
 
 def limiter_of(request: Request) -> FailureLimiter:
@@ -67,7 +122,7 @@ def _observe_limited(door: str, started: float) -> None:
 
 
 def _outcome_of(failure: AuthenticationFailed) -> str:
-    return "expired" if failure.detail == EXPIRED else "invalid"
+    return "expired" if failure.detail == EXPIRED_DETAIL else "invalid"
 
 
 def _is_well_formed(secret: str) -> bool:
@@ -272,3 +327,12 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
         raise
     _observe(door, "ok", started)
     return identity
+
+
+def check_subject(request: Request, door: str, secret: str, verify: Callable[[str], Identity],
+                  cached: Callable[[str], Identity | None], keys: SubjectKeys) -> Identity | Refusal:
+    """``guarded_subject`` as an answer: the identity, or the refusal with its reason (blocking I/O)."""
+    try:
+        return guarded_subject(request, door, secret, verify, cached, keys)
+    except (AuthenticationFailed, RateLimited) as error:
+        return Refusal.of(error)

@@ -12,17 +12,20 @@ from starlette.concurrency import run_in_threadpool
 from tokensmith.api import problems
 from tokensmith.api.auth import Context, bearer_secret, requires
 from tokensmith.api.context import AppContext
-from tokensmith.api.fastpath import FORWARD_AUTH_PATH, HANDOFF, ForwardAuthFastPath, Handoff, identity_headers
+from tokensmith.api.fastpath import DOOR, FORWARD_AUTH_PATH, HANDOFF, ForwardAuthFastPath, Handoff, identity_headers
 from tokensmith.api.guard import (
     CLIENT_ADDRESS_PARAMETER,
+    FORWARD_AUTH_STATUS,
+    LIMITED,
+    Refusal,
+    check_subject,
     forward_auth_keys,
     gateway_keys,
-    guarded_subject,
+    introspection_answer,
     request_ip,
 )
 from tokensmith.api.schemas import problem_responses
 from tokensmith.errors import AuthenticationFailed
-from tokensmith.ratelimit import RateLimited
 from tokensmith.verify.core import Identity
 
 __all__ = ["ForwardAuthFastPath", "identity_headers", "router"]
@@ -59,15 +62,23 @@ async def forward_auth(request: Request) -> Response:
 
     try:
         secret = bearer_secret(request.headers.get("authorization"))
-        identity = await run_in_threadpool(
-            guarded_subject, request, "forward-auth", secret,
-            lambda s: context.verifier.verify(s, client_ip), cached, keys,
-        )
-    except RateLimited as limited:
-        return problems.problem(403, limited.detail, {"Retry-After": str(limited.retry_after)})
-    except AuthenticationFailed as exc:
-        return problems.problem(401, exc.detail, problems.www_authenticate(exc))
-    return Response(status_code=200, headers=identity_headers(identity))
+    except AuthenticationFailed as missing:
+        return forward_auth_refusal(Refusal.of(missing))
+    checked = await run_in_threadpool(
+        check_subject, request, DOOR, secret, lambda s: context.verifier.verify(s, client_ip), cached, keys,
+    )
+    if isinstance(checked, Refusal):
+        return forward_auth_refusal(checked)
+    return Response(status_code=200, headers=identity_headers(checked))
+
+
+def forward_auth_refusal(refusal: Refusal) -> Response:
+    """Forward-auth's wire answer for a refusal (``FORWARD_AUTH_STATUS``): a problem, with
+    WWW-Authenticate on 401 and Retry-After on 403."""
+    status = FORWARD_AUTH_STATUS[refusal.reason]
+    if refusal.reason == LIMITED:
+        return problems.problem(status, refusal.detail, {"Retry-After": str(refusal.retry_after)})
+    return problems.problem(status, refusal.detail, problems.www_authenticate(refusal.authentication_failed()))
 
 
 @router.post(
@@ -94,11 +105,9 @@ def introspect(
     cache only (docs/threat-model.md).
     """
     keys = gateway_keys(request, f"token:{caller.token_public_id}")
-    try:
-        identity = guarded_subject(request, "introspection", token, ctx.verifier.verify,
-                                   ctx.verifier.verify_cached, keys)
-    except (AuthenticationFailed, RateLimited):
-        return JSONResponse(INACTIVE)
+    identity = check_subject(request, "introspection", token, ctx.verifier.verify, ctx.verifier.verify_cached, keys)
+    if isinstance(identity, Refusal):
+        return JSONResponse(introspection_answer(identity))
     if identity.org_id != caller.org_id:
         return JSONResponse(INACTIVE)
     body: dict[str, Any] = {
