@@ -8,24 +8,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import guarded_verify, request_ip
-from tokensmith.errors import AuthenticationFailed
+from tokensmith.api.guard import bearer_secret, guarded_verify, request_ip
 from tokensmith.scopes import require_scope
 from tokensmith.verify.core import Identity
+
+__all__ = ["Caller", "Context", "authenticate", "bearer_secret", "requires", "scoped"]
 
 
 def get_context(request: Request) -> AppContext:
     return request.app.state.context
-
-
-def bearer_secret(authorization: str | None) -> str:
-    """The secret from an ``Authorization: Bearer <secret>`` header value; AuthenticationFailed otherwise."""
-    if authorization is None or not authorization.strip():
-        raise AuthenticationFailed("authentication required: send Authorization: Bearer <token>", error=None)
-    scheme, _, secret = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip() or " " in secret.strip():
-        raise AuthenticationFailed("invalid token")
-    return secret.strip()
 
 
 def authenticate(request: Request) -> Identity:

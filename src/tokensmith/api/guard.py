@@ -161,6 +161,32 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
     return result
 
 
+def caller_from_memory(request: Request, scope: str) -> Identity | None:
+    """An API caller answered from memory, for async doors: the bearer's cached identity when it holds
+    ``scope`` and its first use from this address is already noted; None sends the door to the usual
+    ``api.auth`` dependency in a thread (a miss, a refusal, a missing scope, a first use to audit)."""
+    try:
+        secret = bearer_secret(request.headers.get("authorization"))
+    except AuthenticationFailed:
+        return None
+    verifier, client = request.app.state.context.verifier, request_ip(request)
+    identity = from_memory(request, "api", secret, lambda s: verifier.verify_cached(s, client), SubjectKeys(None, None))
+    if identity is None or scope not in identity.scopes or not request.app.state.addresses.known(
+            identity.token_id, client):
+        return None
+    return identity
+
+
+def bearer_secret(authorization: str | None) -> str:
+    """The secret of an ``Authorization: Bearer <secret>`` header value; AuthenticationFailed otherwise."""
+    if authorization is None or not authorization.strip():
+        raise AuthenticationFailed("authentication required: send Authorization: Bearer <token>", error=None)
+    scheme, _, secret = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip() or " " in secret.strip():
+        raise AuthenticationFailed("invalid token")
+    return secret.strip()
+
+
 def guarded_password(request: Request, username: str, check: Callable[[], T], door: str = "password") -> T:
     """Run a password ``check`` under the per-IP and per-user-name limits.
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tokensmith.api import problems
-from tokensmith.api.auth import Context, bearer_secret, requires
+from tokensmith.api.auth import bearer_secret, scoped
 from tokensmith.api.context import AppContext
 from tokensmith.api.fastpath import DOOR, FORWARD_AUTH_PATH, HANDOFF, ForwardAuthFastPath, Handoff, identity_headers
 from tokensmith.api.guard import (
@@ -18,8 +18,10 @@ from tokensmith.api.guard import (
     FORWARD_AUTH_STATUS,
     LIMITED,
     Refusal,
+    caller_from_memory,
     check_subject,
     forward_auth_keys,
+    from_memory,
     gateway_keys,
     introspection_answer,
     request_ip,
@@ -30,7 +32,6 @@ from tokensmith.verify.core import Identity
 
 __all__ = ["ForwardAuthFastPath", "identity_headers", "router"]
 router = APIRouter(tags=["verification"])
-Introspector = Annotated[Identity, requires("introspect")]
 INACTIVE: dict[str, Any] = {"active": False}
 
 
@@ -81,15 +82,25 @@ def forward_auth_refusal(refusal: Refusal) -> Response:
     return problems.problem(status, refusal.detail, problems.www_authenticate(refusal.authentication_failed()))
 
 
+async def requires_introspect(request: Request) -> Identity:
+    """The caller, who must hold ``introspect``: from memory on the event loop when the cache knows it
+    (``guard.caller_from_memory``), else the usual ``api.auth`` dependency in a thread."""
+    caller = caller_from_memory(request, "introspect")
+    return caller if caller is not None else await run_in_threadpool(_scoped_introspect, request)
+
+
+_scoped_introspect = scoped("introspect")
+Introspector = Annotated[Identity, Depends(requires_introspect)]
+
+
 @router.post(
     "/v1/oauth2/introspect",
     responses={200: {"description": 'RFC 7662: {"active": true, ...} or exactly {"active": false}.'},
                **problem_responses(401, 403, 422)},
     openapi_extra={"parameters": [CLIENT_ADDRESS_PARAMETER]},
 )
-def introspect(
+async def introspect(
     caller: Introspector,
-    ctx: Context,
     request: Request,
     token: Annotated[str, Form(description="The secret to introspect.")] = "",
     token_type_hint: Annotated[str | None, Form(description="Ignored: there is one kind of token.")] = None,
@@ -103,13 +114,27 @@ def introspect(
     Tokensmith-Client-Address header (inactive for it once over its limit) and against the
     caller's token with a much higher ceiling, over which answers come from the verification
     cache only (docs/threat-model.md).
+
+    A token in the verification cache is answered on the event loop, with no thread and no I/O;
+    anything else is looked up in a thread.
     """
+    verifier = request.app.state.context.verifier
     keys = gateway_keys(request, f"token:{caller.token_public_id}")
-    identity = check_subject(request, "introspection", token, ctx.verifier.verify, ctx.verifier.verify_cached, keys)
-    if isinstance(identity, Refusal):
-        return JSONResponse(introspection_answer(identity))
+    client = request_ip(request)
+    identity = from_memory(request, "introspection", token, lambda s: verifier.verify_cached(s, client), keys)
+    if identity is None:
+        checked = await run_in_threadpool(check_subject, request, "introspection", token, verifier.verify,
+                                          verifier.verify_cached, keys)
+        if isinstance(checked, Refusal):
+            return JSONResponse(introspection_answer(checked))
+        identity = checked
+    return JSONResponse(introspection(caller, identity))
+
+
+def introspection(caller: Identity, identity: Identity) -> dict[str, Any]:
+    """The RFC 7662 answer about ``identity`` for ``caller``: inactive across organizations."""
     if identity.org_id != caller.org_id:
-        return JSONResponse(INACTIVE)
+        return INACTIVE
     body: dict[str, Any] = {
         "active": True,
         "scope": " ".join(sorted(identity.scopes)),
@@ -125,4 +150,4 @@ def introspect(
     }
     if identity.expires_at is not None:
         body["exp"] = int(identity.expires_at.timestamp())
-    return JSONResponse(body)
+    return body
