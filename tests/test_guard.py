@@ -62,3 +62,35 @@ def test_tokenreview_says_why_and_when_to_retry():
 def test_an_http_door_raises_what_problems_render(reason):
     error = Refusal.of(REFUSALS[reason]).as_error()
     assert error.status == API_STATUS[reason]
+
+
+# --- hot doors answer a cached caller from memory, with the same rules -------------------------
+
+
+def test_a_cached_caller_without_the_scope_is_still_refused_naming_it(client, alice):
+    assert client.get("/v1/whoami", headers=alice.headers).status_code == 200  # alice is cached now
+    for _ in range(2):
+        refused = client.post("/v1/oauth2/introspect", data={"token": alice.secret}, headers=alice.headers)
+        assert refused.status_code == 403 and "introspect" in refused.json()["detail"]
+
+
+def test_a_cached_caller_with_the_scope_gets_the_same_answer_from_memory(client, admin, alice):
+    first = client.post("/v1/oauth2/introspect", data={"token": alice.secret}, headers=admin.headers)
+    again = client.post("/v1/oauth2/introspect", data={"token": alice.secret}, headers=admin.headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json() and again.json()["active"] is True
+
+
+def test_a_cached_caller_from_a_new_address_is_still_audited(app, admin, alice, database):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from tokensmith.db.models import AuditEvent
+
+    with TestClient(app, client=("192.0.2.1", 1)) as first, TestClient(app, client=("192.0.2.2", 1)) as second:
+        first.post("/v1/oauth2/introspect", data={"token": alice.secret}, headers=admin.headers)
+        second.post("/v1/oauth2/introspect", data={"token": alice.secret}, headers=admin.headers)
+    with database.session() as session:
+        addresses = set(session.scalars(select(AuditEvent.client_ip).where(
+            AuditEvent.action == "token.used_from_new_ip", AuditEvent.actor_token == admin.token_id)))
+    assert {"192.0.2.1", "192.0.2.2"} <= addresses

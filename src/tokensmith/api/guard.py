@@ -23,9 +23,10 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from tokensmith import metrics, secrets
 from tokensmith.errors import AuthenticationFailed, InvalidInput
@@ -175,6 +176,22 @@ def caller_from_memory(request: Request, scope: str) -> Identity | None:
             identity.token_id, client):
         return None
     return identity
+
+
+def cached_scoped(scope: str, scoped: Callable[[Request], Identity]) -> Callable[..., Any]:
+    """An async dependency for a hot door: the caller holding ``scope``, answered from memory on the
+    event loop when the cache knows it (``caller_from_memory``), else ``scoped`` (the usual
+    ``api.auth`` dependency: lookup, limits, first-use audit, 403 naming the scope) in a thread.
+
+    Named ``requires_<scope>`` like ``api.auth.scoped``'s dependencies, so the scope each route
+    needs is read the same way (tests/test_scope_matrix.py).
+    """
+    async def dependency(request: Request) -> Identity:
+        caller = caller_from_memory(request, scope)
+        return caller if caller is not None else await run_in_threadpool(scoped, request)
+
+    dependency.__name__ = f"requires_{scope.replace(':', '_').replace('-', '_')}"
+    return dependency
 
 
 def bearer_secret(authorization: str | None) -> str:

@@ -5,13 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from tokensmith import audit
-from tokensmith.api.auth import Context, requires
+from tokensmith.api.auth import Context, requires, scoped
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import CLIENT_ADDRESS_PARAMETER, guarded_for_client, guarded_verify, named_client
+from tokensmith.api.guard import (
+    CLIENT_ADDRESS_PARAMETER,
+    cached_scoped,
+    guarded_for_client,
+    guarded_verify,
+    named_client,
+)
 from tokensmith.api.schemas import Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
@@ -26,7 +33,8 @@ from tokensmith.verify.core import Identity
 router = APIRouter(prefix="/v1/object-storage", tags=["object storage"], responses=problem_responses(401, 403))
 Reader = Annotated[Identity, requires("object-storage:read")]
 Writer = Annotated[Identity, requires("object-storage:write")]
-Gateway = Annotated[Identity, requires("object-storage:verify")]
+# The verify door is hot (once per S3 request): its caller is answered from memory when cached.
+Gateway = Annotated[Identity, Depends(cached_scoped("object-storage:verify", scoped("object-storage:verify")))]
 
 
 def access_keys(session: Any, ctx: AppContext) -> AccessKeyService:
@@ -213,8 +221,8 @@ RATE_LIMITED = "rate limited"
 
 @router.post("/verify", response_model=VerifyResult, response_model_exclude_none=True,
              responses=problem_responses(400, 422), openapi_extra={"parameters": [CLIENT_ADDRESS_PARAMETER]})
-def verify_signature(
-    body: VerifyRequest, caller: Gateway, ctx: Context, request: Request, response: Response
+async def verify_signature(
+    body: VerifyRequest, caller: Gateway, request: Request, response: Response
 ) -> VerifyResult:
     """Is this S3 request's AWS Signature Version 4 genuine, by a live key? For S3 gateways.
 
@@ -226,6 +234,8 @@ def verify_signature(
     "rate limited". Nothing is counted against the gateway itself: access keys are not cached, so
     any refusal keyed on the gateway would refuse valid signatures of everyone behind it.
     """
+    ctx: AppContext = request.app.state.context
+
     def check() -> VerifyResult:
         with ctx.services() as s:
             verdict = access_keys(s.session, ctx).verify_signature(
@@ -238,7 +248,9 @@ def verify_signature(
                                 org=key.user.organization.name)
 
     try:
-        return guarded_for_client(request, "s3-verify", named_client(request), check, lambda r: not r.valid)
+        # One thread for the whole check (the key lookup is blocking I/O); the caller came from memory.
+        return await run_in_threadpool(
+            guarded_for_client, request, "s3-verify", named_client(request), check, lambda r: not r.valid)
     except RateLimited as limited:
         response.headers["Retry-After"] = str(limited.retry_after)
         return VerifyResult(valid=False, reason=RATE_LIMITED)

@@ -18,7 +18,7 @@ from tokensmith.api.guard import (
     FORWARD_AUTH_STATUS,
     LIMITED,
     Refusal,
-    caller_from_memory,
+    cached_scoped,
     check_subject,
     forward_auth_keys,
     from_memory,
@@ -82,15 +82,7 @@ def forward_auth_refusal(refusal: Refusal) -> Response:
     return problems.problem(status, refusal.detail, problems.www_authenticate(refusal.authentication_failed()))
 
 
-async def requires_introspect(request: Request) -> Identity:
-    """The caller, who must hold ``introspect``: from memory on the event loop when the cache knows it
-    (``guard.caller_from_memory``), else the usual ``api.auth`` dependency in a thread."""
-    caller = caller_from_memory(request, "introspect")
-    return caller if caller is not None else await run_in_threadpool(_scoped_introspect, request)
-
-
-_scoped_introspect = scoped("introspect")
-Introspector = Annotated[Identity, Depends(requires_introspect)]
+Introspector = Annotated[Identity, Depends(cached_scoped("introspect", scoped("introspect")))]
 
 
 @router.post(
