@@ -57,3 +57,8 @@ _.amzDate
 from tokensmith.objectstore.sigv4 import decode_signed_chunks
 
 decode_signed_chunks
+
+# prometheus_client calls a registered collector's collect() at every scrape (tokensmith.metrics).
+from tokensmith import metrics
+
+metrics._Collector.collect

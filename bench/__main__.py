@@ -13,6 +13,7 @@ PostgreSQL), and revocation propagation between two replicas on PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import secrets as pysecrets
@@ -24,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -149,7 +151,7 @@ def asgi(tmp: Path) -> None:
 
     first_in_line(app)
 
-    async def call(path: str) -> int:
+    async def call(path: str, target: Callable | None = None) -> int:
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
                  "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
                  "root_path": "", "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {secret}".encode())],
@@ -164,27 +166,64 @@ def asgi(tmp: Path) -> None:
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await app(scope, receive, send)
+        await (target or app)(scope, receive, send)
         return status
+
+    from tokensmith.api.fastpath import ForwardAuthFastPath
+
+    outermost = ForwardAuthFastPath(app)  # where the fast path should sit (see api/fastpath.py)
+
+    async def raw_asgi(_scope: dict, _receive: object, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
 
     async def run() -> dict[str, list[float]]:
         assert await call("/v1/auth/verify") == 200
-        times: dict[str, list[float]] = {"/v1/bench/noop": [], "/v1/auth/verify": []}
+        targets = {"raw ASGI": (raw_asgi, "/"), "FastAPI no-op route": (app, "/v1/bench/noop"),
+                   "forward-auth (cached), as registered": (app, "/v1/auth/verify"),
+                   "forward-auth (cached), fast path outermost": (outermost, "/v1/auth/verify")}
+        times: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(7):
-            for path in times:
+            for name, (target, path) in targets.items():
                 started = time.perf_counter()
                 for _ in range(2_000):
-                    await call(path)
-                times[path].append((time.perf_counter() - started) / 2_000 * 1e6)
+                    await call(path, target)
+                times[name].append((time.perf_counter() - started) / 2_000 * 1e6)
         return times
 
     times = asyncio.run(run())
-    noop_us = statistics.median(times["/v1/bench/noop"])
-    auth_us = statistics.median(times["/v1/auth/verify"])
-    row("asgi", "no-op: µs/request median | best of 7", f"{noop_us:.1f} | {min(times['/v1/bench/noop']):.1f}")
-    row("asgi", "forward-auth (cached): µs/request median | best (no-op/forward-auth)",
-        f"{auth_us:.1f} | {min(times['/v1/auth/verify']):.1f} ({noop_us / auth_us:.0%})")
+    for name, values in times.items():
+        row("asgi", f"{name}: µs/request median | best of 7", f"{statistics.median(values):.1f} | {min(values):.1f}")
     database.dispose()
+
+
+def memory(n: int = 20_000) -> None:
+    """Memory per cached identity: a cache filled with ``n`` distinct identities, as forward-auth leaves
+    them (with their encoded answer), measured with tracemalloc."""
+    import tracemalloc
+
+    from tokensmith import scopes
+    from tokensmith.api.fastpath import ok_headers
+    from tokensmith.verify.cache import VerificationCache
+    from tokensmith.verify.core import Identity
+
+    now = datetime.now(UTC)
+    cache = VerificationCache(max_size=n)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for i in range(n):
+        identity = Identity(
+            token_id=i, token_public_id=f"tok_{pysecrets.token_urlsafe(12)}", token_name=f"ci deploy {i}",
+            user_id=i, user_public_id=f"usr_{pysecrets.token_urlsafe(12)}", username=f"user-{i:06d}",
+            org_id=1, org_public_id="org_0123456789abcdef", org_name="default", is_admin=False,
+            created_at=now, expires_at=now, cluster_ids=frozenset({1, 2}),
+            scopes=scopes.effective(None, False))
+        ok_headers(identity)
+        cache.put(pysecrets.token_hex(32), identity, cache.generation)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    row("memory", f"verification cache: bytes per cached identity ({n:,} cached)", f"{grown / n:,.0f}")
 
 
 class temporary_pg_database:
@@ -246,6 +285,7 @@ def wrk(url: str, connections: int, seconds: int, secret: str | None) -> tuple[f
 
 
 def http(tmp: Path, stacks: list[str], seconds: int, rounds: int = 3) -> None:
+    """The old comparison (kept as a second reference): forward-auth vs the FastAPI no-op, per server stack."""
     if shutil.which("wrk") is None:
         row("http", "skipped: install wrk (apt-get install -y wrk)", "-")
         return
@@ -258,20 +298,191 @@ def http(tmp: Path, stacks: list[str], seconds: int, rounds: int = 3) -> None:
         process, url = start_server(stack, db_url, tmp / f"data-{stack}")
         try:
             httpx.get(f"{url}/v1/auth/verify", headers={"Authorization": f"Bearer {secret}"})  # warm the cache
-            for c in (1, 8, 32):
-                # Alternate the two endpoints and keep medians: the machine is shared and noisy.
+            for c in (1, 32):
                 runs: dict[str, list[tuple[float, float, float]]] = {"noop": [], "auth": []}
                 for _ in range(rounds):
                     runs["noop"].append(wrk(f"{url}/v1/bench/noop", c, seconds, secret))
                     runs["auth"].append(wrk(f"{url}/v1/auth/verify", c, seconds, secret))
                 noop, auth = (tuple(statistics.median(r[i] for r in runs[k]) for i in range(3))
                               for k in ("noop", "auth"))
-                row(f"http {stack}", f"c={c:<2} no-op        req/s | p50 ms | p99 ms",
+                row(f"http {stack}", f"c={c:<2} FastAPI no-op req/s | p50 ms | p99 ms",
                     f"{noop[0]:.0f} | {noop[1]:.2f} | {noop[2]:.2f}")
-                row(f"http {stack}", f"c={c:<2} forward-auth req/s | p50 ms | p99 ms (ratio)",
+                row(f"http {stack}", f"c={c:<2} forward-auth  req/s | p50 ms | p99 ms (ratio)",
                     f"{auth[0]:.0f} | {auth[1]:.2f} | {auth[2]:.2f} ({auth[0] / noop[0]:.0%})")
         finally:
             stop(process)
+
+
+# --- every door against the raw ASGI ceiling ---------------------------------------------------
+
+
+@dataclass
+class Door:
+    name: str
+    server: str  # "raw", "one" (tokensmith, 1 worker) or "two" (--workers 2)
+    path: str
+    target: float | None = None  # the issue's target ratio to the raw ceiling at c=32
+    method: str = "GET"
+    body: str | None = None
+    content_type: str | None = None
+    secret: str | None = None
+    expect: str | None = None  # a substring of a good answer, checked once before measuring
+
+    def script(self, tmp: Path) -> Path | None:
+        """A wrk Lua script for a door wrk cannot express with -H alone (a body, a method)."""
+        if self.body is None:
+            return None
+        path = tmp / f"{re.sub(r'[^a-z0-9]+', '-', self.name)}.lua"
+        lines = [f'wrk.method = "{self.method}"', f"wrk.body = [==[{self.body}]==]"]
+        if self.content_type:
+            lines.append(f'wrk.headers["Content-Type"] = "{self.content_type}"')
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+Result = tuple[float, float, float]  # req/s, p50 ms, p99 ms
+
+
+def start(args: list[str], db_url: str, data_dir: Path, ready: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
+    env.update(TOKENSMITH_DATA_DIR=str(data_dir), TOKENSMITH_DATABASE_URL=db_url,
+               TOKENSMITH_SECRET_KEY=KEY.decode(), PYTHONPATH=os.getcwd())
+    process = subprocess.Popen([sys.executable, "-m", "bench.server", "--port", str(port), *args],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(url + ready, timeout=120, process=process)
+    return process, url
+
+
+def prepare_doors(url: str, admin: str) -> list[Door]:
+    """Everything the doors need, made through the API: a cluster, a token for it and the cluster's
+    webhook credential, a subject token, an S3 access key and requests signed with it."""
+    from tests.pki import CA_PEM
+    from tests.s3sign import presigned, signed
+
+    headers = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
+        cluster = api.post("/v1/clusters", json={
+            "name": f"bench-{uuid.uuid4().hex[:6]}", "server": "https://10.0.0.1:6443",  # never contacted
+            "certificate_authority": CA_PEM, "region": "bench"}).raise_for_status().json()
+        subject = api.post("/v1/tokens", json={"name": "subject", "clusters": [cluster["name"]]}).raise_for_status()
+        subject_secret = subject.json()["secret"]
+        credential = api.post(f"/v1/clusters/{cluster['id']}/webhook-credentials").raise_for_status().json()
+        key = api.post("/v1/object-storage/access-keys",
+                       json={"durationSeconds": 0, "attributes": {"name": "bench"}}).raise_for_status().json()
+    review = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                         "spec": {"token": subject_secret}})
+    header_signed = json.dumps(signed("GET", "/bucket/object", key["accessKeyId"], key["secretKey"]))
+    query_signed = json.dumps(presigned("GET", "/bucket/object", key["accessKeyId"], key["secretKey"],
+                                        expires=3600))
+    return [
+        Door("raw ASGI (the ceiling)", "raw", "/"),
+        Door("FastAPI no-op route", "one", "/v1/bench/noop"),
+        Door("forward-auth GET /v1/auth/verify", "one", "/v1/auth/verify", 0.5, secret=subject_secret),
+        Door("forward-auth, --workers 2", "two", "/v1/auth/verify", secret=subject_secret),
+        Door("GET /v1/whoami", "one", "/v1/whoami", 0.25, secret=subject_secret, expect='"username"'),
+        Door("introspection (RFC 7662)", "one", "/v1/oauth2/introspect", 0.25, "POST",
+             f"token={subject_secret}", "application/x-www-form-urlencoded", admin, '"active":true'),
+        Door("TokenReview (v1 JSON)", "one", f"/v1/clusters/{cluster['id']}/tokenreview", 0.25, "POST",
+             review, "application/json", credential["secret"], '"authenticated":true'),
+        Door("S3 verify, header-signed GET", "one", "/v1/object-storage/verify", 0.25, "POST",
+             header_signed, "application/json", admin, '"valid":true'),
+        Door("S3 verify, presigned URL", "one", "/v1/object-storage/verify", 0.25, "POST",
+             query_signed, "application/json", admin, '"valid":true'),
+    ]
+
+
+def wrk_door(door: Door, url: str, connections: int, seconds: int, tmp: Path) -> Result:
+    script = door.script(tmp)
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if door.secret:
+        args += ["-H", f"Authorization: Bearer {door.secret}"]
+    if script is not None:
+        args += ["-s", str(script)]
+    output = subprocess.run([*args, url + door.path], capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non2xx:
+        raise RuntimeError(f"{door.name}: {non2xx.group(1)} non-2xx answers")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output).groups()
+        return float(value) * _UNIT[unit]
+
+    return rps, pct("50"), pct("99")
+
+
+def check_door(door: Door, url: str) -> None:
+    """One request the way wrk will send it: it must be a success, not a fast refusal."""
+    headers = {"Authorization": f"Bearer {door.secret}"} if door.secret else {}
+    if door.content_type:
+        headers["Content-Type"] = door.content_type
+    response = httpx.request(door.method, url + door.path, headers=headers, content=door.body, timeout=60)
+    if response.status_code != 200 or (door.expect and door.expect not in response.text.replace(" ", "")):
+        raise RuntimeError(f"{door.name}: {response.status_code} {response.text[:200]}")
+
+
+def load() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def doors(tmp: Path, seconds: int, rounds: int) -> None:
+    """Every door, cached path, against a raw ASGI app on the same uvicorn/httptools/uvloop stack.
+
+    Rounds are interleaved (each round runs every door at c=1, then at c=32) and each figure is the
+    median over the rounds, so a busy neighbour slows every door alike and the ratios stay readable.
+    """
+    if shutil.which("wrk") is None:
+        row("doors", "skipped: install wrk (apt-get install -y wrk)", "-")
+        return
+    db_url = f"sqlite:///{tmp / 'doors.db'}"
+    database = Database(db_url)
+    upgrade(database.engine)
+    admin, _ = seed(database)
+    database.dispose()
+    started_load = load()
+    servers = {"raw": start(["--app", "raw"], db_url, tmp / "data-raw", "/"),
+               "one": start([], db_url, tmp / "data-one", "/v1/bench/noop"),
+               "two": start(["--workers", "2"], db_url, tmp / "data-two", "/v1/bench/noop")}
+    try:
+        urls = {name: url for name, (_process, url) in servers.items()}
+        table = prepare_doors(urls["one"], admin)
+        for door in table:
+            for _ in range(20 if door.server == "two" else 1):  # warm the caches (each worker's)
+                check_door(door, urls[door.server])
+        results: dict[tuple[str, int], list[Result]] = {}
+        for round_ in range(rounds):
+            for c in (1, 32):
+                for door in table:
+                    results.setdefault((door.name, c), []).append(wrk_door(door, urls[door.server], c, seconds, tmp))
+            print(f"  doors: round {round_ + 1}/{rounds} done, load average {load()}", flush=True)
+    finally:
+        for process, _url in servers.values():
+            stop(process)
+    med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in results.items()}
+    ceiling = med[(table[0].name, 32)][0]
+    one_worker = med[("forward-auth GET /v1/auth/verify", 32)][0]
+    print(f"\nDoors, cached path, medians of {rounds} interleaved rounds of {seconds} s (wrk -t1, loopback);"
+          f" load average (1, 5, 15 min) {started_load} at start, {load()} at end; {os.cpu_count()} cores.\n")
+    print("| door | c=1 req/s | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p50 ms | c=32 p99 ms "
+          "| ratio to raw ASGI (c=32) | target |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for door in table:
+        one, many = med[(door.name, 1)], med[(door.name, 32)]
+        ratio = many[0] / ceiling
+        if door.target is not None:
+            p99_limit = 5.0 if door.target == 0.5 else 10.0
+            met = ratio >= door.target and many[2] <= p99_limit
+            target = f"≥ {door.target}x, p99 ≤ {p99_limit:.0f} ms: {'met' if met else 'NOT met'}"
+        elif door.server == "two":
+            scaling = many[0] / one_worker
+            target = f"≥ 1.6x one worker: {scaling:.2f}x ({'met' if scaling >= 1.6 else 'NOT met'})"
+        else:
+            target = "reference"
+        print(f"| {door.name} | {one[0]:.0f} | {one[1]:.2f} | {one[2]:.2f} | {many[0]:.0f} | {many[1]:.2f} "
+              f"| {many[2]:.2f} | {ratio:.2f}x | {target} |")
+        row("doors", f"{door.name}: c=32 req/s | p99 ms | ratio", f"{many[0]:.0f} | {many[2]:.2f} | {ratio:.2f}")
 
 
 def scale(tmp: Path, sizes: list[int]) -> None:
@@ -338,21 +549,28 @@ def propagation(tmp: Path, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--million", action="store_true", help="scale rows with 1,000,000 tokens (else 100,000)")
-    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per run")
+    parser.add_argument("--seconds", type=int, default=3, help="wrk duration per run")
     parser.add_argument("--stacks", default="uvicorn-httptools,uvicorn-h11,granian")
-    parser.add_argument("--only", default="inproc,asgi,http,scale,propagation")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per door (medians are quoted)")
+    parser.add_argument("--only", default="doors,inproc,asgi,memory,scale,propagation",
+                        help="sections: doors, inproc, asgi, memory, http (the old per-stack no-op comparison), "
+                             "scale, propagation")
     args = parser.parse_args()
     only = set(args.only.split(","))
     stacks = [s for s in args.stacks.split(",") if s != "granian" or _has("granian")]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        if "doors" in only:
+            doors(tmp, args.seconds, args.rounds)
         if "inproc" in only:
             in_process(tmp)
         if "asgi" in only:
             asgi(tmp)
+        if "memory" in only:
+            memory()
         if "http" in only:
-            http(tmp, stacks, args.seconds)
+            http(tmp, stacks, args.seconds, args.rounds)
         if "scale" in only:
             scale(tmp, [1_000, 1_000_000 if args.million else 100_000])
         if "propagation" in only:

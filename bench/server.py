@@ -1,12 +1,15 @@
 """The server the benchmarks hit: tokensmith's app plus a no-op endpoint, on a chosen server stack.
 
     python -m bench.server --stack uvicorn-httptools --port 8100   (env: TOKENSMITH_DATABASE_URL, ..._SECRET_KEY)
+    python -m bench.server --app raw --port 8101                   # the ceiling: a raw ASGI app, no framework
+    python -m bench.server --workers 2 --port 8102                 # tokensmith with two worker processes
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from fastapi import FastAPI, Response
 
@@ -31,6 +34,17 @@ def build() -> FastAPI:
     return app
 
 
+async def raw(scope: dict, receive: Any, send: Any) -> None:
+    """The true ceiling: an ASGI app that answers 200 with no framework at all, on the same server."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def first_in_line(app: FastAPI) -> None:
     """Match the no-op route before every other: routing then costs it nothing, a true ceiling.
 
@@ -44,7 +58,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stack", choices=STACKS, default="uvicorn-httptools")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--app", choices=("tokensmith", "raw"), default="tokensmith")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    target, factory = ("bench.server:raw", False) if args.app == "raw" else ("bench.server:build", True)
     if args.stack == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops
@@ -57,8 +74,8 @@ def main() -> None:
 
     http = "httptools" if args.stack == "uvicorn-httptools" else "h11"
     loop = "uvloop" if args.stack == "uvicorn-httptools" else "asyncio"
-    uvicorn.run("bench.server:build", factory=True, host="127.0.0.1", port=args.port, http=http, loop=loop,
-                log_level="warning", access_log=False, server_header=False)
+    uvicorn.run(target, factory=factory, host="127.0.0.1", port=args.port, http=http, loop=loop,
+                log_level="warning", access_log=False, server_header=False, workers=args.workers)
 
 
 if __name__ == "__main__":

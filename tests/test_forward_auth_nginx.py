@@ -198,4 +198,7 @@ def test_behind_nginx_another_client_with_a_valid_token_passes_during_the_flood(
         assert get_from(limited_stack, "127.0.0.4", secrets.generate()).status_code in (401, 403)
     passed = get_from(limited_stack, "127.0.0.5", secret)
     assert passed.status_code == 200 and passed.text == "upstream ok"
-    assert get_from(limited_stack, "127.0.0.4", secret).status_code == 403  # the flooder itself stays refused
+    # The flooding address keeps a token the cache knows as valid (one bad pod behind a NAT must not
+    # lock out the others); anything the cache cannot vouch for stays refused there.
+    assert get_from(limited_stack, "127.0.0.4", secret).status_code == 200
+    assert get_from(limited_stack, "127.0.0.4", secrets.generate()).status_code == 403

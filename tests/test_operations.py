@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import SECRET_KEY
-from tokensmith import logs, secrets
+from tokensmith import logs, metrics, secrets
 from tokensmith.api.app import create_app
 from tokensmith.api.middleware import API_CSP, CONSOLE_CSP
 from tokensmith.api.operations import add_shutdown_hook
@@ -101,14 +101,14 @@ def test_a_500_carries_the_security_headers_of_its_part(app, client, path, csp):
 
 
 def test_the_middleware_stack_is_the_declared_one_in_its_order(app):
-    # Outermost first: the security headers wrap Starlette's error middleware, which wraps the rest.
+    # Outermost first: the forward-auth fast path, then the security headers wrapping Starlette's
+    # error middleware, which wraps the rest.
     layers, layer = [], app.build_middleware_stack()
     while hasattr(layer, "app"):
         layers.append(type(layer).__name__)
         layer = layer.app
-    assert layers[:2] == ["ResponseHeaders", "ServerErrorMiddleware"]
-    assert layers.count("ResponseHeaders") == 1
-    assert layers.index("ForwardAuthFastPath") < layers.index("ExceptionMiddleware")
+    assert layers[:3] == ["ForwardAuthFastPath", "ResponseHeaders", "ServerErrorMiddleware"]
+    assert layers.count("ResponseHeaders") == 1 and layers.count("ForwardAuthFastPath") == 1
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -145,17 +145,24 @@ def test_metrics_count_verifications_by_outcome_and_active_tokens(client, admin,
     assert client.get("/metrics", headers=admin.headers).headers["content-type"].startswith("text/plain")
 
 
-def test_verifications_feed_the_cache_lookups_and_hit_ratio(client, admin, alice):
-    first = client.get("/metrics", headers=admin.headers).text
-    for _ in range(3):
-        assert client.get("/v1/whoami", headers=alice.headers).status_code == 200
-    text = client.get("/metrics", headers=admin.headers).text
-    hits = 'tokensmith_verification_cache_lookups_total{result="hit"}'
-    misses = 'tokensmith_verification_cache_lookups_total{result="miss"}'
-    # alice: a miss, then two hits; the second scrape's admin token: a hit (cached by the first).
-    assert _sample(text, hits) - _sample(first, hits) == 3
-    assert _sample(text, misses) - _sample(first, misses) == 1
-    assert 0 < _sample(text, "tokensmith_verification_cache_hit_ratio") < 1
+def test_cache_hooks_feed_the_hit_ratio():
+    before = dict(metrics._cache)
+    metrics.observe_cache(hit=True)
+    metrics.observe_cache(hit=False)
+    hits, total = before["hit"] + 1, before["hit"] + before["miss"] + 2
+    ratio = metrics.REGISTRY.get_sample_value("tokensmith_verification_cache_hit_ratio")
+    assert ratio == pytest.approx(hits / total)
+
+
+def test_verifications_feed_the_cache_lookups(client, alice):
+    def lookups(result: str) -> float:
+        return metrics.REGISTRY.get_sample_value("tokensmith_verification_cache_lookups_total", {"result": result})
+
+    hits, misses = lookups("hit"), lookups("miss")
+    client.get("/v1/whoami", headers=alice.headers)  # the fixture's token may be cached already
+    client.get("/v1/whoami", headers=alice.headers)  # now it is
+    assert lookups("hit") >= hits + 1
+    assert lookups("hit") + lookups("miss") == hits + misses + 2
 
 
 # --- graceful shutdown -------------------------------------------------------------------------

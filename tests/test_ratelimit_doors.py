@@ -405,6 +405,41 @@ def test_console_sign_in_limits_are_shared_by_replicas(database, clock, tmp_path
     assert console_sign_in(first, (VICTIM, 1), "correct horse battery").status_code == 429
 
 
+# --- leak reports ------------------------------------------------------------------------------------
+
+
+def report_leak(client: TestClient, reporter_secret: str):
+    return client.post("/v1/leaks", json=[{"token": secrets.generate(), "url": "https://x.example/y"}],
+                       headers=bearer(reporter_secret))
+
+
+def flood_leaks(app, count: int = PER_IP + 1) -> None:
+    attacker = client_at(app, (ATTACKER, 1))
+    for _ in range(count):
+        report_leak(attacker, secrets.generate(secrets.REPORTER_PREFIX))
+
+
+@pytest.fixture
+def reporter_secret(database, clock) -> str:
+    from tokensmith.leaks import LeakService
+
+    with database.session() as session:
+        return LeakService(session, clock, SECRET_KEY).create_reporter("scanner").secret
+
+
+def test_leak_reports_limit_bad_reporter_credentials_per_address_with_429(app):
+    attacker = client_at(app, (ATTACKER, 1))
+    statuses = [report_leak(attacker, secrets.generate(secrets.REPORTER_PREFIX)).status_code
+                for _ in range(PER_IP + 1)]
+    assert statuses == [401] * PER_IP + [429]
+    assert 1 <= int(report_leak(attacker, secrets.generate(secrets.REPORTER_PREFIX)).headers["Retry-After"]) <= 60
+
+
+def test_leak_reports_from_another_address_are_received_during_a_flood(app, reporter_secret):
+    flood_leaks(app)
+    assert report_leak(client_at(app, (VICTIM, 1)), reporter_secret).status_code == 202
+
+
 # --- metrics: every door counts what it refused ---------------------------------------------------
 
 FLOODS: dict[str, Callable[..., None]] = {
@@ -414,6 +449,7 @@ FLOODS: dict[str, Callable[..., None]] = {
     "s3-verify": lambda app, admin, kube, s3_key: flood_s3_verify(app, admin.secret, s3_key, ATTACKER),
     "s3-exchange": lambda app, admin, kube, s3_key: flood_exchange(app, PER_IP + 2),
     "console": lambda app, admin, kube, s3_key: flood_console(app),
+    "leaks": lambda app, admin, kube, s3_key: flood_leaks(app, PER_IP + 2),
 }
 
 

@@ -225,3 +225,20 @@ def test_a_second_replica_refuses_a_deleted_token_within_a_second(database_url, 
         replica.close()
         one.dispose()
         two.dispose()
+
+
+def test_the_cache_size_is_an_operator_setting(tmp_path, database):
+    from tokensmith.api.app import create_app
+    from tokensmith.config import Settings
+
+    settings = Settings.from_env({"TOKENSMITH_DATA_DIR": str(tmp_path), "TOKENSMITH_DATABASE_URL": database.url,
+                                  "TOKENSMITH_VERIFICATION_CACHE_SIZE": "5"})
+    app = create_app(settings, database, SECRET_KEY)
+    assert app.state.context.verifier.cache.max_size == 5
+
+
+def test_a_cache_size_that_is_not_a_positive_number_is_refused(tmp_path):
+    from tokensmith.config import Settings
+
+    with pytest.raises(ValueError, match="TOKENSMITH_VERIFICATION_CACHE_SIZE"):
+        Settings.from_env({"TOKENSMITH_DATA_DIR": str(tmp_path), "TOKENSMITH_VERIFICATION_CACHE_SIZE": "0"})

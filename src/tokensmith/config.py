@@ -67,6 +67,8 @@ class Settings:
     # TLS on tokensmith itself (serve --tls-cert/--tls-key): a PEM certificate (chain) and its key.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Verified identities kept in memory per process (docs/performance.md: about 4 KB each).
+    verification_cache_size: int = 10_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             webhook_allowed_networks=parse_networks(env.get("TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS", "")),
             tls_cert=Path(env["TOKENSMITH_TLS_CERT"]) if env.get("TOKENSMITH_TLS_CERT", "").strip() else None,
             tls_key=Path(env["TOKENSMITH_TLS_KEY"]) if env.get("TOKENSMITH_TLS_KEY", "").strip() else None,
+            verification_cache_size=_positive_int(env, "TOKENSMITH_VERIFICATION_CACHE_SIZE", 10_000),
         )
 
     @property

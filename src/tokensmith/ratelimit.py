@@ -149,10 +149,6 @@ class FailureLimiter:
         """Whether failures of ``key`` are counted at all (intermediaries can be switched off)."""
         return self._limit(key) > 0
 
-    def has_blocks(self) -> bool:
-        """Whether this process knows of any key over its limit (no lock: a hint for the fast path)."""
-        return bool(self._blocked)
-
     def limited(self, key: str) -> RateLimited:
         """The refusal for ``key`` (just found over its limit): retry when its window ends."""
         return RateLimited(self._retry_after(self._blocked.get(key) or self._window()[1]))

@@ -14,24 +14,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from tokensmith.api.context import AppContext, context_of
-from tokensmith.api.guard import guarded_verify, request_ip
-from tokensmith.errors import AuthenticationFailed
+from tokensmith.api.guard import bearer_secret, guarded_verify, request_ip
 from tokensmith.usecases import Actor, Operation, RequestContext
 from tokensmith.verify.core import Identity
+
+__all__ = ["Context", "authenticate", "bearer_secret", "requires", "scoped"]
 
 
 def get_context(request: Request) -> AppContext:
     return context_of(request)
-
-
-def bearer_secret(authorization: str | None) -> str:
-    """The secret from an ``Authorization: Bearer <secret>`` header value; AuthenticationFailed otherwise."""
-    if authorization is None or not authorization.strip():
-        raise AuthenticationFailed("authentication required: send Authorization: Bearer <token>", error=None)
-    scheme, _, secret = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip() or " " in secret.strip():
-        raise AuthenticationFailed("invalid token")
-    return secret.strip()
 
 
 def authenticate(request: Request) -> Identity:
@@ -39,7 +30,8 @@ def authenticate(request: Request) -> Identity:
     # Brute-force limit per client IP (only failures count) and verification metrics.
     secret = bearer_secret(request.headers.get("authorization"))
     client_ip = request_ip(request)
-    identity = guarded_verify(request, "api", secret, lambda s: context.verifier.verify(s, client_ip))
+    identity = guarded_verify(request, "api", secret, lambda s: context.verifier.verify(s, client_ip),
+                              lambda s: context.verifier.verify_cached(s, client_ip))
     request.state.identity = identity
     context.addresses.note(context, identity, request)  # audits a first use from a new IP, once
     return identity

@@ -26,6 +26,7 @@ from tokensmith.net.outbound import OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
 from tokensmith.tokens.service import TokenService
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
+from tokensmith.verify.cache import VerificationCache
 from tokensmith.verify.core import Verifier
 
 
@@ -59,7 +60,9 @@ class AppContext:
         outbound = OutboundPolicy(settings.webhook_allowed_networks)
         return cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
-            verifier=Verifier(database, secret_key, clock), keyring=keyring, addresses=AddressBook(),
+            verifier=Verifier(database, secret_key, clock,
+                              VerificationCache(max_size=settings.verification_cache_size)),
+            keyring=keyring, addresses=AddressBook(),
             denials=DenialLog(database, clock), outbound=outbound,
             units=UnitsOfWork(database=database, clock=clock, secret_key=secret_key, keyring=keyring,
                               settings=settings, outbound=outbound),

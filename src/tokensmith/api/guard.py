@@ -1,4 +1,8 @@
-"""Brute-force limits and verification metrics around any door's credential check.
+"""The door guard: brute-force limits and verification metrics around any door's credential check.
+
+One check per shape of door returns the identity or a ``Refusal`` with its reason; each protocol
+declares once how a refusal goes on the wire (``FORWARD_AUTH_STATUS``, ``API_STATUS``,
+``introspection_answer``, ``tokenreview_error``), so the doors never map refusals their own way.
 
 Two shapes of door (docs/threat-model.md, "Brute force"):
 
@@ -19,16 +23,18 @@ import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from tokensmith import metrics, secrets
 from tokensmith.clientaddress import peer as _peer
 from tokensmith.clientaddress import request_ip as request_ip  # re-exported: doors import it from here
 from tokensmith.errors import AuthenticationFailed, InvalidInput
 from tokensmith.ratelimit import FailureLimiter, RateLimited, ip_key, is_trusted, user_key, via_key
-from tokensmith.verify.core import EXPIRED, Identity
+from tokensmith.verify.core import EXPIRED as EXPIRED_DETAIL
+from tokensmith.verify.core import Identity
 
 # How an authenticated gateway (introspection, S3 verify) names the client it asks for.
 CLIENT_ADDRESS_HEADER = "Tokensmith-Client-Address"
@@ -39,6 +45,50 @@ CLIENT_ADDRESS_PARAMETER = {
                    "to that client and not to the gateway (422 if it is not an IP address).",
 }
 T = TypeVar("T")
+
+
+# --- refusals and their wire answers ---------------------------------------------------------
+
+MISSING, INVALID, EXPIRED, LIMITED = "missing", "invalid", "expired", "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a door said no, with what each protocol needs to say it (never the secret)."""
+
+    reason: str  # MISSING (no credential sent), INVALID, EXPIRED or LIMITED
+    detail: str
+    retry_after: int | None = None  # LIMITED: seconds until the client may try again
+
+    @classmethod
+    def of(cls, error: AuthenticationFailed | RateLimited) -> Refusal:
+        if isinstance(error, RateLimited):
+            return cls(LIMITED, error.detail, error.retry_after)
+        if error.error is None:
+            return cls(MISSING, error.detail)
+        return cls(EXPIRED if error.detail == EXPIRED_DETAIL else INVALID, error.detail)
+
+    def authentication_failed(self) -> AuthenticationFailed:
+        """As a 401 (RFC 6750: no error code when no credential was sent)."""
+        return AuthenticationFailed(self.detail, error=None if self.reason == MISSING else "invalid_token")
+
+
+# HTTP status per reason. Forward-auth says 403 where the API says 429: nginx auth_request passes
+# 401 and 403 on to the client but turns any other status (429 included) into a 500.
+API_STATUS = {MISSING: 401, INVALID: 401, EXPIRED: 401, LIMITED: 429}
+FORWARD_AUTH_STATUS = {**API_STATUS, LIMITED: 403}
+
+
+def introspection_answer(_refusal: Refusal) -> dict[str, bool]:
+    """RFC 7662: every refusal is exactly ``{"active": false}`` (an introspector learns nothing about why)."""
+    return {"active": False}
+
+
+def tokenreview_error(refusal: Refusal, limited_reason: str) -> str:
+    """TokenReview ``status.error`` of a failed review (``authenticated: false``)."""
+    if refusal.reason == LIMITED:
+        return f"{limited_reason}; retry after {refusal.retry_after} s"
+    return refusal.detail
 
 
 def limiter_of(request: Request) -> FailureLimiter:
@@ -55,23 +105,29 @@ def _observe_limited(door: str, started: float) -> None:
 
 
 def _outcome_of(failure: AuthenticationFailed) -> str:
-    return "expired" if failure.detail == EXPIRED else "invalid"
+    return "expired" if failure.detail == EXPIRED_DETAIL else "invalid"
 
 
 def _is_well_formed(secret: str) -> bool:
     return secrets.is_credential(secret)
 
 
-def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T]) -> T:
+def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[str], T],
+                   cached: Callable[[str], T | None] | None = None) -> T:
     """``verify(secret)`` under the brute-force limit for the client's IP, with verification metrics.
 
     Only failures are counted, and only for well-formed secrets: a malformed one is refused offline
-    and costs nothing. A client already over its limit is refused before ``verify`` runs.
+    and costs nothing. A client already over its limit is refused before ``verify`` runs, unless
+    ``cached(secret)`` (memory only, no I/O) vouches for the secret: a blocked address keeps the
+    tokens already known as valid (docs/threat-model.md, "Brute force").
     """
     limiter, key, started = limiter_of(request), ip_key(request_ip(request)), time.perf_counter()
     try:
-        limiter.check_local(key)
-        result = verify(secret)
+        retry_after = limiter.blocked_local(key)
+        known = cached(secret) if retry_after is not None and cached is not None else None
+        if retry_after is not None and known is None:
+            raise RateLimited(retry_after)
+        result = known if known is not None else verify(secret)
     except RateLimited:
         _observe_limited(door, started)
         raise
@@ -86,6 +142,48 @@ def guarded_verify(request: Request, door: str, secret: str, verify: Callable[[s
         raise
     _observe(door, "ok", started)
     return result
+
+
+def caller_from_memory(request: Request, scope: str) -> Identity | None:
+    """An API caller answered from memory, for async doors: the bearer's cached identity when it holds
+    ``scope`` and its first use from this address is already noted; None sends the door to the usual
+    ``api.auth`` dependency in a thread (a miss, a refusal, a missing scope, a first use to audit)."""
+    try:
+        secret = bearer_secret(request.headers.get("authorization"))
+    except AuthenticationFailed:
+        return None
+    context = request.app.state.context
+    verifier, client = context.verifier, request_ip(request)
+    identity = from_memory(request, "api", secret, lambda s: verifier.verify_cached(s, client), SubjectKeys(None, None))
+    if identity is None or scope not in identity.scopes or not context.addresses.known(identity.token_id, client):
+        return None
+    return identity
+
+
+def cached_scoped(scope: str, scoped: Callable[[Request], Identity]) -> Callable[..., Any]:
+    """An async dependency for a hot door: the caller holding ``scope``, answered from memory on the
+    event loop when the cache knows it (``caller_from_memory``), else ``scoped`` (the usual
+    ``api.auth`` dependency: lookup, limits, first-use audit, 403 naming the scope) in a thread.
+
+    Named ``requires_<scope>`` like ``api.auth.scoped``'s dependencies, so the scope each route
+    needs is read the same way (tests/test_scope_matrix.py).
+    """
+    async def dependency(request: Request) -> Identity:
+        caller = caller_from_memory(request, scope)
+        return caller if caller is not None else await run_in_threadpool(scoped, request)
+
+    dependency.__name__ = f"requires_{scope.replace(':', '_').replace('-', '_')}"
+    return dependency
+
+
+def bearer_secret(authorization: str | None) -> str:
+    """The secret of an ``Authorization: Bearer <secret>`` header value; AuthenticationFailed otherwise."""
+    if authorization is None or not authorization.strip():
+        raise AuthenticationFailed("authentication required: send Authorization: Bearer <token>", error=None)
+    scheme, _, secret = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip() or " " in secret.strip():
+        raise AuthenticationFailed("invalid token")
+    return secret.strip()
 
 
 def guarded_password(request: Request, username: str, check: Callable[[], T], door: str = "password") -> T:
@@ -130,16 +228,20 @@ class SubjectKeys:
 
 
 def forward_auth_keys(request: Request) -> SubjectKeys:
+    """Forward-auth's keys for a request (``proxy_subject_keys`` of its peer and client)."""
+    return proxy_subject_keys(_peer(request), request_ip(request), request.app.state.trusted_proxies)
+
+
+def proxy_subject_keys(peer: str, client: str,
+                       trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> SubjectKeys:
     """Forward-auth: the original client when a trusted proxy named it, never the proxy's own address.
 
     Without a forwarded client the caller is either a proxy (no trusted proxies configured, or a
     trusted one that sent no X-Forwarded-For) or, when trusted proxies are configured and the peer
     is not one of them, a client calling directly.
     """
-    peer, client = _peer(request), request_ip(request)
     if client != peer:
         return SubjectKeys(ip_key(client), None)
-    trusted = request.app.state.trusted_proxies
     if trusted and not is_trusted(peer, trusted):
         return SubjectKeys(ip_key(peer), None)
     return SubjectKeys(None, via_key(f"proxy:{peer}"))
@@ -192,13 +294,14 @@ def guarded_for_client(request: Request, door: str, client: str | None, check: C
 
 def from_memory(request: Request, door: str, secret: str, cached: Callable[[str], Identity | None],
                 keys: SubjectKeys) -> Identity | None:
-    """The fast path of an async door: a cache hit, with no I/O, when no key is blocked; None otherwise.
+    """The fast path of an async door: a cache hit, with no I/O; None otherwise.
 
+    A hit answers even for a blocked client or intermediary: a token the cache already knows as
+    valid keeps working from an address over its failure limit (one misconfigured pod behind a
+    NAT must not lock out the others); only secrets the cache cannot vouch for are refused there.
     None sends the caller to ``guarded_subject`` (in a thread): a miss, a failure to count, a block.
     """
-    limiter, started = limiter_of(request), time.perf_counter()
-    if limiter.has_blocks() and any(limiter.blocked_local(key) is not None for key in keys.all()):
-        return None
+    started = time.perf_counter()
     try:
         identity = cached(secret)
     except AuthenticationFailed:
@@ -218,8 +321,14 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
     """
     limiter, started, degraded = limiter_of(request), time.perf_counter(), False
     try:
-        if keys.client is not None:
-            limiter.check_local(keys.client)
+        retry_after = limiter.blocked_local(keys.client) if keys.client is not None else None
+        if retry_after is not None:
+            # A blocked client: tokens the cache knows as valid still pass, nothing else is tried.
+            known = cached(secret)
+            if known is None:
+                raise RateLimited(retry_after)
+            _observe(door, "ok", started)
+            return known
         retry_after = limiter.blocked_local(keys.intermediary) if keys.intermediary is not None else None
         degraded = retry_after is not None
         if retry_after is None:
@@ -244,3 +353,12 @@ def guarded_subject(request: Request, door: str, secret: str, verify: Callable[[
         raise
     _observe(door, "ok", started)
     return identity
+
+
+def check_subject(request: Request, door: str, secret: str, verify: Callable[[str], Identity],
+                  cached: Callable[[str], Identity | None], keys: SubjectKeys) -> Identity | Refusal:
+    """``guarded_subject`` as an answer: the identity, or the refusal with its reason (blocking I/O)."""
+    try:
+        return guarded_subject(request, door, secret, verify, cached, keys)
+    except (AuthenticationFailed, RateLimited) as error:
+        return Refusal.of(error)

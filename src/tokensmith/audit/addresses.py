@@ -38,6 +38,10 @@ class AddressBook:
                 self._seen.popitem(last=False)
             return False
 
+    def known(self, token_id: int, ip: str | None) -> bool:
+        """Whether ``note`` would do nothing for this pair (no I/O: the fast paths ask before noting)."""
+        return ip is None or (token_id, ip) in self._seen
+
     def note(self, context: Any, identity: Any, request: Any) -> bool:
         """Record a first use of ``identity``'s token from the request's address; True if it was new."""
         ip, agent = audit.client_of(request)

@@ -7,6 +7,8 @@ disabled or demoted — any write to a Token or User row through the ORM is seen
 * ``after_flush`` collects the ids (and, for tokens, the digests) of changed rows, and on PostgreSQL
   queues ``pg_notify`` in the same transaction: the notification is delivered on commit only, so a
   rolled-back change never invalidates anything on other replicas.
+  On SQLite, a ``verification_changes`` row is written in the transaction instead, for the other
+  worker processes on the same file (verify/feed.py).
 * ``after_commit`` tells this process's subscribers at once; ``after_rollback`` forgets.
 * ORM bulk UPDATE/DELETE on those tables, and any change to clusters (grants cascade from them),
   invalidate everything: their rows are not known one by one.
@@ -20,12 +22,13 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any, Final, cast
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import Table, event, insert, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from tokensmith.db.models import Cluster, Token, User, token_clusters
+from tokensmith.db.models import Cluster, Token, User, VerificationChange, token_clusters
 
 CHANNEL: Final = "tokensmith_invalidate"
 _KEY: Final = "tokensmith.changes"
@@ -163,6 +166,11 @@ def _notify_in_transaction(session: Session, found: Changes) -> None:
         # Transactional: delivered to listeners at COMMIT, dropped on ROLLBACK.
         connection.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL,
                                                                           "payload": found.to_payload()})
+    elif connection.dialect.name == "sqlite":
+        # The same for other processes on this database file (serve --workers N): a row committed
+        # with the change, read by their verify/feed.py when PRAGMA data_version moves.
+        connection.execute(insert(cast(Table, VerificationChange.__table__)).values(
+            at=datetime.now(UTC), payload=found.to_payload()))
 
 
 @event.listens_for(Session, "after_commit")

@@ -343,3 +343,19 @@ class ConsoleSession(Base):
     flash: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class VerificationChange(Base):
+    """SQLite only: what a committed transaction changed for verification caches (db/changes.py).
+
+    Written in the same transaction as the change, so a rolled-back change leaves nothing; other
+    processes on the same database file (``serve --workers N``) read the rows newer than theirs as
+    soon as ``PRAGMA data_version`` says another connection committed (verify/feed.py). PostgreSQL
+    uses LISTEN/NOTIFY instead. Rows are deleted after a few minutes.
+    """
+
+    __tablename__ = "verification_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    payload: Mapped[str] = mapped_column(Text)

@@ -22,6 +22,7 @@ from tokensmith.db.database import Database
 from tokensmith.db.models import Token
 from tokensmith.tokens.liveness import live_token
 from tokensmith.verify.cache import VerificationCache
+from tokensmith.verify.feed import SQLiteChangeFeed
 from tokensmith.verify.usage import UsageRecorder
 
 log = logging.getLogger("tokensmith.verify")
@@ -43,8 +44,10 @@ class Background:
         clock: Clock,
         sweep_interval: float = 5.0,
         flush_interval: float = 1.0,
+        feed: SQLiteChangeFeed | None = None,
     ) -> None:
         self.database = database
+        self.feed = feed
         self.cache = cache
         self.usage = usage
         self.clock = clock
@@ -83,6 +86,8 @@ class Background:
                 since_sweep = 0.0
                 try:
                     self.sweep()
+                    if self.feed is not None:
+                        self.feed.prune()
                 except Exception as exc:
                     log.warning("verification cache sweep failed: %s", type(exc).__name__)
 

@@ -11,13 +11,15 @@ the clock on every call, cached or not.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import lazyload
+from sqlalchemy import and_, bindparam, or_, select
 
 from tokensmith import metrics, scopes, secrets
 from tokensmith.clock import Clock
@@ -27,13 +29,33 @@ from tokensmith.errors import AuthenticationFailed
 from tokensmith.tokens.expiration import is_expired
 from tokensmith.verify.background import Background
 from tokensmith.verify.cache import UNKNOWN, VerificationCache
+from tokensmith.verify.feed import SQLiteChangeFeed, sqlite_path
 from tokensmith.verify.usage import UsageRecorder
 
+log = logging.getLogger("tokensmith.verify")
 INVALID = "invalid token"
 EXPIRED = "token expired"
-# The lookup selects exactly what it needs; the models' eager relationships would cost two more
-# joins and a query per lookup.
-_NO_RELATIONSHIPS = (lazyload(Token.user), lazyload(Token.clusters), lazyload(User.organization))
+_tokens, _users, _orgs = Token.__table__, User.__table__, Organization.__table__
+# The cold path's one query: the token (by its current digest, or its previous one during a
+# rotation's grace), its user, its organization and its clusters, as plain rows.
+_LOOKUP = (
+    select(
+        _tokens.c.id.label("token_id"), _tokens.c.public_id.label("token_public_id"),
+        _tokens.c.name.label("token_name"), _tokens.c.secret_digest, _tokens.c.previous_secret_digest,
+        _tokens.c.previous_grace_until, _tokens.c.revoked_at, _tokens.c.expires_at, _tokens.c.created_at,
+        _tokens.c.scopes, _users.c.id.label("user_id"), _users.c.public_id.label("user_public_id"),
+        _users.c.username, _users.c.is_admin, _users.c.disabled, _orgs.c.id.label("org_id"),
+        _orgs.c.public_id.label("org_public_id"), _orgs.c.name.label("org_name"), token_clusters.c.cluster_id,
+        token_clusters.c.level,
+    )
+    .select_from(
+        _tokens.join(_users, _users.c.id == _tokens.c.user_id)
+        .join(_orgs, _orgs.c.id == _tokens.c.org_id)
+        .outerjoin(token_clusters, token_clusters.c.token_id == _tokens.c.id)
+    )
+    .where(or_(_tokens.c.secret_digest == bindparam("digest"), and_(
+        _tokens.c.previous_secret_digest == bindparam("digest"), _tokens.c.previous_grace_until > bindparam("now"))))
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,8 @@ class Identity:
     rotated_out: bool = False
     # Cluster id -> the token's access level there (view, edit, admin, cluster-admin); keys == cluster_ids.
     cluster_levels: Mapping[int, str] = field(default_factory=dict, hash=False, compare=False)
+    # A door's answer for this identity, encoded once and reused while it is cached (api/fastpath.py).
+    wire: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 class Verifier:
@@ -71,9 +95,12 @@ class Verifier:
         self.clock = clock
         self.cache = cache if cache is not None else VerificationCache()
         self.usage = UsageRecorder(database, clock)
-        self.background = Background(database, self.cache, self.usage, clock)
-        # Commits in this process drop what they changed from the cache at once.
+        # Commits in this process drop what they changed from the cache at once; other worker
+        # processes on the same SQLite file are heard through the change feed, before every
+        # verification (PostgreSQL replicas: LISTEN/NOTIFY in the background).
         self._unsubscribe = database.changes.subscribe(self.cache.invalidate)
+        self.feed = _change_feed(database, self.cache)
+        self.background = Background(database, self.cache, self.usage, clock, feed=self.feed)
 
     def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""
@@ -100,6 +127,8 @@ class Verifier:
         Only digests of well-formed secrets are ever cached, so a cache hit needs no checksum
         check; a miss gets the full one before anything can reach the database.
         """
+        if self.feed is not None:
+            self.feed.poll()
         if len(secret) != secrets.SECRET_LENGTH:
             raise AuthenticationFailed(INVALID)
         try:
@@ -122,42 +151,37 @@ class Verifier:
         return identity
 
     def lookup(self, digest: str) -> Identity | None:
-        """The live identity stored under ``digest``: None if unknown, revoked, or its user is disabled."""
-        with self.database.session() as session:
-            row = session.execute(
-                select(Token, User, Organization)
-                .options(*_NO_RELATIONSHIPS)
-                .join(User, User.id == Token.user_id)
-                .join(Organization, Organization.id == Token.org_id)
-                .where(or_(Token.secret_digest == digest, and_(  # a rotated-out secret, during its grace
-                    Token.previous_secret_digest == digest, Token.previous_grace_until > self.clock.now())))
-            ).first()
-            if row is None:
-                return None
-            token, user, org = row
-            current = secrets.digests_match(token.secret_digest, digest)
-            previous = token.previous_secret_digest is not None and secrets.digests_match(
-                token.previous_secret_digest, digest)
-            if token.revoked_at is not None or user.disabled or not (current or previous):
-                return None
-            cluster_levels = MappingProxyType(dict(session.execute(
-                select(token_clusters.c.cluster_id, token_clusters.c.level).where(token_clusters.c.token_id == token.id)
-            ).all()))
-            cluster_ids = frozenset(cluster_levels)
-            expires_at = token.expires_at
-            if previous and not current and token.previous_grace_until is not None:
-                # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
-                grace = token.previous_grace_until
-                expires_at = grace if expires_at is None or grace < expires_at else expires_at
-            return Identity(
-                token_id=token.id, token_public_id=token.public_id, token_name=token.name,
-                user_id=user.id, user_public_id=user.public_id, username=user.username,
-                org_id=org.id, org_public_id=org.public_id, org_name=org.name, is_admin=user.is_admin,
-                created_at=token.created_at, expires_at=expires_at, cluster_ids=cluster_ids,
-                cluster_levels=cluster_levels,
-                scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
-                holds_owner_scopes=token.scopes is None, rotated_out=previous and not current,
-            )
+        """The live identity stored under ``digest``: None if unknown, revoked, or its user is disabled.
+
+        The cold path: one indexed query (SQLAlchemy Core, no ORM objects), one row per granted
+        cluster (at least one row).
+        """
+        now = self.clock.now()
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(_LOOKUP, {"digest": digest, "now": now}).all()
+        if not rows:
+            return None
+        first = rows[0]
+        current = secrets.digests_match(first.secret_digest, digest)
+        previous = first.previous_secret_digest is not None and secrets.digests_match(
+            first.previous_secret_digest, digest)
+        if first.revoked_at is not None or first.disabled or not (current or previous):
+            return None
+        expires_at = first.expires_at
+        if previous and not current and first.previous_grace_until is not None:
+            # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
+            grace = first.previous_grace_until
+            expires_at = grace if expires_at is None or grace < expires_at else expires_at
+        return Identity(
+            token_id=first.token_id, token_public_id=first.token_public_id, token_name=first.token_name,
+            user_id=first.user_id, user_public_id=first.user_public_id, username=first.username,
+            org_id=first.org_id, org_public_id=first.org_public_id, org_name=first.org_name,
+            is_admin=first.is_admin, created_at=first.created_at, expires_at=expires_at,
+            cluster_ids=frozenset(row.cluster_id for row in rows if row.cluster_id is not None),
+            cluster_levels=MappingProxyType({row.cluster_id: row.level for row in rows if row.cluster_id is not None}),
+            scopes=scopes.effective(scopes.deserialize(first.scopes), first.is_admin),
+            holds_owner_scopes=first.scopes is None, rotated_out=previous and not current,
+        )
 
     def start(self) -> None:
         """Start hearing other replicas, sweeping and flushing last-used times (server start-up)."""
@@ -170,3 +194,16 @@ class Verifier:
     def close(self) -> None:
         """Stop receiving this process's invalidations (a Verifier being thrown away)."""
         self._unsubscribe()
+        if self.feed is not None:
+            self.feed.close()
+
+
+def _change_feed(database: Database, cache: VerificationCache) -> SQLiteChangeFeed | None:
+    path = sqlite_path(database.url)
+    if path is None:
+        return None
+    try:
+        return SQLiteChangeFeed(path, cache.invalidate)
+    except sqlite3.Error as exc:  # a database not migrated yet (readyz refuses traffic then)
+        log.warning("no cross-process invalidation for %s: %s", path, exc)
+        return None

@@ -12,13 +12,13 @@ from pydantic import BaseModel, Field
 
 from tokensmith.api.auth import Context, acting, bearer_secret
 from tokensmith.api.context import AppContext, context_of
-from tokensmith.api.guard import SubjectKeys, guarded_subject, guarded_verify, request_ip
+from tokensmith.api.guard import Refusal, SubjectKeys, check_subject, guarded_verify, request_ip, tokenreview_error
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.models import WebhookCredential
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.kube import authz, denials, tokenreview
 from tokensmith.kube.webhooks import WebhookCredentialService
-from tokensmith.ratelimit import RateLimited, via_key
+from tokensmith.ratelimit import via_key
 from tokensmith.usecases import Actor
 from tokensmith.usecases import clusters as uc
 from tokensmith.verify.core import Identity
@@ -131,10 +131,10 @@ TOKENREVIEW_SCHEMA = {
 def _review_limited(request: Request, token: str, keys: SubjectKeys) -> Identity:
     """The verification core under the cluster's ceiling; a refusal is a failed review, never an error."""
     verifier = request.app.state.context.verifier
-    try:
-        return guarded_subject(request, "tokenreview", token, verifier.verify, verifier.verify_cached, keys)
-    except RateLimited as limited:
-        raise AuthenticationFailed(f"{denials.CLUSTER_LIMITED}; retry after {limited.retry_after} s") from None
+    checked = check_subject(request, "tokenreview", token, verifier.verify, verifier.verify_cached, keys)
+    if isinstance(checked, Refusal):  # judge() turns it into authenticated: false with this error
+        raise AuthenticationFailed(tokenreview_error(checked, denials.CLUSTER_LIMITED))
+    return checked
 
 
 @router.post(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from tokensmith.api.auth import Context, acting, bearer_secret
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import request_ip
+from tokensmith.api.guard import guarded_verify, request_ip
 from tokensmith.api.routes.tokens import created_out
 from tokensmith.api.schemas import CreatedTokenOut, Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
@@ -181,7 +181,8 @@ def report_leaks(
     ip, agent = request_ip(request), request.headers.get("user-agent")
     with ctx.services() as s:
         leaks = LeakService(s.session, ctx.clock, ctx.secret_key)
-        reporter = leaks.authenticate(secret)
+        # Bad reporter credentials count against the caller's address like at every other door (429).
+        reporter = guarded_verify(request, "leaks", secret, leaks.authenticate)
         leaked = leaks.report(reporter, [Report(r.token, r.url, r.source) for r in body], ip, agent)
     if leaked:  # events and audit entries after the answer: match-only work must not show in its timing
         background.add_task(announce_leaks, ctx, leaked)

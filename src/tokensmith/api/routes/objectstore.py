@@ -5,12 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from tokensmith.api.auth import Context, acting, requires
+from tokensmith.api.auth import Context, acting, scoped
 from tokensmith.api.context import AppContext
-from tokensmith.api.guard import CLIENT_ADDRESS_PARAMETER, guarded_for_client, guarded_verify, named_client
+from tokensmith.api.guard import (
+    CLIENT_ADDRESS_PARAMETER,
+    cached_scoped,
+    guarded_for_client,
+    guarded_verify,
+    named_client,
+)
 from tokensmith.api.schemas import Page, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
@@ -24,7 +31,8 @@ from tokensmith.usecases import access_keys as uc
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/object-storage", tags=["object storage"], responses=problem_responses(401, 403))
-Gateway = Annotated[Identity, requires("object-storage:verify")]
+# The verify door is hot (once per S3 request): its caller is answered from memory when cached.
+Gateway = Annotated[Identity, Depends(cached_scoped("object-storage:verify", scoped("object-storage:verify")))]
 
 
 def access_keys(session: Any, ctx: AppContext) -> AccessKeyService:
@@ -234,8 +242,8 @@ RATE_LIMITED = "rate limited"
 
 @router.post("/verify", response_model=VerifyResult, response_model_exclude_none=True,
              responses=problem_responses(400, 422), openapi_extra={"parameters": [CLIENT_ADDRESS_PARAMETER]})
-def verify_signature(
-    body: VerifyRequest, caller: Gateway, ctx: Context, request: Request, response: Response
+async def verify_signature(
+    body: VerifyRequest, caller: Gateway, request: Request, response: Response
 ) -> VerifyResult:
     """Is this S3 request's AWS Signature Version 4 genuine, by a live key? For S3 gateways.
 
@@ -247,6 +255,8 @@ def verify_signature(
     "rate limited". Nothing is counted against the gateway itself: access keys are not cached, so
     any refusal keyed on the gateway would refuse valid signatures of everyone behind it.
     """
+    ctx: AppContext = request.app.state.context
+
     def check() -> VerifyResult:
         with ctx.services() as s:
             verdict = access_keys(s.session, ctx).verify_signature(
@@ -259,7 +269,9 @@ def verify_signature(
                                 org=key.user.organization.name, streaming=StreamingOut.of(verdict.streaming))
 
     try:
-        result = guarded_for_client(request, "s3-verify", named_client(request), check, lambda r: not r.valid)
+        # One thread for the whole check (the key lookup is blocking I/O); the caller came from memory.
+        result = await run_in_threadpool(
+            guarded_for_client, request, "s3-verify", named_client(request), check, lambda r: not r.valid)
         if result.streaming is not None:
             response.headers["Cache-Control"] = "no-store"  # it carries a (date-scoped) signing key
         return result
