@@ -31,8 +31,20 @@ def test_first_start_creates_data_dir_admin_and_password_file(server):
     password_file = server.data_dir / "initial-admin-password"
     assert stat.S_IMODE(os.stat(password_file).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(server.data_dir / "secret-key").st_mode) == 0o600
-    password = password_file.read_text().strip()
-    assert f"Initial admin password: {password}" in server.output()
+    assert (server.data_dir / "tokensmith.db").exists()
+
+
+def test_the_initial_admin_password_is_not_written_to_a_non_interactive_server_log(server):
+    # stdout is a file here, as under a service manager: only the file's path is shown.
+    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    assert password not in server.output()
+    assert str(server.data_dir / "initial-admin-password") in server.output()
+
+
+def test_the_data_directory_and_sqlite_files_are_owner_only(server):
+    assert stat.S_IMODE(os.stat(server.data_dir).st_mode) == 0o700
+    for name in ("tokensmith.db", "tokensmith.db-wal", "tokensmith.db-shm"):
+        assert stat.S_IMODE(os.stat(server.data_dir / name).st_mode) == 0o600, name  # WAL: all three exist
     assert (server.data_dir / "tokensmith.db").exists()
 
 
@@ -51,7 +63,7 @@ def test_second_start_changes_nothing(own_server):
     server.start()
     assert (server.data_dir / "initial-admin-password").read_text() == password
     assert (server.data_dir / "secret-key").read_text() == key
-    assert server.output().count("Initial admin password") == 1
+    assert server.output().count("Created organization 'default'") == 1
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -60,6 +60,16 @@ class Settings:
     failures_per_user: int = 10
     failure_window_seconds: int = 60
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
+    # Requests (docs/operations.md, "Request limits"): body ceiling and how long slow clients may take.
+    max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: int = 30
+    header_timeout_seconds: int = 10
+    keep_alive_timeout_seconds: int = 5
+    max_connections: int = 1000
+    # Per-user caps (docs/operations.md, "Per-user caps"): one account cannot fill the database.
+    max_tokens_per_user: int = 100
+    max_access_keys_per_user: int = 100
+    max_sessions_per_user: int = 20
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -79,6 +89,14 @@ class Settings:
             failures_per_user=_positive_int(env, "TOKENSMITH_AUTH_FAILURES_PER_USER", 10),
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
+            max_body_bytes=_positive_int(env, "TOKENSMITH_MAX_BODY_BYTES", 1024 * 1024),
+            body_timeout_seconds=_positive_int(env, "TOKENSMITH_BODY_TIMEOUT", 30),
+            header_timeout_seconds=_positive_int(env, "TOKENSMITH_HEADER_TIMEOUT", 10),
+            keep_alive_timeout_seconds=_positive_int(env, "TOKENSMITH_KEEP_ALIVE_TIMEOUT", 5),
+            max_connections=_positive_int(env, "TOKENSMITH_MAX_CONNECTIONS", 1000),
+            max_tokens_per_user=_positive_int(env, "TOKENSMITH_MAX_TOKENS_PER_USER", 100),
+            max_access_keys_per_user=_positive_int(env, "TOKENSMITH_MAX_ACCESS_KEYS_PER_USER", 100),
+            max_sessions_per_user=_positive_int(env, "TOKENSMITH_MAX_SESSIONS_PER_USER", 20),
         )
 
     @property
@@ -86,6 +104,7 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     def ensure_data_dir(self) -> None:
+        # Owner-only (mkdir's mode is only narrowed by the umask): it holds the database and the keys.
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def secret_key(self) -> bytes:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tokensmith import logs
 from tokensmith.api.app import create_app
@@ -21,14 +24,65 @@ def build_app() -> FastAPI:
     logs.configure(settings.log_format, settings.log_level)  # again: --workers N spawns fresh processes
     boot = prepare(settings)
     if boot.initial_admin_password is not None:
-        # Printed once, on the start that created the admin; also kept in a 0600 file.
+        # Kept in a 0600 file. Shown on the screen of an interactive first start only: stdout
+        # redirected to a file or a log collector would keep the password for good.
+        shown = (f"  Initial admin password: {boot.initial_admin_password}\n"
+                 if sys.stdout.isatty() else "")
         print(
-            f"\n  Created organization 'default' and admin user 'admin'.\n"
-            f"  Initial admin password: {boot.initial_admin_password}\n"
-            f"  (also written to {settings.data_dir / INITIAL_PASSWORD_FILE}, mode 0600)\n",
+            f"\n  Created organization 'default' and admin user 'admin'.\n{shown}"
+            f"  The initial admin password is in {settings.data_dir / INITIAL_PASSWORD_FILE} (mode 0600);\n"
+            f"  it must be changed at first sign-in.\n",
             flush=True,
         )
     return create_app(settings, boot.database, boot.secret_key, background_worker=True)
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header read timeout, which uvicorn lacks.
+
+    A connection must deliver a request's headers within ``header_timeout`` seconds of opening
+    (or of its previous response): a client dribbling headers a byte at a time is cut off instead
+    of holding a connection slot for ever. The body's own timeout is in api/bodylimit.py.
+    """
+
+    header_timeout: float = 10.0
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._disarm_header_deadline()  # headers complete: a request is being served
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_deadline()  # the next request on this keep-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+
+def protocol_with_header_timeout(seconds: float) -> type[HeaderTimeoutH11Protocol]:
+    return type("HeaderTimeoutH11", (HeaderTimeoutH11Protocol,), {"header_timeout": float(seconds)})
 
 
 def run(host: str, port: int, workers: int = 1) -> None:
@@ -40,4 +94,11 @@ def run(host: str, port: int, workers: int = 1) -> None:
         "tokensmith.server:build_app", factory=True, host=host, port=port, workers=workers,
         proxy_headers=False, server_header=False, log_config=None, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        # Slow clients (docs/operations.md, "Request limits"): a bound on connections and tasks
+        # (503 beyond it), idle keep-alive connections closed, headers at most 16 KiB and due
+        # within the header timeout.
+        http=protocol_with_header_timeout(settings.header_timeout_seconds),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        h11_max_incomplete_event_size=16 * 1024,
     )

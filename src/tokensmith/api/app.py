@@ -10,6 +10,7 @@ from starlette.datastructures import MutableHeaders
 
 from tokensmith import __version__
 from tokensmith.api import openapi, operations, problems
+from tokensmith.api.bodylimit import BodyLimit
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
@@ -71,5 +72,7 @@ def create_app(
     operations.install(app)  # health, readiness, metrics, brute-force limits (429), security headers
     install_console(app)  # the web console at /
     openapi.install(app)  # 400/422 documented as the problems they are
+    # Body ceiling (413) and read timeout (408) before authentication and parsing (api/bodylimit.py).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds)
     app.add_middleware(ResponseHeaders, edit=no_store_for_api)
     return app
