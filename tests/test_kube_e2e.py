@@ -20,7 +20,7 @@ import yaml
 
 from tests.kubetools import kubectl_binary
 from tests.pki import make_pki
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 
 VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "0" * 40, "gitTreeState": "clean",
@@ -122,7 +122,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def admin_secret(server):
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     response = httpx.post(f"{server.url}/v1/auth/token", json={"username": "admin", "password": password,
                                                                "name": "e2e"})
     assert response.status_code == 201, response.text

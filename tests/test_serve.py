@@ -68,7 +68,11 @@ def test_second_start_changes_nothing(own_server):
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_quickstart_with_curl(server):
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    initial = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = "quickstart-password-1"
+    code, _ = curl("-X", "POST", f"{server.url}/v1/auth/password", "-H", "Content-Type: application/json",
+                   "-d", json.dumps({"username": "admin", "password": initial, "new_password": password}))
+    assert code == 204
     code, body = curl("-X", "POST", f"{server.url}/v1/auth/token", "-H", "Content-Type: application/json",
                       "-d", json.dumps({"username": "admin", "password": password, "name": "quickstart"}))
     assert code == 201

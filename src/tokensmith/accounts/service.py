@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tokensmith import secrets
+from tokensmith import audit, secrets
 from tokensmith.accounts.passwords import hash_password, verify_password
 from tokensmith.clock import Clock
-from tokensmith.db.models import Organization, User
-from tokensmith.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from tokensmith.db.models import ConsoleSession, Organization, User
+from tokensmith.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotFound
 from tokensmith.validation import clean_identifier
 
 MIN_PASSWORD_LENGTH = 8
@@ -70,8 +70,37 @@ class AccountService:
             raise AuthenticationFailed("invalid username or password", error=None)
         return user
 
-    def set_password(self, user: User, password: str) -> None:
+    def authenticate_for_token(self, username: str, password: str) -> User:
+        """``authenticate``, for minting an API token: Forbidden while the password must be changed.
+
+        An initial or reset password is for one thing only: choosing a new one (in the console).
+        Checked after the password, so it tells nothing to someone who does not know it.
+        """
+        user = self.authenticate(username, password)
+        if user.must_change_password:
+            raise Forbidden("this password must be changed before it can mint tokens; "
+                            "sign in to the console and choose a new one")
+        return user
+
+    def set_password(self, user: User, password: str, *, keep_session_digest: str | None = None,
+                     reason: str = "password_changed", end_sessions: bool = True) -> None:
+        """Set a new password and end the user's console sessions but the one (digest) that changed it.
+
+        Whoever knew the old password may hold a session in another browser; it ends at once.
+        """
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters", "password")
         user.password_hash = hash_password(password)
         user.must_change_password = False
+        if end_sessions:
+            self.end_sessions(user, reason, keep_digest=keep_session_digest)
+
+    def end_sessions(self, user: User, reason: str, *, keep_digest: str | None = None) -> int:
+        """End the user's console sessions (but ``keep_digest``), audited with ``reason``; how many ended."""
+        query = delete(ConsoleSession).where(ConsoleSession.user_id == user.id)
+        if keep_digest is not None:
+            query = query.where(ConsoleSession.digest != keep_digest)
+        ended = self.session.execute(query.execution_options(synchronize_session=False)).rowcount
+        audit.record(self.session, "user.sessions_ended", at=self.clock.now(), org_id=user.org_id,
+                     target=user.public_id, details={"reason": reason, "sessions": ended, "username": user.username})
+        return ended

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 
-from tokensmith import __version__
+from tokensmith import __version__, caps
 from tokensmith.api import openapi, operations, problems
 from tokensmith.api.bodylimit import BodyLimit
 from tokensmith.api.context import AppContext
@@ -40,6 +40,8 @@ def create_app(
 ) -> FastAPI:
     """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
     clock = clock or SystemClock()
+    caps.configure(caps.Caps(settings.max_tokens_per_user, settings.max_access_keys_per_user,
+                             settings.max_sessions_per_user))
     verifier = Verifier(database, secret_key, clock)
 
     @asynccontextmanager

@@ -100,7 +100,7 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
             except AuthenticationFailed:
                 known = s.accounts.find_user(username.strip())
                 audit.record_request(s.session, request, "auth.sign_in", outcome=audit.FAILURE,
-                                     actor_user=username.strip()[:100], org_id=known.org_id if known else None,
+                                     actor_user=audit.typed_username(known), org_id=known.org_id if known else None,
                                      details={"via": "console"})
                 return None
             session_id = SessionService(s.session, ctx.clock, ctx.secret_key).start(user)
@@ -157,17 +157,25 @@ def change_password(
         errors["confirm"] = "The two new passwords are not the same."
     elif new == current:
         errors["new"] = "Choose a password different from the current one."
+    status = 422
     if not errors:
-        try:
+        def check() -> None:
             with ctx.services() as s:
                 user = s.accounts.authenticate(who.username, current)
-                s.accounts.set_password(user, new)
+                s.accounts.set_password(user, new, keep_session_digest=SessionService(
+                    s.session, ctx.clock, ctx.secret_key).digest_of(who.session_id))  # other browsers end
+
+        try:  # a stolen session must not guess the current password faster than sign-in could
+            guarded_password(request, who.username, check, "console")
+        except RateLimited as limited:
+            errors["current"] = f"Too many wrong passwords. Please try again in {_wait(limited)}."
+            status = 429
         except AuthenticationFailed:
             errors["current"] = "The current password is not right."
         except InvalidInput as exc:
             errors.update(field_error(exc, "new"))
     if errors:
-        return render(request, "password.html", 422, who=who, errors=errors)
+        return render(request, "password.html", status, who=who, errors=errors)
     return redirect("/tokens")
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from tokensmith import caps, secrets
 from tokensmith import scopes as scope_rules
-from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
 from tokensmith.db.models import Cluster, Token, User
-from tokensmith.errors import Forbidden, InvalidInput, NotFound
+from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
@@ -43,6 +44,22 @@ class RevokedToken:
     token: Token
     revoked_access_keys: int
     surviving_access_keys: int  # permanent keys it minted that are still live
+
+
+tokens = Token.__table__
+
+
+def _claim(session: Session, token_id: int, *still: Any) -> bool:
+    """Lock the token's row if it still matches ``still`` (a no-op UPDATE); False if it no longer does.
+
+    The row stays locked until the unit of work ends (PostgreSQL: row lock, and a waiting UPDATE
+    re-checks its condition on the winner's row; SQLite: the database write lock), so the ORM
+    change that follows is the only one. Core on the session's connection, not an ORM bulk UPDATE,
+    so db/changes.py sees the ORM change for what it is and invalidates just this token.
+    """
+    result = session.connection().execute(
+        update(tokens).where(tokens.c.id == token_id, *still).values(id=tokens.c.id))
+    return result.rowcount == 1
 
 
 class TokenService:
@@ -75,6 +92,7 @@ class TokenService:
         if expiration is None and expires_at is None:
             expiration = policy.default_expiration
         expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at))
+        self._check_cap(owner, now)
         secret = secrets.generate()
         token = Token(
             public_id=secrets.public_id("tok"), user_id=owner.id, org_id=owner.org_id, name=name, note=note,
@@ -85,6 +103,15 @@ class TokenService:
         self.session.add(token)
         self.session.flush()
         return CreatedToken(token, secret)
+
+    def _check_cap(self, owner: User, now: datetime) -> None:
+        """Refuse (422 naming the limit) a token beyond the owner's cap of live tokens."""
+        caps.lock_owner(self.session, owner.id)  # counted and inserted one create at a time
+        live = self.session.scalar(select(func.count(Token.id)).where(
+            Token.user_id == owner.id, Token.revoked_at.is_(None),
+            (Token.expires_at.is_(None)) | (Token.expires_at > now)))
+        caps.refuse_over(live or 0, caps.current().tokens_per_user, "live tokens",
+                         "TOKENSMITH_MAX_TOKENS_PER_USER")
 
     @staticmethod
     def _check_scopes(owner: User, scopes: Sequence[str] | None, grant_service_scopes: bool) -> frozenset[str] | None:
@@ -144,6 +171,10 @@ class TokenService:
         """``revoke``, also saying how many access keys were revoked and how many permanent ones survive."""
         token = self.get(actor, public_id)
         now = self.clock.now()
+        # Conditional: of concurrent deletes exactly one changes the row; the others were too late
+        # and see what a later delete sees (404), with no second audit or webhook event.
+        if not _claim(self.session, token.id, tokens.c.revoked_at.is_(None)):
+            raise NotFound(f"token {public_id!r} not found")
         token.revoked_at = now
         outcome = revoke_keys_minted_by(self.session, token.id, now, include_permanent=revoke_access_keys)
         emit(self.session, token.org_id, "token.revoked", {"token": token_data(token)}, now)
@@ -169,6 +200,13 @@ class TokenService:
         else:
             expiry = policy.enforce(now, token.expires_at)
         secret = secrets.generate()
+        # Compare-and-set on the digest read above: of concurrent rotations exactly one writes its
+        # secret (the others would hand out secrets that never work), and a token deleted meanwhile
+        # is not given a new secret at all.
+        if not _claim(self.session, token.id, tokens.c.secret_digest == token.secret_digest,
+                      tokens.c.revoked_at.is_(None)):
+            raise Conflict(f"token {public_id!r} was rotated or deleted by another request at the same time; "
+                           "nothing was changed by this one")
         if grace_period > timedelta(0):
             token.previous_secret_digest, token.previous_grace_until = token.secret_digest, now + grace_period
         else:

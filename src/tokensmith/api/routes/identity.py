@@ -11,12 +11,13 @@ from tokensmith.api.schemas import (
     CreatedTokenOut,
     LoginRequest,
     OrgOut,
+    PasswordChange,
     TokenOut,
     UserOut,
     WhoAmI,
     problem_responses,
 )
-from tokensmith.errors import AuthenticationFailed
+from tokensmith.errors import AuthenticationFailed, InvalidInput
 
 router = APIRouter(prefix="/v1", tags=["identity"])
 
@@ -35,20 +36,20 @@ def whoami(caller: Caller, ctx: Context) -> WhoAmI:
 
 @router.post(
     "/auth/token", status_code=201, response_model=CreatedTokenOut, tags=["tokens"],
-    responses=problem_responses(400, 401, 422, 429),
+    responses=problem_responses(400, 401, 403, 422, 429),
 )
 def login(body: LoginRequest, ctx: Context, request: Request, response: Response) -> CreatedTokenOut:
     """Exchange a username and password for a new token of that user (429 after repeated failures)."""
     try:
         with ctx.services() as s:
             user = guarded_password(
-                request, body.username, lambda: s.accounts.authenticate(body.username, body.password)
+                request, body.username, lambda: s.accounts.authenticate_for_token(body.username, body.password)
             )
     except AuthenticationFailed:
         with ctx.services() as s:  # its own transaction: the failed one was rolled back
             known = s.accounts.find_user(body.username)
             audit.record_request(s.session, request, "auth.sign_in", outcome=audit.FAILURE,
-                                 actor_user=body.username[:100], org_id=known.org_id if known else None)
+                                 actor_user=audit.typed_username(known), org_id=known.org_id if known else None)
         raise
     with ctx.services() as s:
         user = s.accounts.get_user_in_org(user.org_id, user.public_id)
@@ -58,3 +59,23 @@ def login(body: LoginRequest, ctx: Context, request: Request, response: Response
         out = CreatedTokenOut(token=TokenOut.of(created.token, ctx.clock.now()), secret=created.secret)
     response.headers["Cache-Control"] = "no-store"
     return out
+
+
+@router.post("/auth/password", status_code=204, responses=problem_responses(400, 401, 422, 429))
+def change_password(body: PasswordChange, ctx: Context, request: Request) -> Response:
+    """Change a password with the current one (the way out of "must change password" without a browser).
+
+    Limited like sign-in; every console session of the user ends.
+    """
+    if body.new_password == body.password:
+        raise InvalidInput("new_password must differ from the current password", "new_password")
+
+    def check() -> None:
+        with ctx.services() as s:
+            user = s.accounts.authenticate(body.username, body.password)
+            s.accounts.set_password(user, body.new_password)
+            audit.record_request(s.session, request, "user.password_changed", actor_user=user.username,
+                                 org_id=user.org_id, target=user.public_id)
+
+    guarded_password(request, body.username, check)
+    return Response(status_code=204)
