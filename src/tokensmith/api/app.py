@@ -14,6 +14,7 @@ from tokensmith.api.bodylimit import BodyLimit
 from tokensmith.api.context import AppContext
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
+from tokensmith.api.tls import TrustedTls
 from tokensmith.audit.addresses import AddressBook
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
@@ -77,4 +78,5 @@ def create_app(
     # Body ceiling (413) and read timeout (408) before authentication and parsing (api/bodylimit.py).
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds)
     app.add_middleware(ResponseHeaders, edit=no_store_for_api)
+    app.add_middleware(TrustedTls, trusted_proxies=settings.trusted_proxies)  # https via a trusted proxy: HSTS
     return app
