@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from tokensmith import audit, secrets
 from tokensmith.accounts.passwords import hash_password, verify_password
 from tokensmith.clock import Clock
+from tokensmith.db.database import flush_or_conflict
 from tokensmith.db.models import ConsoleSession, Organization, User
 from tokensmith.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, NotFound
 from tokensmith.validation import clean_identifier
@@ -36,8 +37,9 @@ class AccountService:
     ) -> User:
         """Create a user; raises Conflict if the user name is taken, InvalidInput for a weak password."""
         username = clean_identifier(username, "username")
+        conflict = Conflict(f"user {username!r} already exists")
         if self.session.scalar(select(User.id).where(User.username == username)) is not None:
-            raise Conflict(f"user {username!r} already exists")
+            raise conflict
         if password is not None and len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters", "password")
         user = User(
@@ -47,7 +49,7 @@ class AccountService:
             created_at=self.clock.now(),
         )
         self.session.add(user)
-        self.session.flush()
+        flush_or_conflict(self.session, conflict)
         return user
 
     def find_user(self, username: str) -> User | None:

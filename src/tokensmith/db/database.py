@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -77,3 +78,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def flush_or_conflict(session: Session, conflict: Exception) -> None:
+    """Flush; a unique constraint hit (a same-name create that raced ours and won) raises ``conflict``.
+
+    The look-up before an insert cannot see a concurrent transaction's row; the constraint can.
+    Only the constraint's kind is kept: the database's message quotes the row's values.
+    """
+    try:
+        session.flush()
+    except IntegrityError:
+        raise conflict from None
