@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -62,9 +61,13 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         try:
-            declared = self._declared_length(scope)
+            declared, chunked = self._framing(scope)
             if declared is not None and declared > self.max_bytes:
                 raise _Refused(413, self._too_large())
+            if not chunked and not declared:
+                # No body at all (most GETs, the verification doors): nothing to count or wait for.
+                await self.app(scope, receive, send)
+                return
             body = await self._read(receive)
         except _Disconnected:
             return  # the client went away mid-body: nobody is left to answer
@@ -86,35 +89,36 @@ class BodyLimit:
     def _too_large(self) -> str:
         return f"the request body is larger than the limit of {self.max_bytes} bytes"
 
-    def _declared_length(self, scope: Scope) -> int | None:
+    def _framing(self, scope: Scope) -> tuple[int | None, bool]:
+        """(Content-Length, whether the body is chunked) as the client declared them."""
+        declared, chunked = None, False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    return int(value)
+                    declared = int(value)
                 except ValueError:
                     raise _Refused(413, "Content-Length is not a number") from None
-        return None
+            elif name == b"transfer-encoding":
+                chunked = True
+        return declared, chunked
 
     async def _read(self, receive: Receive) -> bytes:
         """The whole body, at most ``max_bytes``; raises _Refused past the limit or the deadline."""
         chunks: list[bytes] = []
         size = 0
-        deadline = time.monotonic() + self.timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Refused(408, f"the request body did not arrive within {self.timeout:g} s")
-            try:
-                message = await asyncio.wait_for(receive(), remaining)
-            except TimeoutError:
-                raise _Refused(408, f"the request body did not arrive within {self.timeout:g} s") from None
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise _Refused(413, self._too_large())
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Disconnected
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise _Refused(413, self._too_large())
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _Refused(408, f"the request body did not arrive within {self.timeout:g} s") from None
