@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 
@@ -45,8 +46,11 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     of holding a connection slot for ever. The body's own timeout is in api/bodylimit.py.
     """
 
-    header_timeout: float = 10.0
     _header_deadline: asyncio.TimerHandle | None = None
+
+    @property
+    def header_timeout(self) -> float:
+        return float(_header_timeout_seconds())
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -81,8 +85,10 @@ class HeaderTimeoutH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def protocol_with_header_timeout(seconds: float) -> type[HeaderTimeoutH11Protocol]:
-    return type("HeaderTimeoutH11", (HeaderTimeoutH11Protocol,), {"header_timeout": float(seconds)})
+@functools.cache
+def _header_timeout_seconds() -> int:
+    # Read in each worker process: with --workers N uvicorn pickles the protocol class by name.
+    return Settings.from_env().header_timeout_seconds
 
 
 def run(host: str, port: int, workers: int = 1) -> None:
@@ -97,7 +103,7 @@ def run(host: str, port: int, workers: int = 1) -> None:
         # Slow clients (docs/operations.md, "Request limits"): a bound on connections and tasks
         # (503 beyond it), idle keep-alive connections closed, headers at most 16 KiB and due
         # within the header timeout.
-        http=protocol_with_header_timeout(settings.header_timeout_seconds),
+        http=HeaderTimeoutH11Protocol,
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_timeout_seconds,
         h11_max_incomplete_event_size=16 * 1024,
