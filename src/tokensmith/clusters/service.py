@@ -35,7 +35,7 @@ def validate_server_url(server: str) -> str:
     parts that were checked.
     """
     if any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in server.strip()):
-        raise InvalidInput("server must not contain spaces or control characters", "server")
+        raise InvalidInput("server must be an https URL without spaces or control characters", "server")
     try:
         parts = urlsplit(server.strip())
         parts.port  # noqa: B018 - raises ValueError for a malformed port
