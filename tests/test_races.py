@@ -96,6 +96,20 @@ def count(database_url: str, query: Any) -> int:
         database.dispose()
 
 
+def test_concurrent_self_rotations_one_wins_the_rest_get_409_and_the_winners_secret_works(served, admin_headers):
+    """A token rotating itself (as CI jobs do) proves its current secret: exactly one of 8 wins."""
+    server, _ = served
+    token = new_token(server, admin_headers, "rotates itself")
+    own = {"Authorization": f"Bearer {token['secret']}"}
+    url = f"{server.url}/v1/tokens/{token['token']['id']}/rotate"
+    answers = at_once([lambda: httpx.post(url, headers=own, json={"grace": "1h"}, timeout=60)] * THREADS)
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] + [409] * (THREADS - 1), codes
+    [winner] = [r for r in answers if r.status_code == 200]
+    assert works(server, winner.json()["secret"])
+    assert all(r.headers["content-type"] == "application/problem+json" for r in answers if r.status_code == 409)
+
+
 def test_concurrent_rotations_lose_no_update_and_every_loser_gets_409(served, admin_headers):
     """Rotations that overlap: one wins, the others 409. Requests the server happens to finish one
     after the other each rotate in turn; either way no secret handed out was overwritten unseen:

@@ -183,16 +183,25 @@ class TokenService:
 
     def rotate(
         self, actor: Actor, public_id: str, grace: str = "0s",
-        expiration: str | None = None, expires_at: datetime | None = None,
+        expiration: str | None = None, expires_at: datetime | None = None, *, presented_secret: str | None = None,
     ) -> CreatedToken:
         """Give a token the caller may see a new secret; same id, name, note, clusters and scopes.
 
         The old secret keeps working for ``grace`` ("0s".."7d"; 0 refuses it at once). The expiry is
         kept unless a new one is given; either way it must satisfy the organization's policy
         (InvalidInput stating it). Returns the token and its new secret.
+
+        ``presented_secret``: the secret a token rotating itself authenticated with. It must still be
+        the current one: a token already rotated by another request (its caller now holds only the
+        previous secret, in its grace period) gets Conflict, so of concurrent self-rotations exactly
+        one wins whatever the timing.
         """
         grace_period = parse_grace(grace)
         token = self.get(actor, public_id)
+        if presented_secret is not None and not secrets.digests_match(
+                token.secret_digest, secrets.digest(presented_secret, self.secret_key)):
+            raise Conflict(f"token {public_id!r} was already rotated by another request; "
+                           "authenticate with its new secret to rotate it again")
         now = self.clock.now()
         policy = PolicyService(self.session, self.clock).get(token.org_id)
         if expiration is not None or expires_at is not None:

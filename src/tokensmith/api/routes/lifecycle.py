@@ -49,7 +49,7 @@ class RotateRequest(RequestBody):
 
 
 @router.post("/tokens/{token_id}/rotate", tags=["tokens"], response_model=CreatedTokenOut,
-             responses=problem_responses(404, 422))
+             responses=problem_responses(404, 409, 422))
 def rotate_token(
     token_id: str, caller: Writer, ctx: Context, request: Request, response: Response,
     body: RotateRequest | None = None,
@@ -57,7 +57,9 @@ def rotate_token(
     """A new secret for the same token; the old one works until the grace period ends."""
     body = body or RotateRequest()
     with ctx.services() as s:
-        rotated = s.tokens.rotate(caller, token_id, body.grace, body.expiration, body.expires_at)
+        rotated = s.tokens.rotate(caller, token_id, body.grace, body.expiration, body.expires_at,
+                                  presented_secret=bearer_secret(request.headers.get("authorization"))
+                                  if token_id == caller.token_public_id else None)  # self-rotation: CAS on it
         token = rotated.token
         audit.record_request(s.session, request, "token.rotated", target=token.public_id,
                              details={"grace": body.grace, "name": token.name})
