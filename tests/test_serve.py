@@ -109,3 +109,31 @@ def test_openapi_and_docs_are_served(server):
     assert code == 200
     assert "/v1/tokens" in json.loads(body)["paths"]
     assert curl(f"{server.url}/docs")[0] == 200
+
+
+def test_an_interactive_first_start_shows_the_initial_password_once_on_the_terminal(tmp_path):
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from tests.servers import free_port
+
+    data = tmp_path / "data"
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "tokensmith", "serve", "--port", str(free_port())],
+                               env=server_env(data, TOKENSMITH_LOG_LEVEL="INFO"),
+                               stdout=secondary, stderr=subprocess.DEVNULL)
+    os.close(secondary)
+    screen, deadline = b"", time.monotonic() + 90
+    try:
+        while b"must be changed" not in screen and time.monotonic() < deadline:
+            if select.select([primary], [], [], 1)[0]:
+                screen += os.read(primary, 4096)
+    finally:
+        process.terminate()
+        process.wait(20)
+        os.close(primary)
+    password = (data / "initial-admin-password").read_text().strip()
+    assert screen.decode(errors="replace").count(f"Initial admin password: {password}") == 1
