@@ -7,14 +7,18 @@ Creates past a per-user cap: the cap holds exactly, whatever the interleaving.
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 
+from tests.conftest import PG_ENV, require
 from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 from tokensmith.db.database import Database
@@ -24,13 +28,36 @@ THREADS = 8
 CAP = 30
 
 
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[str]:
+    """A database of its own: the server outlives single tests, and other tests empty theirs."""
+    from tests import hygiene
+
+    server = os.environ.get(PG_ENV)
+    require(bool(server), f"PostgreSQL tests need {PG_ENV}")
+    url = make_url(server)
+    name = f"tsm_races_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        require(False, f"PostgreSQL is unreachable: {exc}")
+    database_url = url.set(database=name).render_as_string(hide_password=False)
+    yield database_url
+    hygiene.scan_postgres(database_url)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def served(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     data = tmp_path_factory.mktemp(f"races-{request.param}") / "data"
     database_url = f"sqlite:///{data / 'tokensmith.db'}"
     if request.param == "postgresql":
-        database_url = request.getfixturevalue("postgres_url")
+        database_url = request.getfixturevalue("own_postgres")
     proc = ServerProcess(data, free_port(), server_env(
         data, database_url, TOKENSMITH_MAX_TOKENS_PER_USER=str(CAP), TOKENSMITH_LOG_LEVEL="INFO",
         TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8"))
