@@ -84,3 +84,18 @@ def server_env(data_dir: Path, database_url: str | None = None, **extra: str) ->
         env["TOKENSMITH_DATABASE_URL"] = database_url
     env.update(extra)
     return env
+
+
+def admin_password(url: str, data_dir: Path) -> str:
+    """The admin's password after the first change: the initial one mints no tokens (403).
+
+    Changed once (to a password derived from the initial one) on first use; later calls find it
+    changed already. Every test that signs in as the first admin goes through here.
+    """
+    initial = (data_dir / "initial-admin-password").read_text().strip()
+    changed = initial + "-changed"
+    response = httpx.post(f"{url}/v1/auth/password", timeout=60,
+                          json={"username": "admin", "password": initial, "new_password": changed})
+    if response.status_code not in (204, 401):
+        raise RuntimeError(f"changing the initial admin password: {response.status_code} {response.text}")
+    return changed

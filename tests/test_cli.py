@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.pki import CA_PEM
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 
 
@@ -41,7 +41,7 @@ def cli(tmp_path, server):
 
 @pytest.fixture
 def logged_in(cli, server):
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     cli("login", "--url", server.url, "--username", "admin", input=password + "\n")
     return cli
 

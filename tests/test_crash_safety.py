@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from tests import hygiene
 from tests.conftest import PG_ENV, require
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 
 WORKERS = 4
 
@@ -50,7 +50,7 @@ def crash_server(request, tmp_path):
 
 
 def sign_in(server: ServerProcess) -> dict[str, str]:
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     response = httpx.post(f"{server.url}/v1/auth/token", timeout=30,
                           json={"username": "admin", "password": password, "name": "storm"})
     response.raise_for_status()

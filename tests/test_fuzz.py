@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests import hygiene
 from tests.conftest import SECRET_KEY
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith.accounts.service import AccountService
 from tokensmith.api.app import create_app
 from tokensmith.clock import FrozenClock
@@ -134,7 +134,7 @@ def running_server(tmp_path_factory):
                      TOKENSMITH_LOG_LEVEL="INFO")
     server = ServerProcess(data, free_port(), env).start()
     try:
-        password = (data / "initial-admin-password").read_text().strip()
+        password = admin_password(server.url, data)
         signed_in = httpx.post(f"{server.url}/v1/auth/token", timeout=30,
                                json={"username": "admin", "password": password, "name": "fuzz", "expiration": "never"})
         signed_in.raise_for_status()

@@ -70,6 +70,7 @@ ENDPOINTS = (
 # Doors whose caller is not a bearer token of this organization's users, each with its own tests.
 ELSEWHERE = {
     ("POST", "/v1/auth/token"): "takes passwords: test_ratelimit.py, test_tokens_api.py",
+    ("POST", "/v1/auth/password"): "takes passwords: test_accounts_hardening.py, test_serve.py",
     ("GET", "/v1/auth/verify"): "forward-auth, any live token passes: test_forward_auth.py",
     ("POST", "/v1/oauth2/introspect"): "a service-scoped caller asks about any token: test_introspect.py",
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "the cluster's webhook credential: test_kube_api.py",

@@ -21,7 +21,7 @@ import yaml
 
 from tests.kubetools import kubectl_binary
 from tests.pki import make_pki
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 from tokensmith.kube import webhooks
 
@@ -125,7 +125,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def admin_secret(server):
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     response = httpx.post(f"{server.url}/v1/auth/token", json={"username": "admin", "password": password,
                                                                "name": "e2e"})
     assert response.status_code == 201, response.text
@@ -386,7 +386,10 @@ def test_cli_merges_into_kubeconfigs_first_file_keeping_the_rest(server, admin_s
     assert [c["name"] for c in merged["contexts"]] == ["home", "tokensmith-default-kind"]
     assert [u["name"] for u in merged["users"]] == ["me", f"tokensmith-default-{created['token']['id']}"]
     assert stat.S_IMODE(existing.stat().st_mode) == 0o600
-    assert len(list(tmp_path.glob("config.*.bak"))) == 2
+    assert not list(tmp_path.glob("config.*.bak"))  # removed once each merge was verified
+    run_cli(server, "kubeconfig", "--cluster", "kind", "--merge", "--backup", input=created["secret"], env=env)
+    [kept] = tmp_path.glob("config.*.bak")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     result = subprocess.run([kubectl_binary(), "--kubeconfig", str(existing), "--context", "tokensmith-default-kind",
                              "get", "--raw", "/version"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "KUBECACHEDIR": str(tmp_path / "cache")})

@@ -100,13 +100,30 @@ def test_merge_keeps_every_other_entry_and_the_current_context(existing, secret)
     assert [u["name"] for u in after["users"]] == ["me", "tokensmith-acme-tok_abc"]
 
 
-def test_merge_keeps_0600_and_backs_up_first(existing, secret):
+def test_merge_with_keep_backup_keeps_0600_and_a_0600_backup_of_the_original(existing, secret):
     path, _ = existing
     original = path.read_bytes()
-    backup = kubeconfig.merge_into_file(path, make_config(secret))
+    backup = kubeconfig.merge_into_file(path, make_config(secret), keep_backup=True)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert backup is not None and backup.read_bytes() == original
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+
+
+def test_merge_removes_its_backup_once_the_merged_file_is_verified(existing, secret):
+    path, _ = existing
+    assert kubeconfig.merge_into_file(path, make_config(secret)) is None
+    assert not list(path.parent.glob(f"{path.name}.*.bak"))  # the old secrets do not linger in a copy
+
+
+def test_a_merge_that_does_not_read_back_keeps_the_backup_and_says_where(existing, secret, monkeypatch):
+    path, _ = existing
+    original = path.read_bytes()
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (real_replace(src, dst), Path(dst).write_text("garbled")))
+    with pytest.raises(kubeconfig.KubeconfigError, match="kept in"):
+        kubeconfig.merge_into_file(path, make_config(secret))
+    [backup] = path.parent.glob(f"{path.name}.*.bak")
+    assert backup.read_bytes() == original and stat.S_IMODE(backup.stat().st_mode) == 0o600
 
 
 def test_merge_never_loosens_permissions(existing, secret):

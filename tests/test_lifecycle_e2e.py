@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import SECRET_KEY, _empty_all_tables
 from tests.receiver import start_receiver
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 from tokensmith.db.database import Database
 from tokensmith.webhooks import signing
@@ -45,7 +45,7 @@ def replicas(tmp_path_factory, postgres_url):
 
 @pytest.fixture(scope="module")
 def admin_headers(replicas):
-    password = (replicas[0].data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(replicas[0].url, replicas[0].data_dir)
     created = httpx.post(f"{replicas[0].url}/v1/auth/token",
                          json={"username": "admin", "password": password}, timeout=30).json()
     return {"Authorization": f"Bearer {created['secret']}"}

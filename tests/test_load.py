@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 
 VERIFIERS, WRITERS = 4, 2
 MAX_RSS_GROWTH_MB = 40  # a leak over a minute of churn shows up as far more
@@ -41,7 +41,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run_load(server: ServerProcess, seconds: float) -> dict[str, object]:
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     admin = httpx.post(f"{server.url}/v1/auth/token", timeout=60,
                        json={"username": "admin", "password": password, "name": f"load-{time.time()}"}).json()
     headers = {"Authorization": f"Bearer {admin['secret']}"}

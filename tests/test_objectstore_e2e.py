@@ -15,7 +15,7 @@ from botocore.exceptions import CredentialRetrievalError
 
 from tests import hygiene
 from tests.s3sign import signed
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith.accounts.service import AccountService
 from tokensmith.bootstrap import prepare
 from tokensmith.clock import SystemClock
@@ -119,7 +119,7 @@ def test_admin_create_token_verify_s3_makes_a_gateway_token(server):
 
 def test_access_key_cli_create_list_delete(server, tmp_path):
     env = {**server.env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     assert run_cli(env, "login", "--url", server.url, "--username", "admin", input=password + "\n").returncode == 0
     created = run_cli(env, "access-key", "create", "--name", "backups", "--duration", "permanent")
     assert created.returncode == 0, created.stderr

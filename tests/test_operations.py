@@ -107,7 +107,8 @@ def test_the_middleware_stack_is_the_declared_one_in_its_order(app):
     while hasattr(layer, "app"):
         layers.append(type(layer).__name__)
         layer = layer.app
-    assert layers[:3] == ["ForwardAuthFastPath", "ResponseHeaders", "ServerErrorMiddleware"]
+    assert layers[:5] == ["ForwardAuthFastPath", "TrustedTls", "ResponseHeaders", "ServerErrorMiddleware",
+                          "BodyLimit"]
     assert layers.count("ResponseHeaders") == 1 and layers.count("ForwardAuthFastPath") == 1
 
 

@@ -112,8 +112,45 @@ def sign_in(client: TestClient, password: str, username: str = "carol"):
 def test_sign_in_is_limited_per_user_name_across_addresses(app, carol):
     for octet in range(PER_USER):
         assert sign_in(client_at(app, (f"192.0.2.{octet}", 1)), "wrong password!").status_code == 401
-    refused = sign_in(client_at(app, ("192.0.2.200", 1)), "correct horse battery")
+    # Over the name's limit, an address that already failed is refused, even with the right password.
+    refused = sign_in(client_at(app, ("192.0.2.0", 1)), "correct horse battery")
     assert refused.status_code == 429 and "Retry-After" in refused.headers
+
+
+def test_a_locked_user_name_still_lets_the_right_password_in_from_an_address_with_no_failures(app, carol):
+    for octet in range(PER_USER + 2):
+        sign_in(client_at(app, (f"192.0.2.{octet}", 1)), "wrong password!")
+    assert sign_in(client_at(app, ("198.51.100.7", 1)), "correct horse battery").status_code == 201
+
+
+def test_a_fresh_address_guessing_a_locked_user_name_gets_one_try_then_429(app, carol):
+    for octet in range(PER_USER):
+        sign_in(client_at(app, (f"192.0.2.{octet}", 1)), "wrong password!")
+    fresh = client_at(app, ("198.51.100.8", 1))
+    assert sign_in(fresh, "another guess").status_code in (401, 429)
+    assert sign_in(fresh, "correct horse battery").status_code == 429
+
+
+def test_a_user_name_guessed_from_very_many_addresses_is_refused_everywhere(app, carol):
+    from tokensmith.ratelimit import USER_HARD_FACTOR
+
+    for n in range(PER_USER * USER_HARD_FACTOR):
+        sign_in(client_at(app, (f"10.{n // 250}.{n % 250}.1", 1)), "wrong password!")
+    assert sign_in(client_at(app, ("198.51.100.9", 1)), "correct horse battery").status_code == 429
+
+
+def test_passing_a_lockout_is_audited_for_the_owner(app, carol, database):
+    from sqlalchemy import select
+
+    from tokensmith.db.models import AuditEvent
+
+    for octet in range(PER_USER):
+        sign_in(client_at(app, (f"192.0.2.{octet}", 1)), "wrong password!")
+    assert sign_in(client_at(app, ("198.51.100.7", 1)), "correct horse battery").status_code == 201
+    with database.session() as session:
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "auth.lockout_passed"))
+    assert event is not None and event.actor_user == "carol" and event.client_ip == "198.51.100.7"
+    assert '"failed_attempts_in_window": 3' in (event.details or "")
 
 
 def test_sign_in_for_another_user_is_not_blocked_by_that_flood(app, carol, database, clock):

@@ -38,8 +38,20 @@ def test_first_start_creates_data_dir_admin_and_password_file(server):
     password_file = server.data_dir / "initial-admin-password"
     assert stat.S_IMODE(os.stat(password_file).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(server.data_dir / "secret-key").st_mode) == 0o600
-    password = password_file.read_text().strip()
-    assert f"Initial admin password: {password}" in server.output()
+    assert (server.data_dir / "tokensmith.db").exists()
+
+
+def test_the_initial_admin_password_is_not_written_to_a_non_interactive_server_log(server):
+    # stdout is a file here, as under a service manager: only the file's path is shown.
+    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    assert password not in server.output()
+    assert str(server.data_dir / "initial-admin-password") in server.output()
+
+
+def test_the_data_directory_and_sqlite_files_are_owner_only(server):
+    assert stat.S_IMODE(os.stat(server.data_dir).st_mode) == 0o700
+    for name in ("tokensmith.db", "tokensmith.db-wal", "tokensmith.db-shm"):
+        assert stat.S_IMODE(os.stat(server.data_dir / name).st_mode) == 0o600, name  # WAL: all three exist
     assert (server.data_dir / "tokensmith.db").exists()
 
 
@@ -58,12 +70,16 @@ def test_second_start_changes_nothing(own_server):
     server.start()
     assert (server.data_dir / "initial-admin-password").read_text() == password
     assert (server.data_dir / "secret-key").read_text() == key
-    assert server.output().count("Initial admin password") == 1
+    assert server.output().count("Created organization 'default'") == 1
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_quickstart_with_curl(server):
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    initial = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = "quickstart-password-1"
+    code, _ = curl("-X", "POST", f"{server.url}/v1/auth/password", "-H", "Content-Type: application/json",
+                   "-d", json.dumps({"username": "admin", "password": initial, "new_password": password}))
+    assert code == 204
     code, body = curl("-X", "POST", f"{server.url}/v1/auth/token", "-H", "Content-Type: application/json",
                       "-d", json.dumps({"username": "admin", "password": password, "name": "quickstart"}))
     assert code == 201
@@ -208,3 +224,29 @@ def test_serve_with_a_certificate_but_no_key_says_what_is_missing(tmp_path):
                             env=server_env(tmp_path / "data"))
     assert result.returncode == 1
     assert "TLS needs both a certificate and a key: --tls-cert FILE --tls-key FILE" in result.stderr
+def test_an_interactive_first_start_shows_the_initial_password_once_on_the_terminal(tmp_path):
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from tests.servers import free_port
+
+    data = tmp_path / "data"
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "tokensmith", "serve", "--port", str(free_port())],
+                               env=server_env(data, TOKENSMITH_LOG_LEVEL="INFO"),
+                               stdout=secondary, stderr=subprocess.DEVNULL)
+    os.close(secondary)
+    screen, deadline = b"", time.monotonic() + 90
+    try:
+        while b"must be changed" not in screen and time.monotonic() < deadline:
+            if select.select([primary], [], [], 1)[0]:
+                screen += os.read(primary, 4096)
+    finally:
+        process.terminate()
+        process.wait(20)
+        os.close(primary)
+    password = (data / "initial-admin-password").read_text().strip()
+    assert screen.decode(errors="replace").count(f"Initial admin password: {password}") == 1

@@ -69,6 +69,16 @@ class Settings:
     tls_key: Path | None = None
     # Verified identities kept in memory per process (docs/performance.md: about 4 KB each).
     verification_cache_size: int = 10_000
+    # Requests (docs/operations.md, "Request limits"): body ceiling and how long slow clients may take.
+    max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: int = 30
+    header_timeout_seconds: int = 10
+    keep_alive_timeout_seconds: int = 5
+    max_connections: int = 1000
+    # Per-user caps (docs/operations.md, "Per-user caps"): one account cannot fill the database.
+    max_tokens_per_user: int = 100
+    max_access_keys_per_user: int = 100
+    max_sessions_per_user: int = 20
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,6 +102,14 @@ class Settings:
             tls_cert=Path(env["TOKENSMITH_TLS_CERT"]) if env.get("TOKENSMITH_TLS_CERT", "").strip() else None,
             tls_key=Path(env["TOKENSMITH_TLS_KEY"]) if env.get("TOKENSMITH_TLS_KEY", "").strip() else None,
             verification_cache_size=_positive_int(env, "TOKENSMITH_VERIFICATION_CACHE_SIZE", 10_000),
+            max_body_bytes=_positive_int(env, "TOKENSMITH_MAX_BODY_BYTES", 1024 * 1024),
+            body_timeout_seconds=_positive_int(env, "TOKENSMITH_BODY_TIMEOUT", 30),
+            header_timeout_seconds=_positive_int(env, "TOKENSMITH_HEADER_TIMEOUT", 10),
+            keep_alive_timeout_seconds=_positive_int(env, "TOKENSMITH_KEEP_ALIVE_TIMEOUT", 5),
+            max_connections=_positive_int(env, "TOKENSMITH_MAX_CONNECTIONS", 1000),
+            max_tokens_per_user=_positive_int(env, "TOKENSMITH_MAX_TOKENS_PER_USER", 100),
+            max_access_keys_per_user=_positive_int(env, "TOKENSMITH_MAX_ACCESS_KEYS_PER_USER", 100),
+            max_sessions_per_user=_positive_int(env, "TOKENSMITH_MAX_SESSIONS_PER_USER", 20),
         )
 
     @property
@@ -99,6 +117,7 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     def ensure_data_dir(self) -> None:
+        # Owner-only (mkdir's mode is only narrowed by the umask): it holds the database and the keys.
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def secret_key(self) -> bytes:

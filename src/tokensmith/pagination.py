@@ -15,6 +15,7 @@ from tokensmith.errors import InvalidInput
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_ROW_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, number = raw.partition(":")
-        if version != "v1" or not number.isdigit():
-            raise ValueError
+        if version != "v1" or not number.isdigit() or int(number) > MAX_ROW_ID:
+            raise ValueError  # beyond a 64-bit id the database cannot even compare it (a 500)
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("cursor is not valid; pass the next_cursor of a previous page", "cursor") from None

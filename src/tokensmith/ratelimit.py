@@ -40,6 +40,8 @@ from tokensmith.errors import TokensmithError
 # Old windows are swept now and then, not on every failure.
 SWEEP_EVERY = 200
 MAX_BLOCKED_ENTRIES = 10_000
+# A user name under lockout is refused from every address past this many times its limit.
+USER_HARD_FACTOR = 10
 
 
 class RateLimited(TokensmithError):
@@ -174,19 +176,32 @@ class FailureLimiter:
                         raise RateLimited(self._retry_after(until))
                     del self._blocked[key]
 
-    def check_shared(self, *keys: str) -> None:
-        """Raise RateLimited if any of ``keys`` is over its limit on the shared counters (one query)."""
-        self.check_local(*keys)
+    def check_password(self, ip: str, user: str) -> int | None:
+        """Before a password check: raise RateLimited, or let it through (one query, shared counters).
+
+        Knowing a user name must not be enough to lock its owner out. So once the user name is over
+        its limit, an address with no failure of its own in this window may still try: the owner
+        signing in from their usual place gets in. Guessing stays bounded: each address is counted
+        (one failure and it is refused too), and past ``USER_HARD_FACTOR`` times the limit the name
+        is refused everywhere. Returns the user name's failure count when the attempt passes a
+        lockout (the caller tells the owner on success), else None.
+        """
+        self.check_local(ip)
         start, end = self._window()
         with self.database.session() as session:
-            rows = session.execute(
+            counts = dict(session.execute(
                 select(AuthFailure.key, AuthFailure.count)
-                .where(AuthFailure.key.in_(keys), AuthFailure.window_start == start)
-            ).all()
-        for key, count in rows:
-            if count >= self._limit(key):
-                self._block(key, end)
-                raise RateLimited(self._retry_after(end))
+                .where(AuthFailure.key.in_((ip, user)), AuthFailure.window_start == start)
+            ).all())
+        if counts.get(ip, 0) >= self._limit(ip):
+            self._block(ip, end)
+            raise RateLimited(self._retry_after(end))
+        failures = counts.get(user, 0)
+        if failures < self.limits.per_user:
+            return None
+        if counts.get(ip, 0) > 0 or failures >= self.limits.per_user * USER_HARD_FACTOR:
+            raise RateLimited(self._retry_after(end))
+        return failures
 
     def record_failure(self, *keys: str) -> None:
         """Count one failure against each key; raise RateLimited once a key has exceeded its limit."""

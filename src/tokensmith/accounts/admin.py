@@ -44,6 +44,8 @@ class UserAdminService:
         if disabled and user.id == actor.user_id:
             raise InvalidInput("you cannot disable your own account", "user")
         user.disabled = disabled
+        if disabled:
+            self.accounts.end_sessions(user, "disabled")
         self.session.flush()
         return user
 
@@ -52,7 +54,8 @@ class UserAdminService:
         require_admin(actor, "resetting passwords")
         user = self._user(actor, ref)
         password = generate_password()
-        self.accounts.set_password(user, password)
+        # Another user's sessions end at once; an admin resetting their own password stays signed in.
+        self.accounts.set_password(user, password, reason="password_reset", end_sessions=user.id != actor.user_id)
         user.must_change_password = True
         self.session.flush()
         return user, password

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from tokensmith import __version__
+from tokensmith import __version__, caps
 from tokensmith.api import docs, openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.middleware import TokensmithAPI
@@ -39,6 +39,8 @@ def create_app(
     """The app. ``background_worker`` runs webhook delivery in a thread (the server; tests drive it)."""
     context = AppContext.build(settings, database, secret_key, clock or SystemClock())
     verifier = context.verifier
+    caps.configure(caps.Caps(settings.max_tokens_per_user, settings.max_access_keys_per_user,
+                             settings.max_sessions_per_user))
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +58,8 @@ def create_app(
 
     # The middleware stack (security headers, forward-auth fast path) is declared in api/middleware.py;
     # /docs and /redoc are installed by api/docs.py, with assets served here rather than from a CDN.
-    app = TokensmithAPI(title="tokensmith", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+    app = TokensmithAPI(settings=settings, title="tokensmith", version=__version__, description=DESCRIPTION,
+                        lifespan=lifespan,
                         docs_url=None, redoc_url=None)
     app.state.context = context  # the composition root (api/context.py); doors read it via context_of()
     problems.install(app)

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from tokensmith import metrics, secrets
+from tokensmith import audit, metrics, secrets
 from tokensmith.clientaddress import peer as _peer
 from tokensmith.clientaddress import request_ip as request_ip  # re-exported: doors import it from here
 from tokensmith.errors import AuthenticationFailed, InvalidInput
@@ -190,12 +190,15 @@ def guarded_password(request: Request, username: str, check: Callable[[], T], do
     """Run a password ``check`` under the per-IP and per-user-name limits.
 
     The shared counters are read first (sign-in is rare and argon2 is the expensive path);
-    a failure counts against both the client's IP and the user name.
+    a failure counts against both the client's IP and the user name. A user name over its
+    limit does not lock its owner out: an address with no failures of its own may still try
+    (``FailureLimiter.check_password``), and the right password from there is let in and
+    audited (``auth.lockout_passed``) so the owner learns their name is being guessed.
     """
     limiter, started = limiter_of(request), time.perf_counter()
     keys = (ip_key(request_ip(request)), user_key(username))
     try:
-        limiter.check_shared(*keys)
+        past_lockout = limiter.check_password(*keys)
     except RateLimited:
         _observe_limited(door, started)
         raise
@@ -210,7 +213,22 @@ def guarded_password(request: Request, username: str, check: Callable[[], T], do
             raise
         raise
     _observe(door, "ok", started)
+    if past_lockout is not None:
+        _tell_owner_of_lockout(request, username, past_lockout, door)
     return result
+
+
+def _tell_owner_of_lockout(request: Request, username: str, failures: int, door: str) -> None:
+    from tokensmith.accounts.service import AccountService  # the guard stays free of the domain at import
+
+    ctx = request.app.state.context
+    with ctx.database.session() as session:
+        user = AccountService(session, ctx.clock).find_user(username.strip())
+        if user is not None:
+            audit.record(session, "auth.lockout_passed", at=ctx.clock.now(), actor_user=user.username,
+                         org_id=user.org_id, target=user.public_id, client_ip=request_ip(request),
+                         user_agent=request.headers.get("user-agent"),
+                         details={"failed_attempts_in_window": failures, "via": door})
 
 
 # --- doors where an intermediary asks about someone else's token ----------------------------

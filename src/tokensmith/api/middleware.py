@@ -7,12 +7,16 @@ The order (outermost first) and why:
    answer is complete on its own - the same identity, security and no-store headers the route sends,
    encoded once per cached identity (``api/fastpath.py``; tests compare both paths header by
    header). Every other request passes straight through.
-2. ``ResponseHeaders(edit=security_headers)`` - so that *every* other response carries the security
-   headers: the routes', the exception handlers' problems (404, 422, 429 ...), and the 500 that
-   Starlette's ``ServerErrorMiddleware`` sends itself. Starlette always places that middleware above
-   every ``add_middleware`` one, so ``TokensmithAPI`` puts this layer above it.
-3. ``SERVER_ERRORS`` - where Starlette's ``ServerErrorMiddleware`` (unhandled exception -> the 500
+2. ``TrustedTls`` - a request a trusted proxy says came over https (``X-Forwarded-Proto``) is
+   treated as https below (``Secure`` session cookies) and its answer, whatever it is, carries HSTS.
+3. ``ResponseHeaders(edit=security_headers)`` - so that *every* other response carries the security
+   headers: the routes', the exception handlers' problems (404, 422, 429 ...), the body limit's 413
+   and 408, and the 500 that Starlette's ``ServerErrorMiddleware`` sends itself. Starlette always
+   places that middleware above every ``add_middleware`` one, so ``TokensmithAPI`` puts this above it.
+4. ``SERVER_ERRORS`` - where Starlette's ``ServerErrorMiddleware`` (unhandled exception -> the 500
    problem of ``api/problems.py``) and FastAPI's own outer layers sit. A marker, not a middleware.
+5. ``BodyLimit`` - the body ceiling (413) and read timeout (408), before authentication and parsing
+   (``api/bodylimit.py``); requests without a body pass straight through.
 
 Below the list: Starlette's ``ExceptionMiddleware`` (the problem handlers), then the router.
 """
@@ -26,8 +30,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
+from tokensmith.api.bodylimit import BodyLimit
 from tokensmith.api.headers import ResponseHeaders
 from tokensmith.api.routes.verification import ForwardAuthFastPath
+from tokensmith.api.tls import TrustedTls
+from tokensmith.config import Settings
 
 # Machine endpoints; every other path is the web console's (pages, static files, its 404s).
 API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
@@ -84,30 +91,35 @@ def security_headers(path: str, headers: MutableHeaders) -> None:
 
 SERVER_ERRORS: Final = "starlette.ServerErrorMiddleware"
 
-STACK: Final[list[Middleware | str]] = [
-    Middleware(ForwardAuthFastPath),
-    Middleware(ResponseHeaders, edit=security_headers),
-    SERVER_ERRORS,
-]
+def stack(settings: Settings) -> list[Middleware | str]:
+    """The middleware, outermost first (the order is explained at the top of this module)."""
+    return [
+        Middleware(ForwardAuthFastPath),
+        Middleware(TrustedTls, trusted_proxies=settings.trusted_proxies),
+        Middleware(ResponseHeaders, edit=security_headers),
+        SERVER_ERRORS,
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds),
+    ]
 
 
-def _split() -> tuple[list[Middleware], list[Middleware]]:
-    """``STACK`` as (the layers above Starlette's error middleware, the ones below it)."""
-    at = STACK.index(SERVER_ERRORS)
-    outside = [layer for layer in STACK[:at] if isinstance(layer, Middleware)]
-    inside = [layer for layer in STACK[at + 1:] if isinstance(layer, Middleware)]
+def _split(layers: list[Middleware | str]) -> tuple[list[Middleware], list[Middleware]]:
+    """``layers`` as (those above Starlette's error middleware, those below it)."""
+    at = layers.index(SERVER_ERRORS)
+    outside = [layer for layer in layers[:at] if isinstance(layer, Middleware)]
+    inside = [layer for layer in layers[at + 1:] if isinstance(layer, Middleware)]
     return outside, inside
 
 
 class TokensmithAPI(FastAPI):
-    """FastAPI with ``STACK`` applied: its top layers wrap even Starlette's 500 answers."""
+    """FastAPI with ``stack(settings)`` applied: its top layers wrap even Starlette's 500 answers."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.user_middleware.extend(_split()[1])
+        self._outside, inside = _split(stack(settings))
+        self.user_middleware.extend(inside)
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()
-        for layer in reversed(_split()[0]):
+        for layer in reversed(self._outside):
             app = layer.cls(app, *layer.args, **layer.kwargs)
         return app

@@ -108,6 +108,12 @@ class LoginRequest(Request):
     expiration: str | None = None
 
 
+class PasswordChange(Request):
+    username: str
+    password: str = Field(description="The current (or initial) password.")
+    new_password: str = Field(description="At least 8 characters, different from the current one.")
+
+
 class OrgOut(BaseModel):
     id: str
     name: str

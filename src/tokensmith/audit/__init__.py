@@ -34,6 +34,17 @@ def scrub(text: str | None) -> str | None:
     return secrets.CREDENTIAL_SHAPE.sub(lambda m: secrets.mask(m.group()), text)
 
 
+UNKNOWN_USER: Final = "(unknown user name)"
+
+
+def typed_username(known: Any) -> str:
+    """What a failed sign-in records as its actor: the user it names, else a marker.
+
+    People type passwords into the user-name field; an unknown name is never stored verbatim.
+    """
+    return known.username if known is not None else UNKNOWN_USER
+
+
 def record(
     session: Session,
     action: str,

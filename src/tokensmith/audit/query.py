@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tokensmith.actor import Actor, require_admin
 from tokensmith.db.models import AuditEvent
+from tokensmith.errors import InvalidInput
 from tokensmith.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, paginate
 
 
@@ -30,8 +31,12 @@ class AuditFilter:
     until: datetime | None = None  # exclusive; naive means UTC
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def _utc(moment: datetime, field: str) -> datetime:
+    """In UTC; a moment that has no UTC equivalent (year 1 at +14:00) is refused, not a 500."""
+    try:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"{field} is out of range", field) from None
 
 
 def list_events(
@@ -50,9 +55,9 @@ def list_events(
     if where.outcome:
         query = query.where(AuditEvent.outcome == where.outcome)
     if where.since:
-        query = query.where(AuditEvent.at >= _utc(where.since))
+        query = query.where(AuditEvent.at >= _utc(where.since, "since"))
     if where.until:
-        query = query.where(AuditEvent.at < _utc(where.until))
+        query = query.where(AuditEvent.at < _utc(where.until, "until"))
     return paginate(session, query, AuditEvent.id, cursor, limit)
 
 

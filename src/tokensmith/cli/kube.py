@@ -97,8 +97,11 @@ def kubeconfig_build(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE (0600, atomic).")] = None,
     merge: Annotated[str | None, typer.Option(
         "--merge", metavar="[FILE]",
-        help="Merge into FILE (default: $KUBECONFIG's first file or ~/.kube/config), with a backup first.",
+        help="Merge into FILE (default: $KUBECONFIG's first file or ~/.kube/config); the file is backed up "
+             "first and the backup removed once the merge is verified.",
     )] = None,
+    keep_backup: Annotated[bool, typer.Option(
+        "--backup", help="With --merge: keep the backup (mode 0600) of the file as it was.")] = False,
 ) -> None:
     """Build a kubeconfig for the secret you hold and the clusters you name; prints it unless -o/--merge."""
     if ctx.invoked_subcommand is not None:
@@ -128,7 +131,7 @@ def kubeconfig_build(
     document = kubeconfig.build(entries, secret, org, me["token"]["id"])
     if merge is not None:
         path = Path(merge).expanduser() if merge else kubeconfig.default_path()
-        backup = kubeconfig.merge_into_file(path, document)
+        backup = kubeconfig.merge_into_file(path, document, keep_backup=keep_backup)
         saved = f" (backup: {backup})" if backup else ""
         err.print(f"merged {len(chosen)} cluster(s) into {path}{saved}; current context unchanged unless it was unset")
     elif output is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import unicodedata
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from tokensmith import secrets
 from tokensmith.actor import Actor, require_admin
 from tokensmith.clock import Clock
+from tokensmith.db.database import flush_or_conflict
 from tokensmith.db.models import Cluster, Vpc
 from tokensmith.errors import Conflict, InvalidInput, NotFound
 from tokensmith.kube import levels
@@ -22,7 +24,14 @@ MAX_CA_BYTES = 64 * 1024
 
 
 def validate_server_url(server: str) -> str:
-    """An API server URL: https, a host, no credentials, query or fragment."""
+    """An API server URL: https, a host, no credentials, query or fragment; returned as validated.
+
+    urlsplit silently drops tabs and newlines, so what it checked would differ from the text:
+    whitespace and control characters inside are refused, and the stored URL is rebuilt from the
+    parts that were checked.
+    """
+    if any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in server.strip()):
+        raise InvalidInput("server must be an https URL without spaces or control characters", "server")
     try:
         parts = urlsplit(server.strip())
         parts.port  # noqa: B018 - raises ValueError for a malformed port
@@ -32,7 +41,7 @@ def validate_server_url(server: str) -> str:
         raise InvalidInput("server must be an https URL with a host, e.g. https://10.0.0.1:6443", "server")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise InvalidInput("server must not contain credentials, a query or a fragment", "server")
-    return server.strip().rstrip("/")
+    return parts.geturl().rstrip("/")
 
 
 MAX_AUDIENCE_LENGTH = 2048
@@ -99,10 +108,11 @@ class VpcService:
             public_id=secrets.public_id("vpc"), org_id=actor.org_id, name=name,
             region=clean_identifier(region, "region"), cidr=validate_cidr(cidr), created_at=self.clock.now(),
         )
+        conflict = Conflict(f"a VPC named {name!r} already exists")
         if self.session.scalar(select(Vpc.id).where(Vpc.org_id == actor.org_id, Vpc.name == name)):
-            raise Conflict(f"a VPC named {name!r} already exists")
+            raise conflict
         self.session.add(vpc)
-        self.session.flush()
+        flush_or_conflict(self.session, conflict)
         return vpc
 
     def get(self, actor: Actor, ref: str) -> Vpc:
@@ -150,10 +160,11 @@ class ClusterService:
                 RECOMMENDED_PREFIX if username_prefix is None else username_prefix),
             member_max_level=levels.check(member_max_level or levels.MEMBER_MAX_DEFAULT, "member_max_level"),
         )
+        conflict = Conflict(f"a cluster named {name!r} already exists")
         if self.session.scalar(select(Cluster.id).where(Cluster.org_id == actor.org_id, Cluster.name == name)):
-            raise Conflict(f"a cluster named {name!r} already exists")
+            raise conflict
         self.session.add(cluster)
-        self.session.flush()
+        flush_or_conflict(self.session, conflict)
         return cluster
 
     def get(self, actor: Actor, ref: str) -> Cluster:

@@ -145,16 +145,24 @@ def change_password(
         errors["confirm"] = "The two new passwords are not the same."
     elif new == current:
         errors["new"] = "Choose a password different from the current one."
+    status = 422
     if not errors:
-        try:
-            with ctx.unit_of_work() as uow:
-                auth.change_password(uow, actor_of(request, who), current, new)
+        def change() -> None:
+            with ctx.unit_of_work() as uow:  # the same operation as POST /v1/auth/password
+                auth.change_password(uow, actor_of(request, who), current, new, keep_session_digest=SessionService(
+                    uow.session, ctx.clock, ctx.secret_key).digest_of(who.session_id))  # other browsers end
+
+        try:  # a stolen session must not guess the current password faster than sign-in could
+            guarded_password(request, who.username, change, "console")
+        except RateLimited as limited:
+            errors["current"] = f"Too many wrong passwords. Please try again in {_wait(limited)}."
+            status = 429
         except AuthenticationFailed:
             errors["current"] = "The current password is not right."
         except InvalidInput as exc:
             errors.update(field_error(exc, "new"))
     if errors:
-        return render(request, "password.html", 422, who=who, errors=errors)
+        return render(request, "password.html", status, who=who, errors=errors)
     return redirect("/tokens")
 
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tokensmith import secrets
+from tokensmith import caps, secrets
 from tokensmith.clock import Clock
 from tokensmith.db.models import ConsoleSession, User
 
@@ -69,6 +69,10 @@ class SessionService:
         self.clock = clock
         self.secret_key = secret_key
 
+    def digest_of(self, session_id: str) -> str:
+        """What the database keeps of a session id (to name the one session to keep)."""
+        return self._digest(session_id)
+
     def _digest(self, session_id: str) -> str:
         return hmac.new(self.secret_key, f"session:{session_id}".encode(), hashlib.sha256).hexdigest()
 
@@ -82,7 +86,22 @@ class SessionService:
         self.session.add(ConsoleSession(digest=self._digest(session_id), user_id=user.id, created_at=now,
                                         last_seen_at=now))
         self.session.flush()
+        self._end_oldest_beyond_cap(user.id)
         return session_id
+
+    def _end_oldest_beyond_cap(self, user_id: int) -> None:
+        """Keep at most the cap's number of sessions per user: a new sign-in ends the oldest ones.
+
+        Ending the oldest (not refusing the new one) keeps the owner able to sign in when
+        forgotten browsers hold every slot; a thief's older session is ended, not kept.
+        """
+        caps.lock_owner(self.session, user_id)
+        keep = caps.current().sessions_per_user
+        kept = select(ConsoleSession.id).where(ConsoleSession.user_id == user_id) \
+            .order_by(ConsoleSession.created_at.desc(), ConsoleSession.id.desc()).limit(keep)
+        self.session.execute(delete(ConsoleSession).where(
+            ConsoleSession.user_id == user_id, ConsoleSession.id.not_in(kept.scalar_subquery()))
+            .execution_options(synchronize_session=False))
 
     def _row(self, session_id: str) -> ConsoleSession | None:
         if not session_id or len(session_id) > 100:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tokensmith.db.changes import FEED_KEY, ChangeFeed
@@ -22,12 +26,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file 0600 before SQLite does (it would use the umask: 0644).
+
+    SQLite gives the -wal and -shm files the database file's mode, so they are owner-only too.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):  # another worker process made it first, the same way
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def make_engine(url: str) -> Engine:
+    # hide_parameters: SQLAlchemy's exception text quotes bound parameters (a password hash, a
+    # digest), and exception text can reach a log line; statements alone are enough to debug.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        _create_private_sqlite_file(url)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                               hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 
 
 class Database:
@@ -58,3 +82,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def flush_or_conflict(session: Session, conflict: Exception) -> None:
+    """Flush; a unique constraint hit (a same-name create that raced ours and won) raises ``conflict``.
+
+    The look-up before an insert cannot see a concurrent transaction's row; the constraint can.
+    Only the constraint's kind is kept: the database's message quotes the row's values.
+    """
+    try:
+        session.flush()
+    except IntegrityError:
+        raise conflict from None

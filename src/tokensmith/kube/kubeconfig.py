@@ -208,9 +208,12 @@ def _write_new(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def merge_into_file(path: Path, new: dict[str, Any]) -> Path | None:
-    """Merge ``new`` into the kubeconfig at ``path`` (created if missing); returns the backup's path.
+def merge_into_file(path: Path, new: dict[str, Any], *, keep_backup: bool = False) -> Path | None:
+    """Merge ``new`` into the kubeconfig at ``path`` (created if missing); returns the kept backup's path.
 
+    The existing file is first copied to a 0600 backup. Once the merged file has been read back
+    and found to be exactly what was meant, the backup is removed (it holds the old secrets) unless
+    ``keep_backup``; if the check fails, the backup stays and KubeconfigError names it.
     Raises KubeconfigError, before writing anything, if the existing file is not a kubeconfig.
     """
     existing: dict[str, Any] = {}
@@ -220,7 +223,20 @@ def merge_into_file(path: Path, new: dict[str, Any]) -> Path | None:
         except (OSError, UnicodeDecodeError) as exc:
             raise KubeconfigError(f"cannot read {path}: {exc}") from None
         existing = parse(text, str(path))
-    return write_atomic(path, render(merge(existing, new)), backup=path.exists())
+    merged = render(merge(existing, new))
+    backup = write_atomic(path, merged, backup=path.exists())
+    if backup is None:
+        return None
+    try:
+        verified = Path(os.path.realpath(path)).read_text() == merged and bool(parse(merged, str(path)))
+    except (OSError, UnicodeDecodeError, KubeconfigError):
+        verified = False
+    if not verified:
+        raise KubeconfigError(f"{path} does not read back as written; the previous file is kept in {backup}")
+    if keep_backup:
+        return backup
+    backup.unlink()
+    return None
 
 
 # --- best-practice check -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Final, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tokensmith import secrets
+from tokensmith import caps, secrets
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
 from tokensmith.db.models import AccessKey, Token, User
@@ -171,6 +171,13 @@ class AccessKeyService:
         return self._mint(minter, clean_name(f"SDK credentials for {minter.token_name}"), cap, SOURCE_EXCHANGE)
 
     def _mint(self, minter: Minter, name: str, expiry: datetime | None, source: str) -> CreatedAccessKey:
+        now = self.clock.now()
+        caps.lock_owner(self.session, minter.user_id)  # counted and inserted one mint at a time
+        live = self.session.scalar(select(func.count(AccessKey.id)).where(
+            AccessKey.user_id == minter.user_id, AccessKey.revoked_at.is_(None),
+            AccessKey.expires_at.is_(None) | (AccessKey.expires_at > now)))
+        caps.refuse_over(live or 0, caps.current().access_keys_per_user, "live S3 access keys",
+                         "TOKENSMITH_MAX_ACCESS_KEYS_PER_USER")
         access_key_id = secrets.access_key_id(permanent=expiry is None)
         secret = secrets.access_key_secret()
         key = AccessKey(

@@ -6,12 +6,13 @@ import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tokensmith import caps, secrets
 from tokensmith import scopes as scope_rules
-from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
 from tokensmith.actor import Actor
 from tokensmith.clock import Clock
@@ -47,6 +48,22 @@ class RevokedToken:
     token: Token
     revoked_access_keys: int
     surviving_access_keys: int  # permanent keys it minted that are still live
+
+
+tokens = cast(Table, Token.__table__)
+
+
+def _claim(session: Session, token_id: int, *still: Any) -> bool:
+    """Lock the token's row if it still matches ``still`` (a no-op UPDATE); False if it no longer does.
+
+    The row stays locked until the unit of work ends (PostgreSQL: row lock, and a waiting UPDATE
+    re-checks its condition on the winner's row; SQLite: the database write lock), so the ORM
+    change that follows is the only one. Core on the session's connection, not an ORM bulk UPDATE,
+    so db/changes.py sees the ORM change for what it is and invalidates just this token.
+    """
+    result = session.connection().execute(
+        update(tokens).where(tokens.c.id == token_id, *still).values(id=tokens.c.id))
+    return result.rowcount == 1
 
 
 class TokenService:
@@ -87,6 +104,7 @@ class TokenService:
         if expiration is None and expires_at is None:
             expiration = policy.default_expiration
         expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at))
+        self._check_cap(owner, now)
         secret = secrets.generate()
         token = Token(
             public_id=secrets.public_id("tok"), user_id=owner.id, org_id=owner.org_id, name=name, note=note,
@@ -101,6 +119,15 @@ class TokenService:
                 token_clusters.c.token_id == token.id, token_clusters.c.cluster_id == cluster_id).values(level=level))
         self.session.expire(token, ["grants"])
         return CreatedToken(token, secret)
+
+    def _check_cap(self, owner: User, now: datetime) -> None:
+        """Refuse (422 naming the limit) a token beyond the owner's cap of live tokens."""
+        caps.lock_owner(self.session, owner.id)  # counted and inserted one create at a time
+        live = self.session.scalar(select(func.count(Token.id)).where(
+            Token.user_id == owner.id, Token.revoked_at.is_(None),
+            (Token.expires_at.is_(None)) | (Token.expires_at > now)))
+        caps.refuse_over(live or 0, caps.current().tokens_per_user, "live tokens",
+                         "TOKENSMITH_MAX_TOKENS_PER_USER")
 
     @staticmethod
     def check_scopes(owner: User, scopes: Sequence[str] | None, grant_service_scopes: bool) -> frozenset[str] | None:
@@ -160,6 +187,10 @@ class TokenService:
         """``revoke``, also saying how many access keys were revoked and how many permanent ones survive."""
         token = self.get(actor, public_id)
         now = self.clock.now()
+        # Conditional: of concurrent deletes exactly one changes the row; the others were too late
+        # and see what a later delete sees (404), with no second audit or webhook event.
+        if not _claim(self.session, token.id, tokens.c.revoked_at.is_(None)):
+            raise NotFound(f"token {public_id!r} not found")
         token.revoked_at = now
         outcome = revoke_keys_minted_by(self.session, token.id, now, include_permanent=revoke_access_keys)
         emit(self.session, token.org_id, "token.revoked", {"token": token_data(token)}, now)
@@ -168,16 +199,25 @@ class TokenService:
 
     def rotate(
         self, actor: Actor, public_id: str, grace: str = "0s",
-        expiration: str | None = None, expires_at: datetime | None = None,
+        expiration: str | None = None, expires_at: datetime | None = None, *, presented_secret: str | None = None,
     ) -> CreatedToken:
         """Give a token the caller may see a new secret; same id, name, note, clusters and scopes.
 
         The old secret keeps working for ``grace`` ("0s".."7d"; 0 refuses it at once). The expiry is
         kept unless a new one is given; either way it must satisfy the organization's policy
         (InvalidInput stating it). Returns the token and its new secret.
+
+        ``presented_secret``: the secret a token rotating itself authenticated with. It must still be
+        the current one: a token already rotated by another request (its caller now holds only the
+        previous secret, in its grace period) gets Conflict, so of concurrent self-rotations exactly
+        one wins whatever the timing.
         """
         grace_period = parse_grace(grace)
         token = self.get(actor, public_id)
+        if presented_secret is not None and not secrets.digests_match(
+                token.secret_digest, secrets.digest(presented_secret, self.secret_key)):
+            raise Conflict(f"token {public_id!r} was already rotated by another request; "
+                           "authenticate with its new secret to rotate it again")
         now = self.clock.now()
         policy = PolicyService(self.session, self.clock).get(token.org_id)
         if expiration is not None or expires_at is not None:
@@ -185,6 +225,13 @@ class TokenService:
         else:
             expiry = policy.enforce(now, token.expires_at)
         secret = secrets.generate()
+        # Compare-and-set on the digest read above: of concurrent rotations exactly one writes its
+        # secret (the others would hand out secrets that never work), and a token deleted meanwhile
+        # is not given a new secret at all.
+        if not _claim(self.session, token.id, tokens.c.secret_digest == token.secret_digest,
+                      tokens.c.revoked_at.is_(None)):
+            raise Conflict(f"token {public_id!r} was rotated or deleted by another request at the same time; "
+                           "nothing was changed by this one")
         if grace_period > timedelta(0):
             token.previous_secret_digest, token.previous_grace_until = token.secret_digest, now + grace_period
         else:

@@ -17,19 +17,21 @@ from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
 from tokensmith.usecases.tokens import IssuedToken, TokenRequest, _issue
 
-# Unknown user names are not written to the audit log as typed: a password typed into the
-# user-name field would otherwise be stored in clear.
-MAX_RECORDED_NAME = 100
 
+def _authenticate(uow: UnitOfWork, actor: Actor, username: str, password: str, *, for_token: bool = False) -> User:
+    """The active user with this password; records the failure apart and raises AuthenticationFailed.
 
-def _authenticate(uow: UnitOfWork, actor: Actor, username: str, password: str) -> User:
-    """The active user with this password; records the failure apart and raises AuthenticationFailed."""
+    ``for_token``: an initial or reset password mints no token (Forbidden: change it first).
+    """
     try:
+        if for_token:
+            return uow.accounts.authenticate_for_token(username.strip(), password)
         return uow.accounts.authenticate(username.strip(), password)
     except AuthenticationFailed:
         known = uow.accounts.find_user(username.strip())
+        # A password typed into the user-name field is never stored: only a name that exists is.
         uow.record_apart(actor, "auth.sign_in", outcome=audit.FAILURE, org_id=known.org_id if known else None,
-                         actor_user=username.strip()[:MAX_RECORDED_NAME])
+                         actor_user=audit.typed_username(known))
         raise
 
 
@@ -45,9 +47,10 @@ def sign_in_with_password(
 ) -> IssuedToken:
     """Password sign-in that mints a token of the user's (how the CLI logs in).
 
-    Raises AuthenticationFailed (the same message for every wrong input), InvalidInput (name, expiry).
+    Raises AuthenticationFailed (the same message for every wrong input), Forbidden (the password
+    must be changed first), InvalidInput (name, expiry).
     """
-    user = _authenticate(uow, actor, username, password)
+    user = _authenticate(uow, actor, username, password, for_token=True)
     me = signed_in(user, actor)
     issued = _issue(uow, me, user, TokenRequest(name=token_name, expiration=expiration))
     uow.record(me, "auth.sign_in", target=issued.token.public_id)
@@ -69,13 +72,19 @@ def sign_in_to_console(uow: UnitOfWork, actor: Actor, username: str, password: s
 
 
 @operation(None, audit="auth.password_changed")
-def change_password(uow: UnitOfWork, actor: Actor, current: str, new: str) -> User:
-    """The caller changes their own password, proving the current one.
+def change_password(
+    uow: UnitOfWork, actor: Actor, current: str, new: str, *, username: str | None = None,
+    keep_session_digest: str | None = None,
+) -> User:
+    """A person changes their own password, proving the current one; their other console sessions end.
 
+    A signed-in caller changes their own; an anonymous one (``POST /v1/auth/password``) names the
+    user. ``keep_session_digest``: the console session that made the change stays signed in.
     Raises AuthenticationFailed (wrong current password), InvalidInput (a weak new password).
     """
-    user = uow.accounts.authenticate(actor.username, current)
-    uow.accounts.set_password(user, new)
+    user = uow.accounts.authenticate(username if actor.kind == "anonymous" and username else actor.username, current)
+    uow.accounts.set_password(user, new, keep_session_digest=keep_session_digest)
     forget_initial_password(uow.settings, user.username)  # the printed first password no longer works
-    uow.record(actor, "auth.password_changed", target=user.public_id)
+    uow.record(signed_in(user, actor) if actor.kind == "anonymous" else actor, "auth.password_changed",
+               target=user.public_id)
     return user

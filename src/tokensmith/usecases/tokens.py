@@ -113,9 +113,12 @@ def _within_caller(actor: Actor, token: Token) -> None:
 @operation("tokens:write", audit="token.rotated", manages_credentials=True)
 def rotate_token(
     uow: UnitOfWork, actor: Actor, token_id: str, *, grace: str = "0s", expiration: str | None = None,
-    expires_at: datetime | None = None, kubeconfig: bool = False,
+    expires_at: datetime | None = None, kubeconfig: bool = False, presented_secret: str | None = None,
 ) -> IssuedToken:
     """A new secret for a token the caller may see; the old one works until ``grace`` ends.
+
+    ``presented_secret``: a token rotating itself passes the secret it authenticated with; it must
+    still be current (Conflict otherwise), so of concurrent self-rotations exactly one wins.
 
     Raises NotFound, InvalidInput (grace, expiry, policy, kubeconfig for a token without clusters),
     Forbidden (the token holds more than the calling credential).
@@ -124,7 +127,7 @@ def rotate_token(
     _within_caller(actor, token)
     if kubeconfig and not token.clusters:
         raise InvalidInput("this token grants no clusters, so there is no kubeconfig to issue", "kubeconfig")
-    rotated = uow.tokens.rotate(actor, token_id, grace, expiration, expires_at)
+    rotated = uow.tokens.rotate(actor, token_id, grace, expiration, expires_at, presented_secret=presented_secret)
     issued = access.issue(rotated.token, rotated.secret, rotated.token.clusters) if kubeconfig else None
     result = IssuedToken(rotated.token, rotated.secret, issued)
     uow.record(actor, "token.rotated", target=token.public_id,

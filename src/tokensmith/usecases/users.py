@@ -32,9 +32,7 @@ def create_user(uow: UnitOfWork, actor: Actor, username: str, password: str, *, 
 @operation("org:admin", audit="user.updated")
 def set_user_disabled(uow: UnitOfWork, actor: Actor, user: str, *, disabled: bool) -> User:
     """Disable a user (their tokens and console sessions stop at once) or enable them again."""
-    changed = _admin(uow).set_disabled(actor, user, disabled=disabled)
-    if changed.disabled:
-        uow.accounts.end_console_sessions(changed)
+    changed = _admin(uow).set_disabled(actor, user, disabled=disabled)  # ends their sessions when disabling
     uow.record(actor, "user.updated", target=changed.public_id,
                details={"username": changed.username, "disabled": changed.disabled})
     return changed
@@ -43,9 +41,7 @@ def set_user_disabled(uow: UnitOfWork, actor: Actor, user: str, *, disabled: boo
 @operation("org:admin", audit="user.password_reset", manages_credentials=True)
 def reset_password(uow: UnitOfWork, actor: Actor, user: str) -> tuple[User, str]:
     """A new random password for a user (returned once); their console sessions end."""
-    changed, password = _admin(uow).reset_password(actor, user)
+    changed, password = _admin(uow).reset_password(actor, user)  # ends their sessions (not an admin's own)
     forget_initial_password(uow.settings, changed.username)
-    if changed.id != actor.user_id:
-        uow.accounts.end_console_sessions(changed)
     uow.record(actor, "user.password_reset", target=changed.public_id, details={"username": changed.username})
     return changed, password

@@ -11,11 +11,13 @@ from tokensmith.api.schemas import (
     CreatedTokenOut,
     LoginRequest,
     OrgOut,
+    PasswordChange,
     TokenOut,
     UserOut,
     WhoAmI,
     problem_responses,
 )
+from tokensmith.errors import InvalidInput
 from tokensmith.usecases import Actor, auth, tokens
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -36,7 +38,7 @@ def whoami(caller: CallerActor, ctx: Context, request: Request) -> WhoAmI:
 
 @router.post(
     "/auth/token", status_code=201, response_model=CreatedTokenOut, tags=["tokens"],
-    responses=problem_responses(400, 401, 422, 429),
+    responses=problem_responses(400, 401, 403, 422, 429),
 )
 def login(body: LoginRequest, ctx: Context, request: Request, response: Response) -> CreatedTokenOut:
     """Exchange a username and password for a new token of that user (429 after repeated failures)."""
@@ -51,3 +53,21 @@ def login(body: LoginRequest, ctx: Context, request: Request, response: Response
     out = guarded_password(request, body.username, sign_in)
     response.headers["Cache-Control"] = "no-store"
     return out
+
+
+@router.post("/auth/password", status_code=204, responses=problem_responses(400, 401, 422, 429))
+def change_password(body: PasswordChange, ctx: Context, request: Request) -> Response:
+    """Change a password with the current one (the way out of "must change password" without a browser).
+
+    Limited like sign-in; every console session of the user ends.
+    """
+    if body.new_password == body.password:
+        raise InvalidInput("new_password must differ from the current password", "new_password")
+    anonymous = Actor.anonymous(request_context(request))
+
+    def change() -> None:
+        with ctx.unit_of_work() as uow:  # the same operation as the console's password form
+            auth.change_password(uow, anonymous, body.password, body.new_password, username=body.username)
+
+    guarded_password(request, body.username, change)
+    return Response(status_code=204)

@@ -39,16 +39,19 @@ class RotateRequest(RequestBody):
 
 
 @router.post("/tokens/{token_id}/rotate", tags=["tokens"], response_model=CreatedTokenOut,
-             responses=problem_responses(404, 422))
+             responses=problem_responses(404, 409, 422))
 def rotate_token(
-    token_id: str, caller: Annotated[Actor, acting(tokens.rotate_token)], ctx: Context, response: Response,
-    body: RotateRequest | None = None,
+    token_id: str, caller: Annotated[Actor, acting(tokens.rotate_token)], ctx: Context, request: Request,
+    response: Response, body: RotateRequest | None = None,
 ) -> CreatedTokenOut:
     """A new secret for the same token; the old one works until the grace period ends."""
     body = body or RotateRequest()
+    # A token rotating itself proves it is still the current secret: concurrent self-rotations get one winner.
+    presented = bearer_secret(request.headers.get("authorization")) if token_id == caller.token_public_id else None
     with ctx.unit_of_work() as uow:
         out = created_out(tokens.rotate_token(uow, caller, token_id, grace=body.grace, expiration=body.expiration,
-                                              expires_at=body.expires_at, kubeconfig=body.kubeconfig), ctx)
+                                              expires_at=body.expires_at, kubeconfig=body.kubeconfig,
+                                              presented_secret=presented), ctx)
     response.headers["Cache-Control"] = "no-store"
     return out
 

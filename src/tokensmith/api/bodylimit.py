@@ -1,0 +1,124 @@
+"""A request body limit for every route, applied before authentication and parsing.
+
+A pure ASGI middleware: it reads the body as it streams in, counting bytes, and answers 413 as
+soon as the count passes the limit, whatever Content-Length says (absent, or lying). A declared
+Content-Length over the limit is refused before a byte of the body is read. A body that does not
+arrive within the read timeout is answered 408. The body (at most the limit) is then handed to
+the app as one message, so nothing downstream can read more than the limit.
+
+Routes with a tighter limit of their own (TokenReview: 64 KiB) keep it: this is the ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _problem(send: Send, status: int, title: str, detail: str) -> None:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"), (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` (413) or slower than ``timeout`` seconds in total (408)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            declared, chunked = self._framing(scope)
+            if declared is not None and declared > self.max_bytes:
+                raise _Refused(413, self._too_large())
+            if not chunked and not declared:
+                # No body at all (most GETs, the verification doors): nothing to count or wait for.
+                await self.app(scope, receive, send)
+                return
+            body = await self._read(receive)
+        except _Disconnected:
+            return  # the client went away mid-body: nobody is left to answer
+        except _Refused as refused:
+            title = "Content Too Large" if refused.status == 413 else "Request Timeout"
+            await _problem(send, refused.status, title, refused.detail)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect is left to hear
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"the request body is larger than the limit of {self.max_bytes} bytes"
+
+    def _framing(self, scope: Scope) -> tuple[int | None, bool]:
+        """(Content-Length, whether the body is chunked) as the client declared them."""
+        declared, chunked = None, False
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise _Refused(413, "Content-Length is not a number") from None
+            elif name == b"transfer-encoding":
+                chunked = True
+        return declared, chunked
+
+    async def _read(self, receive: Receive) -> bytes:
+        """The whole body, at most ``max_bytes``; raises _Refused past the limit or the deadline."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Disconnected
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise _Refused(413, self._too_large())
+                    if chunk:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _Refused(408, f"the request body did not arrive within {self.timeout:g} s") from None
