@@ -64,6 +64,8 @@ class Settings:
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
     # Private ranges webhooks may reach anyway (on-premises receivers); by default only public addresses.
     webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+    # How long a browser sign-in request (tokensmith login --web, RFC 8628) waits for approval.
+    device_code_seconds: int = 600
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -84,6 +86,7 @@ class Settings:
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
             webhook_allowed_networks=parse_networks(env.get("TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS", "")),
+            device_code_seconds=_positive_int(env, "TOKENSMITH_DEVICE_CODE_LIFETIME", 600),
         )
 
     @property

@@ -20,6 +20,7 @@ from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
     cluster_webhooks,
+    device,  # noqa: F401 - registers the device sign-in page (/device) on the router
     policy,  # noqa: F401 - registers the Policy page on the router
     token_lifecycle,
 )

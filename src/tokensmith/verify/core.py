@@ -57,6 +57,9 @@ class Identity:
     holds_owner_scopes: bool = True
     # Verified by a rotated-out secret during its grace period (authenticates, manages nothing).
     rotated_out: bool = False
+    # The token this one was derived from (a cluster credential's CLI login): revoking that one
+    # drops this identity from the cache too (verify/cache.py indexes it under both ids).
+    parent_token_id: int | None = None
 
 
 class Verifier:
@@ -137,6 +140,16 @@ class Verifier:
                 token.previous_secret_digest, digest)
             if token.revoked_at is not None or user.disabled or not (current or previous):
                 return None
+            parent_expires_at = None
+            if token.parent_token_id is not None:
+                # A derived token lives only as long as the token it was derived from (fail closed:
+                # a parent gone, revoked or expired refuses the child).
+                parent = session.execute(
+                    select(Token.revoked_at, Token.expires_at).where(Token.id == token.parent_token_id)
+                ).first()
+                if parent is None or parent.revoked_at is not None or is_expired(parent.expires_at, self.clock.now()):
+                    return None
+                parent_expires_at = parent.expires_at
             cluster_ids = frozenset(
                 session.scalars(select(token_clusters.c.cluster_id).where(token_clusters.c.token_id == token.id))
             )
@@ -145,6 +158,8 @@ class Verifier:
                 # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
                 grace = token.previous_grace_until
                 expires_at = grace if expires_at is None or grace < expires_at else expires_at
+            if parent_expires_at is not None and (expires_at is None or parent_expires_at < expires_at):
+                expires_at = parent_expires_at
             return Identity(
                 token_id=token.id, token_public_id=token.public_id, token_name=token.name,
                 user_id=user.id, user_public_id=user.public_id, username=user.username,
@@ -152,6 +167,7 @@ class Verifier:
                 created_at=token.created_at, expires_at=expires_at, cluster_ids=cluster_ids,
                 scopes=scopes.effective(scopes.deserialize(token.scopes), user.is_admin),
                 holds_owner_scopes=token.scopes is None, rotated_out=previous and not current,
+                parent_token_id=token.parent_token_id,
             )
 
     def start(self) -> None:
