@@ -64,13 +64,22 @@ def db_upgrade() -> None:
 @friendly
 def login(
     url: Annotated[str, typer.Option(help="The tokensmith server, e.g. http://127.0.0.1:8000")],
-    username: Annotated[str, typer.Option(prompt=True)],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    username: Annotated[str | None, typer.Option()] = None,
+    password: Annotated[str | None, typer.Option()] = None,
     expires_in: Annotated[str, typer.Option(help="Lifetime of the CLI's token.")] = "30d",
+    web: Annotated[bool, typer.Option("--web", help="Approve in the browser (console) instead of a password.")]
+    = False,
 ) -> None:
-    """Sign in with a password; stores a new token in ~/.config/tokensmith/config.toml (0600)."""
+    """Sign in with a password (or --web: approve in the browser); the token goes to ~/.config/tokensmith (0600)."""
     import socket
 
+    if web:
+        from tokensmith.cli.device_login import login_with_browser
+
+        login_with_browser(url)
+        return
+    username = username if username is not None else typer.prompt("Username")
+    password = password if password is not None else typer.prompt("Password", hide_input=True)
     client = ApiClient(url)
     created = client.post(
         "/v1/auth/token",
@@ -79,6 +88,15 @@ def login(
     )
     path = ClientConfig(url=url, token=created["secret"]).save()
     out.print(f"logged in as {username}; token {created['token']['id']} stored in {path}")
+
+
+@app.command("kube-credential")
+@friendly
+def kube_credential(cluster: Annotated[str, typer.Option(help="The cluster's name or id.")]) -> None:
+    """kubectl's exec plugin: an ExecCredential for CLUSTER (1 hour at most, cached 0600, tied to your login)."""
+    from tokensmith.cli.exec_credential import run_kube_credential
+
+    run_kube_credential(cluster)
 
 
 @app.command()
