@@ -48,6 +48,8 @@ def _rate_limited(limited: RateLimited) -> JSONResponse:
 async def form_fields(request: Request) -> dict[str, str] | None:
     """The urlencoded form's text fields (the first of each name); None when the body is not a form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type and not await request.body():
+        return {}  # no parameters at all: an empty form
     if content_type != "application/x-www-form-urlencoded":
         return None
     form = await request.form()
@@ -89,7 +91,7 @@ async def device_authorization(request: Request) -> JSONResponse:
     except RateLimited as limited:
         return _rate_limited(limited)
     except InvalidInput as exc:
-        return oauth_error("invalid_scope" if exc.field is None else "invalid_request", exc.detail)
+        return oauth_error("invalid_scope" if exc.field == "scopes" else "invalid_request", exc.detail)
     return JSONResponse(answer, headers=NO_STORE)
 
 
