@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 from sqlalchemy import CursorResult, select, update
@@ -206,7 +206,3 @@ class DeviceGrantService:
     def requested_scopes(self, authorization: DeviceAuthorization) -> list[str] | None:
         parsed = scope_rules.deserialize(authorization.scopes)
         return None if parsed is None else sorted(parsed)
-
-    @staticmethod
-    def lifetime_left(authorization: DeviceAuthorization, now: datetime) -> int:
-        return max(0, int((authorization.expires_at - now).total_seconds()))
