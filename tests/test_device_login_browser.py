@@ -18,9 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests import test_console_browser as shared
 from tests.conftest import require
+from tests.pki import make_pki
 from tests.servers import ServerProcess, free_port, server_env, wait_for_http
 
 pytestmark = pytest.mark.browser
@@ -137,3 +139,27 @@ def test_login_web_with_an_expired_code_logs_nobody_in_and_the_code_cannot_be_ap
     assert page.locator("#device-error").is_visible()
     assert page.get_by_role("button", name="Approve").count() == 0
     shot(page, "device-expired-desktop")
+
+
+def test_the_console_downloads_a_kubeconfig_without_a_secret(page, server, admin_password, tmp_path):
+    signed = httpx.post(f"{server.url}/v1/auth/token", json={"username": "admin", "password": admin_password,
+                                                             "name": "setup"})
+    headers = {"Authorization": f"Bearer {signed.json()['secret']}"}
+    created = httpx.post(f"{server.url}/v1/clusters", headers=headers, json={
+        "name": "edge", "server": "https://10.0.0.7:6443", "certificate_authority": make_pki().ca_pem,
+        "region": "eu-1"})
+    assert created.status_code == 201, created.text
+    page.goto("/tokens")
+    page.locator("#create-token").click()
+    dialog = page.locator("#create-dialog")
+    dialog.get_by_label("No secret: via the tokensmith CLI").check()
+    dialog.get_by_label("edge").check()
+    shot(page, "create-exec-kubeconfig-desktop")
+    with page.expect_download() as download:
+        dialog.get_by_role("button", name="Create token").click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert download.value.suggested_filename == "kubeconfig-default-exec.yaml"
+    text = path.read_text()
+    assert "tsm_" not in text and "token:" not in text
+    assert yaml.safe_load(text)["users"][0]["user"]["exec"]["args"] == ["kube-credential", "--cluster", "edge"]

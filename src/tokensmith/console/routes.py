@@ -21,6 +21,7 @@ from tokensmith.console import (
     audit_page,  # noqa: F401 - registers the audit log page on the router
     cluster_webhooks,
     device,  # noqa: F401 - registers the device sign-in page (/device) on the router
+    exec_kubeconfig,
     policy,  # noqa: F401 - registers the Policy page on the router
     token_lifecycle,
 )
@@ -238,6 +239,11 @@ def create_token(
     ctx = context_of(request)
     form = {"name": name, "note": note, "expiration": expiration, "expires_on": expires_on, "kind": kind,
             "clusters": clusters, "scope_mode": scope_mode, "scopes": scopes}
+    if kind == "exec":  # no token at all: a kubeconfig whose users run the tokensmith CLI
+        try:
+            return exec_kubeconfig.download(request, who, clusters)
+        except InvalidInput as exc:
+            return _tokens_page(request, who, form=form, errors=field_error(exc, "clusters"), status=422)
     # Check every field first, so the dialog can mark all wrong fields at once.
     errors: dict[str, str] = {}
     for check in (lambda: clean_name(name), lambda: clean_note(note),
@@ -248,7 +254,7 @@ def create_token(
         except InvalidInput as exc:
             errors.update(field_error(exc, "name"))
     if kind not in ("secret", "kubeconfig"):
-        errors["kind"] = "Choose Token Secret or Kubeconfig."
+        errors["kind"] = "Choose Token Secret, Kubeconfig or No secret."
     elif kind == "kubeconfig" and not clusters:
         errors["clusters"] = "Pick at least one cluster for the kubeconfig."
     if errors:
