@@ -98,6 +98,16 @@ def test_an_expired_code_answers_expired_token_and_cannot_be_approved(client, al
     assert 'id="device-approve"' not in page.text
 
 
+def test_an_approver_disabled_before_the_device_polls_gives_no_token(client, alice_console, alice, database):
+    from tokensmith.db.models import User
+
+    started = start(client)
+    decide(alice_console, started["user_code"], "approve")
+    with database.session() as session:
+        session.get(User, alice.user.id).disabled = True
+    assert poll(client, started["device_code"]).json()["error"] == "invalid_grant"
+
+
 def test_an_approved_code_that_expires_before_the_device_polls_gives_no_token(client, alice_console, clock):
     started = start(client)
     decide(alice_console, started["user_code"], "approve")
@@ -140,6 +150,33 @@ def test_an_unknown_scope_is_refused_at_the_start(client):
 def test_the_sign_in_page_is_for_signed_in_people_only(client):
     response = client.get("/device", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/sign-in"
+
+
+def test_the_clis_link_survives_signing_in(client, database, clock):
+    from tokensmith.accounts.service import AccountService
+
+    with database.session() as session:
+        accounts = AccountService(session, clock)
+        accounts.create_user(accounts.get_or_create_org("default"), "dora", "dora's long password")
+    started = start(client)
+    client.get("/device", params={"user_code": started["user_code"]}, follow_redirects=False)
+    csrf = CSRF.search(client.get("/sign-in").text).group(1)
+    signed = client.post("/sign-in", data={"csrf": csrf, "username": "dora", "password": "dora's long password"},
+                         follow_redirects=False)
+    assert signed.headers["location"] == f"/device?user_code={started['user_code']}"
+    assert 'id="device-approve"' in client.get(signed.headers["location"]).text
+
+
+@pytest.mark.parametrize(("remembered", "goes_to"), [
+    ("/device?user_code=BCDF-GHJK", "/device?user_code=BCDF-GHJK"), ("/device", "/device"),
+    ("https://evil.example/device", None), ("//evil.example/device", None), ("/device?next=//evil", None),
+])
+def test_only_a_device_page_is_remembered_for_after_sign_in(remembered, goes_to):
+    from types import SimpleNamespace
+
+    from tokensmith.console.device import NEXT_COOKIE, next_page
+
+    assert next_page(SimpleNamespace(cookies={NEXT_COOKIE: remembered})) == goes_to  # type: ignore[arg-type]
 
 
 def test_wrong_codes_at_the_console_are_rate_limited(client, alice_console):

@@ -7,17 +7,41 @@ counted per person and per address (the shared brute-force limits), so codes can
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 from fastapi import Request, Response
 
 from tokensmith.clientaddress import request_ip
-from tokensmith.console.common import Csrf, Signed, Text, actor_of, check_csrf, context_of, render, router
+from tokensmith.console.common import (
+    Csrf,
+    Signed,
+    SignInRequired,
+    Text,
+    actor_of,
+    check_csrf,
+    context_of,
+    redirect,
+    render,
+    router,
+    viewer,
+)
 from tokensmith.console.sessions import Viewer
 from tokensmith.db.models import DeviceAuthorization
 from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.ratelimit import RateLimited
 from tokensmith.usecases import device
+
+# The CLI's link (verification_uri_complete) survives a sign-in: the page to return to is kept in a
+# cookie, and only a /device address is ever accepted from it (never an open redirect).
+NEXT_COOKIE: Final = "tsm_next"
+_NEXT: Final = re.compile(r"/device(\?user_code=[A-Za-z0-9-]{1,20})?")
+
+
+def next_page(request: Request) -> str | None:
+    """Where to go after signing in, if the person came from a device link."""
+    value = request.cookies.get(NEXT_COOKIE, "")
+    return value if _NEXT.fullmatch(value) else None
 
 
 def _guess_keys(request: Request, who: Viewer) -> tuple[str, str]:
@@ -61,8 +85,17 @@ def _lookup(request: Request, who: Viewer, user_code: str) -> tuple[DeviceAuthor
 
 
 @router.get("/device")
-def device_page(request: Request, who: Signed, user_code: str = "") -> Response:
+def device_page(request: Request, user_code: str = "") -> Response:
     """Enter a code (or arrive with ?user_code= from the CLI's link) and see what it asks for."""
+    try:
+        who = viewer(request)
+    except SignInRequired:
+        back = "/device" + (f"?user_code={user_code.strip()}" if user_code.strip() else "")
+        response = redirect("/sign-in")
+        if _NEXT.fullmatch(back):
+            response.set_cookie(NEXT_COOKIE, back, max_age=900, httponly=True, samesite="lax", path="/",
+                                secure=request.url.scheme == "https")
+        return response
     if not user_code.strip():
         return _page(request, who)
     found, refusal = _lookup(request, who, user_code)

@@ -20,7 +20,7 @@ from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
     cluster_webhooks,
-    device,  # noqa: F401 - registers the device sign-in page (/device) on the router
+    device,  # also registers the device sign-in page (/device) on the router
     exec_kubeconfig,
     policy,  # noqa: F401 - registers the Policy page on the router
     token_lifecycle,
@@ -110,9 +110,10 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     except AuthenticationFailed:
         return _sign_in_page(request, 401, "That user name and password do not match.", username)
     session_id, must_change = result
-    response = redirect("/account/password" if must_change else "/tokens")
+    response = redirect("/account/password" if must_change else device.next_page(request) or "/tokens")
     _set_cookie(request, response, SESSION_COOKIE, session_id)
     response.delete_cookie(PRE_COOKIE, path="/")
+    response.delete_cookie(device.NEXT_COOKIE, path="/")
     return response
 
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tokensmith.db.models import DeviceAuthorization, User
-from tokensmith.errors import Forbidden, NotFound
-from tokensmith.tokens.device_grant import DEFAULT_LIFETIME, DeviceGrantService, DeviceRequest, format_user_code
+from tokensmith.errors import Forbidden
+from tokensmith.tokens.device_grant import (
+    DEFAULT_LIFETIME,
+    DeviceGrantError,
+    DeviceGrantService,
+    DeviceRequest,
+    format_user_code,
+)
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.auth import signed_in
 from tokensmith.usecases.base import UnitOfWork, operation
@@ -108,7 +114,7 @@ def redeem_device_code(uow: UnitOfWork, actor: Actor, device_code: str) -> Issue
     found = service.claim(device_code)
     user = uow.session.get(User, found.user_id) if found.user_id is not None else None
     if user is None or user.disabled:
-        raise NotFound("the person who approved this request no longer exists")
+        raise DeviceGrantError("invalid_grant", "the person who approved this request can no longer sign in")
     me = signed_in(user, actor)
     issued = _issue(uow, me, user, TokenRequest(name=f"cli@{found.client_name}"[:100],
                                                 scopes=service.requested_scopes(found)))
