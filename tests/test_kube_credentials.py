@@ -178,3 +178,38 @@ def test_the_cache_sweep_sees_parents_of_cached_derived_identities():
     cache = VerificationCache()
     cache.put("child", _identity(2, parent=1), cache.generation)
     assert sorted(cache.cached_token_ids()) == [1, 2]
+
+
+@pytest.mark.postgres
+def test_a_second_replica_refuses_a_cluster_credential_once_its_login_is_revoked(database_url, client, alice, prod,
+                                                                                 clock):
+    import time
+
+    from tests.conftest import SECRET_KEY
+    from tokensmith.db.database import Database
+    from tokensmith.errors import AuthenticationFailed
+    from tokensmith.verify.core import Verifier
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("replicas share PostgreSQL")
+    secret = derive(client, alice).json()["secret"]
+    other = Database(database_url)  # another process's engine
+    replica = Verifier(other, SECRET_KEY, clock)
+    replica.start()
+    try:
+        assert replica.background.listening.wait(5)
+        assert replica.verify(secret).parent_token_id is not None  # cached there now
+        assert client.delete(f"/v1/tokens/{alice.token_id}", headers=alice.headers).status_code == 204
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            try:
+                replica.verify(secret)
+            except AuthenticationFailed:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the second replica still accepted the cluster credential 1 s after its login was revoked")
+    finally:
+        replica.stop()
+        replica.close()
+        other.dispose()
