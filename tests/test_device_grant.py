@@ -115,6 +115,16 @@ def test_an_approved_code_that_expires_before_the_device_polls_gives_no_token(cl
     assert poll(client, started["device_code"]).json()["error"] == "expired_token"
 
 
+def test_requests_finished_a_day_ago_are_purged_by_the_next_request(client, clock, database):
+    from tokensmith.db.models import DeviceAuthorization
+
+    start(client)
+    clock.advance(timedelta(days=1, minutes=11))
+    start(client)
+    with database.session() as session:
+        assert len(list(session.scalars(select(DeviceAuthorization)))) == 1
+
+
 def test_the_console_shows_the_machine_its_address_and_the_scopes_asked(client, alice_console):
     started = start(client, scope="tokens:read kubernetes")
     page = alice_console.get("/device", params={"user_code": started["user_code"].replace("-", "").lower()})

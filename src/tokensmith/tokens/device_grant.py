@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from tokensmith import scopes as scope_rules
@@ -37,6 +37,8 @@ DEFAULT_LIFETIME: Final = timedelta(minutes=10)
 DEFAULT_INTERVAL: Final = 5  # seconds between polls
 SLOW_DOWN_STEP: Final = 5  # RFC 8628 §3.5
 MAX_CLIENT_NAME: Final = 100
+# Finished requests are kept a day for whoever reads the table, then purged by the next request.
+KEEP_FINISHED: Final = timedelta(days=1)
 
 PENDING: Final = "pending"
 APPROVED: Final = "approved"
@@ -110,6 +112,7 @@ class DeviceGrantService:
         """A new pending request. Raises InvalidInput for an unknown scope or a secret in the name."""
         stored = None if scopes is None else scope_rules.serialize(scope_rules.parse(scopes))
         now = self.clock.now()
+        self.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.expires_at < now - KEEP_FINISHED))
         device_code = secrets.generate(DEVICE_CODE_PREFIX)
         user_code = new_user_code()
         while self.session.scalar(select(DeviceAuthorization.id).where(
