@@ -48,6 +48,10 @@ _.Expiration
 _.token_type_hint
 # console/routes.py imports console.audit_page for its side effect (registers the pages).
 _.audit_page
+# ... and console.device (the /device sign-in page).
+_.device
+# When a device sign-in request was approved or denied: kept for operators reading the table.
+_.decided_at
 
 # Response fields of the S3 verify answer (pydantic serializes them; gateways read them).
 _.signingKey

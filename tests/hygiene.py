@@ -32,7 +32,7 @@ import pytest
 
 from tokensmith import secrets
 
-PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX)
+PREFIXES = (secrets.PREFIX, secrets.WEBHOOK_PREFIX, secrets.REPORTER_PREFIX, secrets.DEVICE_CODE_PREFIX)
 _SHAPE = re.compile(
     "(?<![A-Za-z0-9_])(?:" + "|".join(PREFIXES) + rf")[0-9A-Za-z]{{{secrets.BODY_LENGTH + secrets.CHECKSUM_LENGTH}}}"
     "(?![A-Za-z0-9])"

@@ -7,6 +7,7 @@ line fails its own case (the ``@operation`` decorator raises AuditMissing).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,18 @@ from tests.pki import CA_PEM
 from tokensmith.db.models import AuditEvent
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.policy import ExpiryPolicy
-from tokensmith.usecases import OPERATIONS, Actor, RequestContext, access_keys, auth, clusters, org, tokens, users
+from tokensmith.usecases import (
+    OPERATIONS,
+    Actor,
+    RequestContext,
+    access_keys,
+    auth,
+    clusters,
+    device,
+    org,
+    tokens,
+    users,
+)
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
 from tokensmith.usecases.clusters import ClusterChange, ClusterRequest
 from tokensmith.usecases.tokens import TokenRequest
@@ -57,6 +69,25 @@ def _key(uow, actor, made):
     made["key"] = access_keys.mint_access_key(uow, actor, 3600, "k", token=made["token"].public_id).key
 
 
+def _login_and_cluster(uow, actor, made):
+    _cluster(uow, actor, made)
+    made["login"] = tokens.issue_token(uow, actor, TokenRequest(name="cli", expiration="30d")).token
+
+
+def _as_login(actor, made):
+    """The caller as the CLI's login token (a cluster credential is derived from a token)."""
+    return dataclasses.replace(actor, kind="token", token_id=made["login"].id, token_public_id=made["login"].public_id)
+
+
+def _device_request(uow, actor, made):
+    made["device"] = device.request_device_authorization(uow, Actor.anonymous(RequestContext()), "laptop", None)
+
+
+def _approved_device(uow, actor, made):
+    _device_request(uow, actor, made)
+    device.approve_device_request(uow, actor, made["device"].user_code)
+
+
 # operation name -> (what must exist first, the call under test)
 CASES: dict[str, tuple[Case | None, Case]] = {
     "access_keys.mint_access_key": (_token, lambda uow, a, m: access_keys.mint_access_key(
@@ -89,6 +120,15 @@ CASES: dict[str, tuple[Case | None, Case]] = {
                                                                          expiration="90d")),
     "tokens.rotate_token": (_token, lambda uow, a, m: tokens.rotate_token(uow, a, m["token"].public_id)),
     "tokens.delete_token": (_token, lambda uow, a, m: tokens.delete_token(uow, a, m["token"].public_id)),
+    "tokens.issue_cluster_credential": (_login_and_cluster, lambda uow, a, m: tokens.issue_cluster_credential(
+        uow, _as_login(a, m), "prod")),
+    "device.request_device_authorization": (None, _device_request),
+    "device.approve_device_request": (_device_request, lambda uow, a, m: device.approve_device_request(
+        uow, a, m["device"].user_code)),
+    "device.deny_device_request": (_device_request, lambda uow, a, m: device.deny_device_request(
+        uow, a, m["device"].user_code)),
+    "device.redeem_device_code": (_approved_device, lambda uow, a, m: device.redeem_device_code(
+        uow, Actor.anonymous(RequestContext()), m["device"].device_code)),
     "users.create_user": (None, _user),
     "users.set_user_disabled": (_user, lambda uow, a, m: users.set_user_disabled(uow, a, "carol", disabled=True)),
     "users.reset_password": (_user, lambda uow, a, m: users.reset_password(uow, a, "carol")),

@@ -52,6 +52,7 @@ ENDPOINTS = (
     Endpoint("DELETE", "/v1/vpcs/{vpc}", 404, 403),
     Endpoint("PATCH", "/v1/clusters/{cluster}", 404, 403, body="audience"),
     Endpoint("GET", "/v1/clusters/{cluster}/webhook-credentials", 404, 403),
+    Endpoint("POST", "/v1/clusters/{cluster}/kube-credential", 404, 201),
     Endpoint("POST", "/v1/clusters/{cluster}/webhook-credentials", 404, 403),
     Endpoint("DELETE", "/v1/clusters/{cluster}/webhook-credentials/{credential}", 404, 403),
     Endpoint("POST", "/v1/tokens/{token}/rotate", 404, 404, body="rotate"),
@@ -78,6 +79,8 @@ ELSEWHERE = {
     ("POST", "/v1/leaks"): "a leak-reporter credential, same answer for all: test_leaks.py",
     ("GET", "/v1/object-storage/temporary-credentials"): "the SDK's bare secret: test_objectstore_api.py",
     ("POST", "/v1/object-storage/verify"): "a gateway's service-scoped token: test_objectstore_api.py",
+    ("POST", "/v1/oauth2/device_authorization"): "an anonymous device (RFC 8628): test_device_grant.py",
+    ("POST", "/v1/oauth2/token"): "authenticated by its grant (a device code): test_device_grant.py",
 }
 BODIES = {
     "token": {"name": "probe"},

@@ -25,6 +25,8 @@ UNSCOPED = {
     ("POST", "/v1/clusters/{cluster}/subjectaccessreview"): "authenticated by the cluster's webhook credential (tsw_)",
     ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
     ("GET", "/v1/auth/verify"): "forward-auth for any upstream: any live token passes; the proxy decides the rest",
+    ("POST", "/v1/oauth2/device_authorization"): "RFC 8628: an anonymous device starts a browser sign-in",
+    ("POST", "/v1/oauth2/token"): "OAuth token endpoint: each grant authenticates itself (the device code)",
 }
 # Endpoints that, beyond their scope, require the owner to be an organization admin.
 ADMIN_CHECKED = {

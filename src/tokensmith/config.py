@@ -79,6 +79,8 @@ class Settings:
     max_tokens_per_user: int = 100
     max_access_keys_per_user: int = 100
     max_sessions_per_user: int = 20
+    # How long a browser sign-in request (tokensmith login --web, RFC 8628) waits for approval.
+    device_code_seconds: int = 600
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -110,6 +112,7 @@ class Settings:
             max_tokens_per_user=_positive_int(env, "TOKENSMITH_MAX_TOKENS_PER_USER", 100),
             max_access_keys_per_user=_positive_int(env, "TOKENSMITH_MAX_ACCESS_KEYS_PER_USER", 100),
             max_sessions_per_user=_positive_int(env, "TOKENSMITH_MAX_SESSIONS_PER_USER", 20),
+            device_code_seconds=_positive_int(env, "TOKENSMITH_DEVICE_CODE_LIFETIME", 600),
         )
 
     @property

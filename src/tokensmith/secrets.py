@@ -21,11 +21,13 @@ PREFIX: Final = "tsm_"
 # and logs can tell them apart: webhook credentials of cluster API servers, leak reporters.
 WEBHOOK_PREFIX: Final = "tsw_"
 REPORTER_PREFIX: Final = "tsr_"
+# The device code of a browser sign-in (RFC 8628), held by the CLI while a person approves it.
+DEVICE_CODE_PREFIX: Final = "tsd_"
 # Like AWS's AKIA/ASIA, the first four characters of an S3 access key id say what kind it is.
 ACCESS_KEY_PERMANENT_PREFIX: Final = "TSMP"
 ACCESS_KEY_TEMPORARY_PREFIX: Final = "TSMT"
 # Every bearer credential kind tokensmith mints; the one list the guard, logs and masking read.
-CREDENTIAL_PREFIXES: Final = (PREFIX, WEBHOOK_PREFIX, REPORTER_PREFIX)
+CREDENTIAL_PREFIXES: Final = (PREFIX, WEBHOOK_PREFIX, REPORTER_PREFIX, DEVICE_CODE_PREFIX)
 BODY_LENGTH: Final = 32
 CHECKSUM_LENGTH: Final = 6
 SECRET_LENGTH: Final = len(PREFIX) + BODY_LENGTH + CHECKSUM_LENGTH

@@ -22,6 +22,9 @@ from tokensmith.api.routes import (
     users,
     verification,
 )
+from tokensmith.api.routes.device_authorization import router as device_authorization_router
+from tokensmith.api.routes.kube_credentials import router as kube_credentials_router
+from tokensmith.api.routes.oauth_token import router as oauth_token_router
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
@@ -66,7 +69,8 @@ def create_app(
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
     routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
-               token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router, users.router)
+               token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router, users.router,
+               kube_credentials_router, device_authorization_router, oauth_token_router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429)

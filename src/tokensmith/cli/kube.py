@@ -19,6 +19,7 @@ from typer import _click  # typer vendors click: TyperGroup.parse_args takes its
 from typer.core import TyperGroup
 
 from tokensmith import secrets
+from tokensmith.cli import exec_credential
 from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
@@ -102,6 +103,9 @@ def kubeconfig_build(
     )] = None,
     keep_backup: Annotated[bool, typer.Option(
         "--backup", help="With --merge: keep the backup (mode 0600) of the file as it was.")] = False,
+    exec_plugin: Annotated[bool, typer.Option(
+        "--exec", help="No secret in the file: kubectl runs 'tokensmith kube-credential' (needs 'tokensmith login').",
+    )] = False,
 ) -> None:
     """Build a kubeconfig for the secret you hold and the clusters you name; prints it unless -o/--merge."""
     if ctx.invoked_subcommand is not None:
@@ -110,6 +114,8 @@ def kubeconfig_build(
         raise CliError("name at least one cluster: tokensmith kubeconfig --cluster NAME [--cluster NAME ...]", 2)
     if output is not None and merge is not None:
         raise CliError("give either -o FILE or --merge [FILE], not both", 2)
+    if exec_plugin:
+        return exec_credential.write_exec_kubeconfig(cluster, output, merge)
     config = _server_url()
     secret = _read_secret(token_file)
     try:

@@ -102,8 +102,10 @@ def login(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")]
     = False,
     expires_in: Annotated[str, typer.Option(help="Lifetime of the CLI's token, e.g. 8h, 30d.")] = "30d",
+    web: Annotated[bool, typer.Option("--web", help="Approve in the browser (console) instead of a password.")]
+    = False,
 ) -> None:
-    """Sign in with a password; stores a token in ~/.config/tokensmith/config.toml (0600).
+    """Sign in with a password (or --web: approve a code in the console); the token is kept 0600.
 
     Logging in again replaces the CLI's previous token instead of adding another one.
     """
@@ -115,6 +117,11 @@ def login(
         raise CliError("which server? pass --url URL or set TOKENSMITH_URL (e.g. http://127.0.0.1:8000)", 2)
     parse_expiration(expires_in)
     root = check_server(target)  # before any prompt: a wrong URL should not cost a typed password
+    if web:  # RFC 8628: no password typed here; a signed-in person approves the code in the console
+        from tokensmith.cli.device_login import login_with_browser
+
+        login_with_browser(root)
+        return
     if username is None:
         username = typer.prompt("Username")
     if password_stdin or not sys.stdin.isatty():
@@ -141,6 +148,15 @@ def login(
     path = ClientConfig(url=root, token=created["secret"], token_id=new_id).save()
     out.print(f"logged in as {username} at {root}; token {new_id} stored in {path}{replaced}")
     err.print(f"the token expires {expiry_text(created['token']['expires_at'])}")
+
+
+@app.command("kube-credential")
+@friendly
+def kube_credential(cluster: Annotated[str, typer.Option(help="The cluster's name or id.")]) -> None:
+    """kubectl's exec plugin: an ExecCredential for CLUSTER (1 hour at most, cached 0600, tied to your login)."""
+    from tokensmith.cli.exec_credential import run_kube_credential
+
+    run_kube_credential(cluster)
 
 
 @app.command()

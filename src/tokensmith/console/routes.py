@@ -23,6 +23,8 @@ from tokensmith.console import (
     access_keys,  # noqa: F401 - registers the Access Keys pages on the router
     audit_page,  # noqa: F401 - registers the audit log page on the router
     cluster_webhooks,
+    device,  # also registers the device sign-in page (/device) on the router
+    exec_kubeconfig,
     policy,  # noqa: F401 - registers the Policy page on the router
     token_lifecycle,
 )
@@ -112,9 +114,10 @@ async def sign_in(request: Request, csrf: Csrf = "", username: Text = "", passwo
     except AuthenticationFailed:
         return _sign_in_page(request, 401, "That user name and password do not match.", username)
     session_id, must_change = result
-    response = redirect("/account/password" if must_change else "/tokens")
+    response = redirect("/account/password" if must_change else device.next_page(request) or "/tokens")
     _set_cookie(request, response, SESSION_COOKIE, session_id)
     response.delete_cookie(PRE_COOKIE, path="/")
+    response.delete_cookie(device.NEXT_COOKIE, path="/")
     return response
 
 
@@ -246,6 +249,11 @@ def create_token(
     form = {"name": name, "note": note, "expiration": expiration, "expires_on": expires_on, "kind": kind,
             "clusters": clusters, "scope_mode": scope_mode, "scopes": scopes, "levels": cluster_levels}
     refs = access.with_levels(clusters, cluster_levels)  # issue 16: each chosen cluster with its level
+    if kind == "exec":  # no token at all: a kubeconfig whose users run the tokensmith CLI
+        try:
+            return exec_kubeconfig.download(request, who, clusters)
+        except InvalidInput as exc:
+            return _tokens_page(request, who, form=form, errors=field_error(exc, "clusters"), status=422)
     # Check every field first, so the dialog can mark all wrong fields at once.
     errors: dict[str, str] = {}
     for check in (lambda: clean_name(name), lambda: clean_note(note),
@@ -256,7 +264,7 @@ def create_token(
         except InvalidInput as exc:
             errors.update(field_error(exc, "name"))
     if kind not in ("secret", "kubeconfig"):
-        errors["kind"] = "Choose Token Secret or Kubeconfig."
+        errors["kind"] = "Choose Token Secret, Kubeconfig or No secret."
     elif kind == "kubeconfig" and not clusters:
         errors["clusters"] = "Pick at least one cluster for the kubeconfig."
     if errors:

@@ -104,6 +104,10 @@ class Token(Base):
     # Rotation: the replaced secret keeps working until previous_grace_until (exclusive).
     previous_secret_digest: Mapped[str | None] = mapped_column(String(64), index=True)
     previous_grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A short-lived token derived from another (a cluster credential from the CLI's login): it is
+    # refused once its parent is revoked, expired or gone, so revoking the login ends them all.
+    parent_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tokens.id", ondelete="CASCADE"), index=True, default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
     clusters: Mapped[list[Cluster]] = relationship(secondary=token_clusters, lazy="selectin", order_by="Cluster.name")
@@ -359,3 +363,31 @@ class VerificationChange(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     payload: Mapped[str] = mapped_column(Text)
+
+
+class DeviceAuthorization(Base):
+    """An OAuth 2.0 device authorization request (RFC 8628): a CLI waiting for a person's approval.
+
+    Both codes are stored as digests only. The token is minted when the device redeems an approved
+    request, so no secret ever rests here.
+    """
+
+    __tablename__ = "device_authorizations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    device_code_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    client_name: Mapped[str] = mapped_column(String(100))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    # Space-separated scope names asked for; NULL: all of the approving user's (like a password login).
+    scopes: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending, approved, denied, redeemed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Who approved or denied it (and so whose token the device receives).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="SET NULL"))

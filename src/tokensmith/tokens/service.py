@@ -150,7 +150,9 @@ class TokenService:
 
         A non-admin asking for another user gets NotFound, as if the user did not exist.
         """
-        query = select(Token).where(Token.org_id == actor.org_id, Token.revoked_at.is_(None))
+        # Derived cluster credentials (hourly, kubectl's) live and die with their parent: not listed.
+        query = select(Token).where(Token.org_id == actor.org_id, Token.revoked_at.is_(None),
+                                    Token.parent_token_id.is_(None))
         if whole_org:
             if not actor.is_admin:
                 raise Forbidden("listing the whole organization's tokens requires an admin")
@@ -280,6 +282,6 @@ class TokenService:
         return list(self.session.scalars(
             select(Token).where(
                 Token.org_id == actor.org_id, Token.user_id == actor.user_id, live_token(now),
-                Token.expires_at <= now + within,
+                Token.expires_at <= now + within, Token.parent_token_id.is_(None),
             ).order_by(Token.expires_at, Token.id)
         ))

@@ -12,10 +12,11 @@ from datetime import datetime
 
 from tokensmith import scopes as scope_rules
 from tokensmith.db.models import Cluster, Token, User
-from tokensmith.errors import InvalidInput
+from tokensmith.errors import Forbidden, InvalidInput
 from tokensmith.kube import access
 from tokensmith.kube.access import IssuedKubeconfig
 from tokensmith.pagination import DEFAULT_LIMIT, Page
+from tokensmith.tokens import derived
 from tokensmith.tokens.service import EXPIRING_SOON, RevokedToken, TokenService
 
 __all__ = ["EXPIRING_SOON"]  # for the doors: what counts as expiring soon
@@ -204,3 +205,27 @@ def grantable_clusters(uow: UnitOfWork, actor: Actor) -> list[Cluster]:
     """The clusters the caller may put on a new token."""
     found = uow.clusters.list(actor, limit=200).items
     return [c for c in found if actor.cluster_ids is None or c.id in actor.cluster_ids]
+
+
+@operation("kubernetes", audit="token.created", manages_credentials=True)
+def issue_cluster_credential(uow: UnitOfWork, actor: Actor, cluster: str) -> IssuedToken:
+    """A token for one cluster, scope ``kubernetes`` only, living at most an hour, tied to the calling token.
+
+    What ``tokensmith kube-credential`` (kubectl's exec plugin) asks for with the CLI's login. The
+    calling credential must be a token (the derived one dies with it) that holds ``kubernetes`` and
+    reaches ``cluster``. Raises Forbidden (not a token, the cluster is beyond the caller, the caller
+    is itself derived), NotFound (an unknown cluster).
+    """
+    if actor.kind != "token" or actor.token_id is None:
+        raise Forbidden("a cluster credential is derived from a token: sign in with 'tokensmith login' first")
+    actor.grantable_scopes(derived.CLUSTER_CREDENTIAL_SCOPES)
+    target = uow.clusters.get(actor, cluster)
+    actor.check_clusters([target.id], {target.id: target.name})
+    parent = uow.session.get(Token, actor.token_id)
+    if parent is None:  # the verified token was deleted since: nothing to derive from
+        raise Forbidden("the calling token no longer exists")
+    created = derived.create_cluster_credential(uow.tokens, uow.clock, _owner(uow, actor), parent, target)
+    uow.record(actor, "token.created", target=created.token.public_id,
+               details={"name": created.token.name, "cluster_credential": True, "parent": parent.public_id,
+                        "clusters": [target.public_id]})
+    return IssuedToken(created.token, created.secret)

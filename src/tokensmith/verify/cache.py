@@ -101,6 +101,9 @@ class VerificationCache:
                 self._remove(next(iter(self._positive)))
             self._positive[digest] = _Entry(identity, self._monotonic() + self.ttl)
             self._by_token.setdefault(identity.token_id, set()).add(digest)
+            if identity.parent_token_id is not None:
+                # A change to the parent (a revoked CLI login) must drop its derived tokens at once.
+                self._by_token.setdefault(identity.parent_token_id, set()).add(digest)
             self._by_user.setdefault(identity.user_id, set()).add(digest)
 
     def put_unknown(self, digest: str, generation: int) -> None:
@@ -157,7 +160,10 @@ class VerificationCache:
         entry = self._positive.pop(digest, None)
         if entry is None:
             return
-        for index, key in ((self._by_token, entry.identity.token_id), (self._by_user, entry.identity.user_id)):
+        keys = [(self._by_token, entry.identity.token_id), (self._by_user, entry.identity.user_id)]
+        if entry.identity.parent_token_id is not None:
+            keys.append((self._by_token, entry.identity.parent_token_id))
+        for index, key in keys:
             digests = index.get(key)
             if digests is not None:
                 digests.discard(digest)

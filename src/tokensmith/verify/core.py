@@ -43,7 +43,8 @@ _LOOKUP = (
         _tokens.c.id.label("token_id"), _tokens.c.public_id.label("token_public_id"),
         _tokens.c.name.label("token_name"), _tokens.c.secret_digest, _tokens.c.previous_secret_digest,
         _tokens.c.previous_grace_until, _tokens.c.revoked_at, _tokens.c.expires_at, _tokens.c.created_at,
-        _tokens.c.scopes, _users.c.id.label("user_id"), _users.c.public_id.label("user_public_id"),
+        _tokens.c.scopes, _tokens.c.parent_token_id, _users.c.id.label("user_id"),
+        _users.c.public_id.label("user_public_id"),
         _users.c.username, _users.c.is_admin, _users.c.disabled, _orgs.c.id.label("org_id"),
         _orgs.c.public_id.label("org_public_id"), _orgs.c.name.label("org_name"), token_clusters.c.cluster_id,
         token_clusters.c.level,
@@ -56,6 +57,8 @@ _LOOKUP = (
     .where(or_(_tokens.c.secret_digest == bindparam("digest"), and_(
         _tokens.c.previous_secret_digest == bindparam("digest"), _tokens.c.previous_grace_until > bindparam("now"))))
 )
+
+_PARENT = select(_tokens.c.revoked_at, _tokens.c.expires_at).where(_tokens.c.id == bindparam("parent"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class Identity:
     cluster_levels: Mapping[int, str] = field(default_factory=dict, hash=False, compare=False)
     # A door's answer for this identity, encoded once and reused while it is cached (api/fastpath.py).
     wire: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # The token this one was derived from (a cluster credential's CLI login): revoking that one
+    # drops this identity from the cache too (verify/cache.py indexes it under both ids).
+    parent_token_id: int | None = None
 
 
 class Verifier:
@@ -167,11 +173,22 @@ class Verifier:
             first.previous_secret_digest, digest)
         if first.revoked_at is not None or first.disabled or not (current or previous):
             return None
+        parent_expires_at = None
+        if first.parent_token_id is not None:
+            # A derived token (a cluster credential) lives only as long as the token it was derived
+            # from: a parent gone, revoked or expired refuses the child (fail closed).
+            with self.database.engine.connect() as connection:
+                parent = connection.execute(_PARENT, {"parent": first.parent_token_id}).first()
+            if parent is None or parent.revoked_at is not None or is_expired(parent.expires_at, now):
+                return None
+            parent_expires_at = parent.expires_at
         expires_at = first.expires_at
         if previous and not current and first.previous_grace_until is not None:
             # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
             grace = first.previous_grace_until
             expires_at = grace if expires_at is None or grace < expires_at else expires_at
+        if parent_expires_at is not None and (expires_at is None or parent_expires_at < expires_at):
+            expires_at = parent_expires_at
         return Identity(
             token_id=first.token_id, token_public_id=first.token_public_id, token_name=first.token_name,
             user_id=first.user_id, user_public_id=first.user_public_id, username=first.username,
@@ -181,6 +198,7 @@ class Verifier:
             cluster_levels=MappingProxyType({row.cluster_id: row.level for row in rows if row.cluster_id is not None}),
             scopes=scopes.effective(scopes.deserialize(first.scopes), first.is_admin),
             holds_owner_scopes=first.scopes is None, rotated_out=previous and not current,
+            parent_token_id=first.parent_token_id,
         )
 
     def start(self) -> None:

@@ -128,7 +128,8 @@ class DeliveryWorker:
         emitted = 0
         with self.database.session() as session:
             tokens = session.scalars(select(Token).where(
-                Token.revoked_at.is_(None), Token.expires_at.is_not(None),
+                # Derived cluster credentials expire hourly by design: no notices for them.
+                Token.revoked_at.is_(None), Token.expires_at.is_not(None), Token.parent_token_id.is_(None),
                 Token.expires_at <= now + timedelta(days=7), Token.expires_at > now - timedelta(days=30),
             )).all()
             for token in tokens:

@@ -1,7 +1,7 @@
 """verification changes (SQLite: invalidations across worker processes)
 
 Revision ID: 0011_verification_changes
-Revises: 0009_keys
+Revises: 0011_usage
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from tokensmith.db.models import UTCDateTime
 
 revision = "0011_verification_changes"
-down_revision = "0009_keys"
+down_revision = "0011_usage"
 branch_labels = None
 depends_on = None
 

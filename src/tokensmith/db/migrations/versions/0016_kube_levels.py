@@ -5,14 +5,14 @@ members'): nothing changes for them until the new bindings or the authorization 
 place (docs/kubernetes.md). Existing clusters keep bare user names (empty prefix).
 
 Revision ID: 0016_kube
-Revises: 0009_keys
+Revises: 0011_verification_changes
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_kube"
-down_revision = "0009_keys"
+down_revision = "0011_verification_changes"
 branch_labels = None
 depends_on = None
 
