@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -86,16 +87,20 @@ def server_env(data_dir: Path, database_url: str | None = None, **extra: str) ->
     return env
 
 
-def admin_password(url: str, data_dir: Path) -> str:
+def admin_password(url: str, data_dir: Path, verify: Any = True) -> str:
     """The admin's password after the first change: the initial one mints no tokens (403).
 
     Changed once (to a password derived from the initial one) on first use; later calls find it
     changed already. Every test that signs in as the first admin goes through here.
     """
+    remembered = data_dir / "test-admin-password"  # the initial file goes once the password is changed
+    if remembered.exists():
+        return remembered.read_text().strip()
     initial = (data_dir / "initial-admin-password").read_text().strip()
     changed = initial + "-changed"
-    response = httpx.post(f"{url}/v1/auth/password", timeout=60,
+    response = httpx.post(f"{url}/v1/auth/password", timeout=60, verify=verify,
                           json={"username": "admin", "password": initial, "new_password": changed})
     if response.status_code not in (204, 401):
         raise RuntimeError(f"changing the initial admin password: {response.status_code} {response.text}")
+    remembered.write_text(changed + "\n")
     return changed

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import require
 from tests.pki import CA_PEM
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 
 
@@ -49,7 +49,7 @@ def cli(tmp_path, server):
 
 
 def _password(server) -> str:
-    return (server.data_dir / "initial-admin-password").read_text().strip()
+    return admin_password(server.url, server.data_dir)
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.conftest import require
 from tests.pki import make_pki
-from tests.servers import free_port, server_env
+from tests.servers import admin_password, free_port, server_env
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "kube"
 APISERVER_XZ = "kube-apiserver-v1.28.7-linux-amd64.xz"
@@ -164,7 +164,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         trusted = ssl.create_default_context(cafile=str(tokensmith_ca))
         _wait(lambda: httpx.get(f"{tokensmith_url}/healthz", verify=trusted, timeout=2).status_code == 200,
               90, "tokensmith", server, server_log)
-        password = (d / "data" / "initial-admin-password").read_text().strip()
+        password = admin_password(tokensmith_url, d / "data", verify=trusted)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENSMITH_", "KUBECONFIG"))}
         env.update({"TOKENSMITH_CONFIG": str(d / "cli" / "config.toml"), "XDG_CACHE_HOME": str(d / "cache"),

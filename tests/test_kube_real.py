@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import require
 from tests.kubeapi import KubeApiServer, missing_parts
 from tests.pki import make_pki
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 
 pytestmark = pytest.mark.xdist_group("kube-apiserver")
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -79,7 +79,7 @@ def real(tmp_path_factory) -> Real:
     server = ServerProcess(data, free_port(), env, ca_file=str(ca_file)).start()
     kube = KubeApiServer(work / "kube")
     try:
-        password = (data / "initial-admin-password").read_text().strip()
+        password = admin_password(server.url, data, verify=trusting(str(ca_file)))
         login = httpx.post(f"{server.url}/v1/auth/token", verify=trusting(str(ca_file)), timeout=30,
                            json={"username": "admin", "password": password, "name": "e2e"})
         assert login.status_code == 201, login.text

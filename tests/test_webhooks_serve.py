@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import SECRET_KEY
 from tests.receiver import start_hostile
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith.db.database import Database
 from tokensmith.db.models import WebhookDelivery
 from tokensmith.webhooks.service import MAX_WEBHOOKS_PER_ORG
@@ -42,7 +42,7 @@ def server_database(server, database):
 
 @pytest.fixture
 def admin_headers(server):
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     created = httpx.post(f"{server.url}/v1/auth/token", json={"username": "admin", "password": password},
                          timeout=60).json()
     return {"Authorization": f"Bearer {created['secret']}"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port, server_env, wait_for_http
+from tests.servers import admin_password, free_port, server_env, wait_for_http
 
 ROUNDS = 40  # fresh connections: the kernel spreads them over both workers
 
@@ -43,7 +43,7 @@ def two_workers(tmp_path: Path) -> Iterator[str]:
 
 
 def admin_headers(url: str, data: Path) -> dict[str, str]:
-    password = (data / "initial-admin-password").read_text().strip()
+    password = admin_password(url, data)
     minted = httpx.post(f"{url}/v1/auth/token", json={"username": "admin", "password": password, "name": "ops"},
                         timeout=60)
     assert minted.status_code in (200, 201), minted.text

@@ -21,6 +21,7 @@ def request_ip(request: Request) -> str:
     """Who the client is: worked out once per request (kept on ``request.state``), several doors ask."""
     known: str | None = getattr(request.state, "client_ip", None)
     if known is None:
-        known = client_ip(peer(request), request.headers.get("x-forwarded-for"), request.app.state.trusted_proxies)
+        trusted = request.app.state.context.trusted_proxies
+        known = client_ip(peer(request), request.headers.get("x-forwarded-for"), trusted)
         request.state.client_ip = known
     return known

@@ -3,14 +3,15 @@
 ``create_app`` builds one :class:`AppContext` and keeps it on ``app.state.context``; doors reach it
 through ``context_of(request)`` and hand its unit-of-work factory to the use-case layer
 (``tokensmith.usecases``). Nothing else is kept on ``app.state`` by the application's own code
-except the brute-force limiter and proxy list of the door guard (see ``api/operations.py``).
+(the limiter, the trusted proxies and the shutdown hooks are the context's too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
@@ -22,8 +23,9 @@ from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.kube.denials import DenialLog
-from tokensmith.net.outbound import OutboundPolicy
+from tokensmith.net.outbound import IPNetwork, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
+from tokensmith.ratelimit import FailureLimiter, Limits, parse_networks
 from tokensmith.tokens.service import TokenService
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
 from tokensmith.verify.cache import VerificationCache
@@ -52,7 +54,11 @@ class AppContext:
     addresses: AddressBook  # first use of a token from a new IP (audit)
     denials: DenialLog  # TokenReview denials (audit, coalesced)
     outbound: OutboundPolicy  # where webhooks (and later JWKS fetches) may connect
+    limiter: FailureLimiter  # brute-force limits of every door (api/guard.py)
+    trusted_proxies: tuple[IPNetwork, ...]  # who may say who the client is (X-Forwarded-For)
     units: UnitsOfWork
+    # Run when the server stops gracefully: last-used flushes, coalesced denial counts, workers.
+    shutdown_hooks: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, database: Database, secret_key: bytes, clock: Clock) -> AppContext:
@@ -64,6 +70,10 @@ class AppContext:
                               VerificationCache(max_size=settings.verification_cache_size)),
             keyring=keyring, addresses=AddressBook(),
             denials=DenialLog(database, clock), outbound=outbound,
+            limiter=FailureLimiter(database, clock, Limits(
+                per_ip=settings.failures_per_ip, per_user=settings.failures_per_user,
+                window_seconds=settings.failure_window_seconds, per_gateway=settings.failures_per_gateway)),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
             units=UnitsOfWork(database=database, clock=clock, secret_key=secret_key, keyring=keyring,
                               settings=settings, outbound=outbound),
         )

@@ -116,7 +116,7 @@ class ForwardAuthFastPath:
         state = self._state(scope)
         client = scope.get("client")
         peer = client[0] if client else "unknown"
-        address = client_ip(peer, forwarded_for, state.trusted_proxies)
+        address = client_ip(peer, forwarded_for, state.context.trusted_proxies)
         secret = _bearer(authorization)
         if secret is not None:
             try:
@@ -128,7 +128,8 @@ class ForwardAuthFastPath:
                 await send({"type": "http.response.start", "status": 200, "headers": list(ok_headers(identity))})
                 await send(_BODY)
                 return
-        scope[HANDOFF] = Handoff(authorization, address, proxy_subject_keys(peer, address, state.trusted_proxies))
+        keys = proxy_subject_keys(peer, address, state.context.trusted_proxies)
+        scope[HANDOFF] = Handoff(authorization, address, keys)
         scope.setdefault("state", {})["client_ip"] = address  # api.guard.request_ip reads it from here
         await self.app(scope, receive, send)
 

@@ -92,7 +92,7 @@ def tokenreview_error(refusal: Refusal, limited_reason: str) -> str:
 
 
 def limiter_of(request: Request) -> FailureLimiter:
-    return request.app.state.limiter
+    return request.app.state.context.limiter
 
 
 def _observe(door: str, outcome: str, started: float) -> None:
@@ -247,7 +247,7 @@ class SubjectKeys:
 
 def forward_auth_keys(request: Request) -> SubjectKeys:
     """Forward-auth's keys for a request (``proxy_subject_keys`` of its peer and client)."""
-    return proxy_subject_keys(_peer(request), request_ip(request), request.app.state.trusted_proxies)
+    return proxy_subject_keys(_peer(request), request_ip(request), request.app.state.context.trusted_proxies)
 
 
 def proxy_subject_keys(peer: str, client: str,

@@ -18,12 +18,13 @@ from sqlalchemy import func, select, text
 
 from tokensmith import metrics
 from tokensmith.api.auth import Context, requires
+from tokensmith.api.context import AppContext
 from tokensmith.api.problems import problem
 from tokensmith.api.routing import api_routes
 from tokensmith.api.schemas import problem_responses
 from tokensmith.db.migrate import is_current
 from tokensmith.db.models import Token
-from tokensmith.ratelimit import FailureLimiter, Limits, RateLimited, parse_networks
+from tokensmith.ratelimit import RateLimited
 from tokensmith.tokens.liveness import live_token
 from tokensmith.verify.core import Identity
 
@@ -35,13 +36,13 @@ router = APIRouter(tags=["operations"])
 
 def add_shutdown_hook(app: FastAPI, hook: ShutdownHook) -> None:
     """Run ``hook`` when the server stops gracefully (SIGTERM/SIGINT), e.g. to flush last-used times."""
-    app.state.shutdown_hooks.append(hook)
+    context_of_app(app).shutdown_hooks.append(hook)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     yield
-    for hook in list(getattr(app.state, "shutdown_hooks", [])):
+    for hook in list(context_of_app(app).shutdown_hooks):
         try:
             result = hook()
             if hasattr(result, "__await__"):
@@ -91,14 +92,6 @@ def prometheus(caller: Annotated[Identity, requires("metrics:read")], ctx: Conte
 
 def install(app: FastAPI) -> None:
     """Health, readiness, metrics, 429 problems, limiter and shutdown hooks."""
-    context = app.state.context
-    settings = context.settings
-    app.state.shutdown_hooks = []
-    app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
-    app.state.limiter = FailureLimiter(context.database, context.clock, Limits(
-        per_ip=settings.failures_per_ip, per_user=settings.failures_per_user,
-        window_seconds=settings.failure_window_seconds, per_gateway=settings.failures_per_gateway,
-    ))
     app.include_router(router)
     # Every authenticated route can answer 429 once a client is over its limit; forward-auth answers
     # 403 instead (nginx auth_request turns a 429 into a 500).
@@ -110,3 +103,8 @@ def install(app: FastAPI) -> None:
     async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
         return problem(429, exc.detail, {"Retry-After": str(exc.retry_after)})
 
+
+
+def context_of_app(app: FastAPI) -> AppContext:
+    context: AppContext = app.state.context
+    return context

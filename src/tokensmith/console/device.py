@@ -67,7 +67,7 @@ def _page(request: Request, who: Viewer, status: int = 200, **values: Any) -> Re
 def _lookup(request: Request, who: Viewer, user_code: str) -> tuple[DeviceAuthorization | None, Response | None]:
     """The pending request for ``user_code``, or the page to show instead (a wrong or rate-limited code)."""
     ctx = context_of(request)
-    limiter = request.app.state.limiter
+    limiter = request.app.state.context.limiter
     keys = _guess_keys(request, who)
     try:
         limiter.check_shared(*keys)
