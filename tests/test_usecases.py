@@ -180,3 +180,20 @@ def test_a_webhook_url_path_never_reaches_the_audit_log(client, admin, database,
         [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "webhook.created")).all()
     assert "receiver-own-secret-path" not in (event.details or "")
     assert "127.0.0.1" in (event.details or "")
+
+
+def test_a_token_minted_by_a_view_token_cannot_get_edit_on_its_cluster(client, admin, alice):
+    add_cluster(client, admin, "prod")
+    viewer, _ = limited(client, alice, ["tokens:write", "kubernetes"], clusters=["prod=view"])
+    wider = client.post("/v1/tokens", headers=viewer, json={"name": "wider", "clusters": ["prod=edit"]})
+    assert wider.status_code == 403 and "'view'" in wider.json()["detail"]
+    same = client.post("/v1/tokens", headers=viewer, json={"name": "same", "clusters": ["prod=view"]})
+    assert same.status_code == 201, same.text
+
+
+def test_a_view_token_cannot_rotate_an_edit_token_on_the_same_cluster(client, admin, alice):
+    add_cluster(client, admin, "prod")
+    _, editor_id = limited(client, alice, ["tokens:write", "kubernetes"], clusters=["prod=edit"])
+    viewer, _ = limited(client, alice, ["tokens:write", "kubernetes"], clusters=["prod=view"])
+    response = client.post(f"/v1/tokens/{editor_id}/rotate", headers=viewer, json={})
+    assert response.status_code == 403

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith import metrics
 from tokensmith.api.guard import SubjectKeys, proxy_subject_keys
+from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.ratelimit import client_ip
 from tokensmith.verify.core import Identity
@@ -44,14 +45,9 @@ FORWARD_AUTH_PATH = "/v1/auth/verify"
 DOOR = "forward-auth"
 # Where the fast path leaves what it computed for the slow path (a key of the ASGI scope).
 HANDOFF = "tokensmith.forward_auth"
-# Sent with every forward-auth answer: the API's Cache-Control and the security headers
-# (api/operations.py, SECURITY_HEADERS), so the answer needs no header middleware.
-_COMMON_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
+# Sent with every forward-auth answer: the API's Cache-Control, the security headers and the API's
+# CSP, exactly what api/middleware.py's policy adds to the route's answer (tests compare the two).
+_COMMON_HEADERS = {"Cache-Control": "no-store", **SECURITY_HEADERS, "Content-Security-Policy": API_CSP}
 _BODY = {"type": "http.response.body", "body": b"", "more_body": False}
 
 

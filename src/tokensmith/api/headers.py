@@ -14,6 +14,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HeaderEditor = Callable[[str, MutableHeaders], None]
 
+# The security headers of every answer, and the API's CSP (api/middleware.py applies them; the
+# forward-auth fast path pre-encodes the same values, api/fastpath.py).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+# API answers: nothing may load or run from them, never framed (a JSON body opened in a tab included).
+API_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
 
 class ResponseHeaders:
     """Calls ``edit(path, headers)`` on every HTTP response's headers before they are sent."""

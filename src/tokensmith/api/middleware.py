@@ -31,7 +31,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from tokensmith.api.bodylimit import BodyLimit
-from tokensmith.api.headers import ResponseHeaders
+from tokensmith.api.headers import API_CSP, SECURITY_HEADERS, ResponseHeaders
 from tokensmith.api.routes.verification import ForwardAuthFastPath
 from tokensmith.api.tls import TrustedTls
 from tokensmith.config import Settings
@@ -40,16 +40,6 @@ from tokensmith.config import Settings
 API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-# API answers: nothing may load or run from them, never framed (a JSON body opened in a tab included).
-API_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
 # The console: its own script, style and fonts only, forms post back to it, no plugins, never framed.
 CONSOLE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
