@@ -64,6 +64,8 @@ class Settings:
     failures_per_gateway: int = 600  # a proxy, gateway or cluster speaking for many clients; 0: not counted
     # Private ranges webhooks may reach anyway (on-premises receivers); by default only public addresses.
     webhook_allowed_networks: tuple[IPNetwork, ...] = ()
+    # Workload identity federation: plain-HTTP OIDC issuers on 127.0.0.0/8 (tests, local issuers only).
+    allow_loopback_http_issuers: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -84,6 +86,7 @@ class Settings:
             failure_window_seconds=_positive_int(env, "TOKENSMITH_AUTH_FAILURE_WINDOW", 60),
             failures_per_gateway=_whole_number(env, "TOKENSMITH_AUTH_FAILURES_PER_GATEWAY", 600),
             webhook_allowed_networks=parse_networks(env.get("TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS", "")),
+            allow_loopback_http_issuers=env.get("TOKENSMITH_ALLOW_LOOPBACK_HTTP_ISSUERS", "").strip() == "1",
         )
 
     @property

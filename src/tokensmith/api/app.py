@@ -11,7 +11,7 @@ from tokensmith import __version__
 from tokensmith.api import openapi, operations, problems
 from tokensmith.api.context import AppContext
 from tokensmith.api.middleware import TokensmithAPI
-from tokensmith.api.routes import clusters, identity, kube, lifecycle, objectstore, tokens, verification
+from tokensmith.api.routes import clusters, federation, identity, kube, lifecycle, objectstore, tokens, verification
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.console import install as install_console
@@ -51,7 +51,7 @@ def create_app(
     # Requests are matched against routers in this order, route by route: the verification doors
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
     routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
-               clusters.clusters, clusters.vpcs, lifecycle.router)
+               clusters.clusters, clusters.vpcs, lifecycle.router, federation.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429)

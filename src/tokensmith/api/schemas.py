@@ -50,10 +50,18 @@ class TokenCreate(Request):
 class UserRef(BaseModel):
     id: str
     username: str
+    kind: str = Field(default="person", description="person, or service (a service account, svc_ id).")
 
     @classmethod
     def of(cls, user: User) -> UserRef:
-        return cls(id=user.public_id, username=user.username)
+        return cls(id=user.public_id, username=user.username, kind=user.kind or "person")
+
+
+class FederatedOut(BaseModel):
+    """Who a federated token was exchanged for (workload identity federation)."""
+
+    issuer: str
+    subject: str
 
 
 class ClusterRef(BaseModel):
@@ -73,6 +81,8 @@ class TokenOut(BaseModel):
     last_used_at: datetime | None
     clusters: list[ClusterRef]
     scopes: list[str] = Field(description="What the token can do now: its scopes cut to its owner's permissions.")
+    federated: FederatedOut | None = Field(
+        default=None, description="Set when the token was exchanged for an external OIDC token.")
 
     @classmethod
     def of(cls, token: Token, now: datetime) -> TokenOut:
@@ -82,6 +92,8 @@ class TokenOut(BaseModel):
             expired=is_expired(token.expires_at, now), last_used_at=token.last_used_at,
             clusters=[ClusterRef(id=c.public_id, name=c.name) for c in token.clusters],
             scopes=sorted(scope_rules.effective(scope_rules.deserialize(token.scopes), token.user.is_admin)),
+            federated=None if token.federated_issuer is None else FederatedOut(
+                issuer=token.federated_issuer, subject=token.federated_subject or ""),
         )
 
 
@@ -108,6 +120,7 @@ class UserOut(BaseModel):
     id: str
     username: str
     is_admin: bool
+    kind: str = Field(default="person", description="person, or service (a service account).")
 
 
 class WhoAmI(BaseModel):
