@@ -57,3 +57,6 @@ _.amzDate
 from tokensmith.objectstore.sigv4 import decode_signed_chunks
 
 decode_signed_chunks
+# Response fields of trust policies and tokens (pydantic serializes them; API clients read them).
+_.inline_jwks
+_.federated

@@ -7,6 +7,7 @@ line fails its own case (the ``@operation`` decorator raises AuditMissing).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,16 +16,30 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.conftest import SECRET_KEY
+from tests.oidc import OidcIssuer
 from tests.pki import CA_PEM
 from tokensmith.db.models import AuditEvent
+from tokensmith.federation.policies import PolicyRequest
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.policy import ExpiryPolicy
-from tokensmith.usecases import OPERATIONS, Actor, RequestContext, access_keys, auth, clusters, org, tokens, users
+from tokensmith.usecases import (
+    OPERATIONS,
+    Actor,
+    RequestContext,
+    access_keys,
+    auth,
+    clusters,
+    federation,
+    org,
+    tokens,
+    users,
+)
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
 from tokensmith.usecases.clusters import ClusterRequest
 from tokensmith.usecases.tokens import TokenRequest
 
 Case = Callable[[UnitOfWork, Actor, dict[str, Any]], Any]
+OIDC = OidcIssuer()  # never started: its keys are given inline
 
 
 def _cluster(uow, actor, made):
@@ -57,6 +72,21 @@ def _key(uow, actor, made):
     made["key"] = access_keys.mint_access_key(uow, actor, 3600, "k", token=made["token"].public_id).key
 
 
+def _service_account(uow, actor, made):
+    made["service_account"] = federation.create_service_account(uow, actor, "robot")
+
+
+def _policy_only(uow, actor, made):
+    made["policy"] = federation.create_trust_policy(uow, actor, PolicyRequest(
+        name="ci", service_account="robot", issuer=OIDC.url, audience="tokensmith", subject="system:serviceaccount:*:*",
+        scopes=["tokens:read", "object-storage:write"], jwks=json.dumps(OIDC.jwks())))
+
+
+def _trust_policy(uow, actor, made):
+    _service_account(uow, actor, made)
+    _policy_only(uow, actor, made)
+
+
 # operation name -> (what must exist first, the call under test)
 CASES: dict[str, tuple[Case | None, Case]] = {
     "access_keys.mint_access_key": (_token, lambda uow, a, m: access_keys.mint_access_key(
@@ -87,6 +117,21 @@ CASES: dict[str, tuple[Case | None, Case]] = {
         uow, a, "carol", TokenRequest(name="for carol"))),
     "tokens.rotate_token": (_token, lambda uow, a, m: tokens.rotate_token(uow, a, m["token"].public_id)),
     "tokens.delete_token": (_token, lambda uow, a, m: tokens.delete_token(uow, a, m["token"].public_id)),
+    "federation.create_service_account": (None, _service_account),
+    "federation.set_service_account_disabled": (_service_account, lambda uow, a, m: (
+        federation.set_service_account_disabled(uow, a, "robot", disabled=True))),
+    "federation.delete_service_account": (_service_account, lambda uow, a, m: (
+        federation.delete_service_account(uow, a, "robot"))),
+    "federation.issue_service_account_token": (_service_account, lambda uow, a, m: (
+        federation.issue_service_account_token(uow, a, "robot", TokenRequest(name="t")))),
+    "federation.create_trust_policy": (_service_account, _policy_only),
+    "federation.delete_trust_policy": (_trust_policy, lambda uow, a, m: federation.delete_trust_policy(uow, a, "ci")),
+    "federation.exchange_token": (_trust_policy, lambda uow, a, m: federation.exchange_token(
+        uow, Actor.anonymous(RequestContext()), OIDC.token(uow.clock.now().timestamp()))),
+    "federation.assume_role_with_web_identity": (_trust_policy, lambda uow, a, m: (
+        federation.assume_role_with_web_identity(uow, Actor.anonymous(RequestContext()),
+                                                 "arn:tokensmith:iam::default:role/ci",
+                                                 OIDC.token(uow.clock.now().timestamp()), "session"))),
     "users.create_user": (None, _user),
     "users.set_user_disabled": (_user, lambda uow, a, m: users.set_user_disabled(uow, a, "carol", disabled=True)),
     "users.reset_password": (_user, lambda uow, a, m: users.reset_password(uow, a, "carol")),

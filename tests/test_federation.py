@@ -225,7 +225,8 @@ def test_an_exact_subject_must_match_exactly(client, admin, deployer, issuer, no
 
 
 def test_a_claim_condition_by_json_pointer_names_the_claim_that_did_not_match(client, admin, deployer, issuer, now):
-    make_policy(client, admin, issuer, subject=None, conditions={"/repository": "octo-org/*", "/ref": "refs/heads/main"})
+    make_policy(client, admin, issuer, subject=None,
+                conditions={"/repository": "octo-org/*", "/ref": "refs/heads/main"})
     good = issuer.token(now, repository="octo-org/app", ref="refs/heads/main")
     assert exchange(client, good).status_code == 200
     description = refused(exchange(client, issuer.token(now, repository="evil/app", ref="refs/heads/main")))

@@ -76,10 +76,6 @@ class User(Base):
 
     organization: Mapped[Organization] = relationship(lazy="joined")
 
-    @property
-    def is_service_account(self) -> bool:
-        return self.kind == "service"
-
 
 token_clusters = Table(
     "token_clusters",

@@ -21,8 +21,7 @@ from tokensmith.db.models import AccessKey, Organization, Token, TrustPolicy, Us
 from tokensmith.errors import Conflict, NotFound
 from tokensmith.validation import clean_identifier
 
-SERVICE: Final = "service"
-PERSON: Final = "person"
+SERVICE: Final = "service"  # users.kind; people are "person"
 
 
 class ServiceAccountService:

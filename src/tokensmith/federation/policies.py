@@ -10,6 +10,7 @@ at most 12 hours and at most the organization's token policy) and the oldest tok
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,7 +141,7 @@ class TrustPolicyService:
         self.session.flush()
         return policy
 
-    def for_issuer(self, issuer: str) -> list[TrustPolicy]:
+    def for_issuer(self, issuer: str) -> builtins.list[TrustPolicy]:
         """Every organization's policies for this issuer, oldest first."""
         return list(self.session.scalars(select(TrustPolicy).where(TrustPolicy.issuer == issuer)
                                          .order_by(TrustPolicy.id)))

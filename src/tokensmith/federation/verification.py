@@ -18,13 +18,16 @@ from typing import Any, Final
 
 import jwt
 from jwt.exceptions import PyJWTError
+from jwt.types import Options
 
 from tokensmith.federation.jwks import ALLOWED_ALGORITHMS, KeySet
 
 LEEWAY: Final = 60
 MAX_TOKEN_CHARS: Final = 16 * 1024
-_NO_CLAIM_CHECKS: Final = {"verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                           "verify_aud": False, "verify_iss": False, "verify_sub": False, "verify_jti": False}
+_NO_CLAIM_CHECKS: Final[Options] = {
+    "verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
+    "verify_iss": False, "verify_sub": False, "verify_jti": False,
+}
 
 
 class TokenRejected(Exception):
