@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokensmith.cli import access_keys, clusters
+from tokensmith.cli import access_keys, clusters, federation
 from tokensmith.cli.client import ApiClient, CliError
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
@@ -213,6 +213,9 @@ def admin_create_token(
 
 app.add_typer(access_keys.register(friendly, admin_app), name="access-key")
 app.add_typer(clusters.register(friendly), name="cluster")
+_service_accounts, _trust_policies = federation.register(friendly)
+app.add_typer(_service_accounts, name="service-account")
+app.add_typer(_trust_policies, name="trust-policy")
 @admin_app.command("backup")
 @friendly
 def admin_backup(
