@@ -381,3 +381,11 @@ def test_every_accepted_asymmetric_algorithm_verifies(client, admin, deployer, n
     with OidcIssuer(alg) as other:
         make_policy(client, admin, other)
         assert exchange(client, other.token(now)).status_code == 200
+
+
+def test_the_console_shows_an_exchanged_token_as_federated(client, console, admin, deployer, issuer, now):
+    make_policy(client, admin, issuer)
+    exchange(client, issuer.token(now))
+    console(admin.user)
+    page = client.get("/tokens", params={"all": "true"}).text
+    assert ">federated</span>" in page and "federated: ci" in page

@@ -21,6 +21,7 @@ from tokensmith.console import (
     audit_page,  # noqa: F401 - registers the audit log page on the router
     cluster_webhooks,
     policy,  # noqa: F401 - registers the Policy page on the router
+    service_accounts,  # noqa: F401 - registers the Service accounts page on the router
     token_lifecycle,
 )
 from tokensmith.console.common import (
@@ -163,6 +164,8 @@ def _token_row(token: Token, now: datetime) -> dict[str, Any]:
         "owner": token.user.username, "created_at": token.created_at, "expires_at": token.expires_at,
         "expired": token.expires_at is not None and now >= token.expires_at,
         "last_used_at": token.last_used_at, "clusters": [c.name for c in token.clusters],
+        "service_account": token.user.kind == "service",
+        "federated": f"{token.federated_issuer} {token.federated_subject}" if token.federated_issuer else None,
         **token_lifecycle.row_extras(token, now),
     }
 
