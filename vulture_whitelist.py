@@ -48,6 +48,7 @@ _.Expiration
 _.token_type_hint
 # console/routes.py imports console.audit_page for its side effect (registers the pages).
 _.audit_page
+_.service_accounts  # and console.service_accounts, for the same reason
 
 # Response fields of the S3 verify answer (pydantic serializes them; gateways read them).
 _.signingKey
