@@ -150,6 +150,11 @@ class UnitsOfWork:
     outbound: OutboundPolicy | None = None
     federation: FederationRuntime | None = None  # the issuers' key cache, shared by every unit of work
 
+    def __post_init__(self) -> None:
+        if self.federation is None:  # one per factory, never one per unit of work: it is a cache
+            object.__setattr__(self, "federation", FederationRuntime(
+                self.outbound or OutboundPolicy(), allow_loopback_http=self.settings.allow_loopback_http_issuers))
+
     @contextmanager
     def __call__(self) -> Iterator[UnitOfWork]:
         """One transaction: committed when the block ends normally, rolled back on any error."""
