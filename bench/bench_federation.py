@@ -151,17 +151,24 @@ def main() -> None:
             assert first.status_code == 200, first.text  # and the JWKS is now cached
             script = tmp / "exchange.lua"
             lua_script(script, tokens)
-            runs = []
+            runs, ceilings = [], []
             for n in range(args.rounds):
+                # The same server's no-op endpoint in between: the machine's ceiling at that moment.
+                noop = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
+                                       f"{url}/v1/bench/noop"], capture_output=True, text=True, check=True).stdout
+                ceilings.append(wrk_numbers(noop)[0])
                 output = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
                                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
                 rps, p50, p99 = wrk_numbers(output)
                 runs.append((rps, p50, p99))
-                print(f"round {n + 1}: {rps:.0f} exchanges/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+                print(f"round {n + 1}: {rps:.0f} exchanges/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+                      f"(no-op endpoint: {ceilings[-1]:.0f} req/s)", flush=True)
             rps, p50, p99 = (statistics.median(r[i] for r in runs) for i in range(3))
             print(f"median of {args.rounds} x {args.seconds} s at c={args.connections}: {rps:.0f} exchanges/s, "
                   f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (targets: >= 500/s, p99 <= 50 ms)")
-            print(f"JWKS fetches during the run: {issuer.requests.count('/jwks')}")
+            print(f"no-op endpoint, same server, median: {statistics.median(ceilings):.0f} req/s")
+            print(f"JWKS fetches (in-process part and server together): {issuer.requests.count('/jwks')}")
+            print(f"load average: {os.getloadavg()}")
         finally:
             stop(process)
             shutil.rmtree(tmp, ignore_errors=True)

@@ -183,11 +183,8 @@ class Exchange:
         created = TokenService(self.session, self.clock, self.secret_key).create(
             account, f"federated: {policy.name}"[:100], f"{match.issuer} {match.subject}"[:1000],
             expires_at=now + timedelta(seconds=lifetime_seconds), clusters=list(policy.clusters),
-            scopes=sorted(granted), grant_service_scopes=True,
+            scopes=sorted(granted), grant_service_scopes=True, federated=(match.issuer[:2048], match.subject),
         )
-        created.token.federated_issuer = match.issuer[:2048]
-        created.token.federated_subject = match.subject
-        self.session.flush()
         return created
 
     def sweep(self) -> int:

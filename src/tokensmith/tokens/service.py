@@ -63,11 +63,13 @@ class TokenService:
         clusters: Sequence[Cluster] = (),
         scopes: Sequence[str] | None = None,
         grant_service_scopes: bool = False,
+        federated: tuple[str, str] | None = None,
     ) -> CreatedToken:
         """Create a token for ``owner``. Raises InvalidInput for a bad name, note, expiry or scope.
 
         ``scopes`` None means all of the owner's. Service scopes (introspect, object-storage:verify)
         may be put on a member's token only with ``grant_service_scopes`` (admin paths).
+        ``federated`` is the external (issuer, subject) a workload identity exchange issued it for.
         """
         now = self.clock.now()
         stored_scopes = self.check_scopes(owner, scopes, grant_service_scopes)
@@ -83,6 +85,7 @@ class TokenService:
             secret_digest=secrets.digest(secret, self.secret_key), hint=secrets.hint(secret),
             created_at=now, expires_at=expiry, clusters=list(clusters),
             scopes=scope_rules.serialize(stored_scopes),
+            federated_issuer=federated[0] if federated else None, federated_subject=federated[1] if federated else None,
         )
         self.session.add(token)
         self.session.flush()
