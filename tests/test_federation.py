@@ -389,3 +389,42 @@ def test_the_console_shows_an_exchanged_token_as_federated(client, console, admi
     console(admin.user)
     page = client.get("/tokens", params={"all": "true"}).text
     assert ">federated</span>" in page and "federated: ci" in page
+
+
+def test_a_policy_granting_a_cluster_answers_a_kubeconfig_when_asked(client, admin, deployer, issuer, now):
+    from tests.pki import CA_PEM
+
+    cluster = {"name": "prod", "server": "https://127.0.0.1:6443", "certificate_authority": CA_PEM, "region": "r1"}
+    assert client.post("/v1/clusters", json=cluster, headers=admin.headers).status_code == 201
+    make_policy(client, admin, issuer, scopes=["kubernetes"], clusters=["prod"])
+    body = exchange(client, issuer.token(now), kubeconfig="true").json()
+    assert "server: https://127.0.0.1:6443" in body["kubeconfig"] and body["access_token"] in body["kubeconfig"]
+
+
+def test_a_policy_granting_clusters_needs_the_kubernetes_scope(client, admin, deployer, issuer):
+    from tests.pki import CA_PEM
+
+    cluster = {"name": "prod", "server": "https://127.0.0.1:6443", "certificate_authority": CA_PEM, "region": "r1"}
+    client.post("/v1/clusters", json=cluster, headers=admin.headers)
+    body = {"name": "p", "service_account": "deployer", "issuer": issuer.url, "audience": "a", "subject": "x",
+            "scopes": ["tokens:read"], "clusters": ["prod"]}
+    response = client.post("/v1/trust-policies", json=body, headers=admin.headers)
+    assert response.status_code == 422 and "kubernetes" in response.text
+
+
+def test_key_discovery_obeys_the_outbound_address_rules(database, tmp_path, clock, make_account, issuer, now):
+    """Without the operator allowing loopback, an https issuer on 127.0.0.1 is never contacted."""
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import SECRET_KEY
+    from tokensmith.api.app import create_app
+
+    strict = Settings(data_dir=tmp_path / "strict", database_url=database.url)
+    admin = make_account("strict-admin", admin=True)
+    with TestClient(create_app(strict, database, SECRET_KEY, clock)) as strict_client:
+        strict_client.post("/v1/service-accounts", json={"name": "deployer"}, headers=admin.headers)
+        https_issuer = issuer.url.replace("http://", "https://")
+        make_policy(strict_client, admin, issuer, issuer=https_issuer)
+        description = refused(exchange(strict_client, issuer.token(now, iss=https_issuer)))
+    assert "signing keys are unavailable" in description and "loopback" in description
+    assert issuer.requests == []
