@@ -24,6 +24,9 @@ UNSCOPED = {
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "authenticated by the cluster's webhook credential (tsw_)",
     ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
     ("GET", "/v1/auth/verify"): "forward-auth for any upstream: any live token passes; the proxy decides the rest",
+    ("POST", "/v1/oauth2/token"): "RFC 8693 exchange: the external JWT is the credential, checked by a trust policy",
+    ("POST", "/v1/sts"): "STS AssumeRoleWithWebIdentity: the external JWT is the credential (trust policy)",
+    ("POST", "/v1/sts/"): "the same STS door as AWS SDKs address it (endpoint URL + '/')",
 }
 # Endpoints that, beyond their scope, require the owner to be an organization admin.
 ADMIN_CHECKED = {
