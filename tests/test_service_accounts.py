@@ -133,3 +133,17 @@ def test_every_change_is_audited_with_the_admin_as_actor(client, admin, database
 def test_a_taken_name_is_a_conflict(client, admin):
     create(client, admin)
     assert client.post("/v1/service-accounts", json={"name": "admin"}, headers=admin.headers).status_code == 409
+
+
+def test_a_service_account_never_gets_a_password_through_the_user_admin_path(client, admin):
+    import pytest
+
+    from tokensmith.errors import NotFound
+    from tokensmith.usecases import Actor, users
+
+    account = create(client, admin)
+    operator = Actor.operator(admin.user.org_id)
+    with client.app.state.context.unit_of_work() as uow, pytest.raises(NotFound):
+        users.reset_password(uow, operator, account["id"])
+    with client.app.state.context.unit_of_work() as uow:
+        assert "grafana" not in [u.username for u in users.list_users(uow, operator)]
