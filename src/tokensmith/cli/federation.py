@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -170,9 +171,13 @@ def delete_policy(policy: Annotated[str, typer.Argument(help="The policy's name 
 
 def register(friendly: Any) -> tuple[typer.Typer, typer.Typer]:
     """Attach the commands, wrapped in the CLI's error handling; returns both groups."""
-    for command, fn in (("create", create_account), ("list", list_accounts), ("disable", disable_account),
-                        ("enable", enable_account), ("delete", delete_account), ("token", mint_token)):
+    accounts: tuple[tuple[str, Callable[..., None]], ...] = (
+        ("create", create_account), ("list", list_accounts), ("disable", disable_account),
+        ("enable", enable_account), ("delete", delete_account), ("token", mint_token))
+    for command, fn in accounts:
         service_account_app.command(command)(friendly(fn))
-    for command, fn in (("create", create_policy), ("list", list_policies), ("delete", delete_policy)):
+    policies: tuple[tuple[str, Callable[..., None]], ...] = (
+        ("create", create_policy), ("list", list_policies), ("delete", delete_policy))
+    for command, fn in policies:
         trust_policy_app.command(command)(friendly(fn))
     return service_account_app, trust_policy_app
