@@ -18,6 +18,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -210,3 +211,44 @@ def test_kubectl_create_token_is_exchanged_for_a_tokensmith_token_with_the_jwks_
     refused = client.post("/v1/oauth2/token", data={"grant_type": GRANT, "subject_token": other,
                                                     "subject_token_type": JWT_TYPE})
     assert refused.status_code == 400 and refused.json()["error_description"].startswith("audience")
+
+
+@pytest.mark.kubectl
+def test_one_cli_command_registers_the_clusters_issuer_from_kubectl(apiserver, tmp_path):
+    """``tokensmith trust-policy create --from-kubectl``: issuer and JWKS from the current context."""
+    from tests.servers import ServerProcess, server_env
+
+    data = tmp_path / "data"
+    server = ServerProcess(data, free_port(), server_env(data)).start()
+    try:
+        binary, kubeconfig = apiserver
+        bin_dir = tmp_path / "bin"  # `kubectl` on PATH: the version that matches this API server
+        bin_dir.mkdir()
+        (bin_dir / "kubectl").symlink_to(binary)
+        env = {**server.env, "XDG_CONFIG_HOME": str(tmp_path / "config"), "KUBECONFIG": str(kubeconfig),
+               "KUBECACHEDIR": str(tmp_path / "kube-cache"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+        def cli(*args: str, input: str | None = None) -> str:
+            done = subprocess.run([sys.executable, "-m", "tokensmith", *args], env=env, input=input,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        password = (data / "initial-admin-password").read_text().strip()
+        cli("login", "--url", server.url, "--username", "admin", input=password + "\n")
+        cli("service-account", "create", "ci-runner")
+        created = cli("trust-policy", "create", "cluster-ci", "--service-account", "ci-runner", "--from-kubectl",
+                      "--audience", "tokensmith", "--subject", "system:serviceaccount:default:*",
+                      "--scope", "tokens:read")
+        assert "AWS_ROLE_ARN=arn:tokensmith:iam::default:role/cluster-ci" in created
+        [policy] = json.loads(cli("trust-policy", "list", "--json"))
+        assert policy["issuer"] == SA_ISSUER and policy["inline_jwks"] is True
+        name = f"runner-{uuid.uuid4().hex[:6]}"
+        kubectl(apiserver, "create", "serviceaccount", name, "--namespace", "default")
+        token = kubectl(apiserver, "create", "token", name, "--namespace", "default", "--audience",
+                        "tokensmith").strip()
+        answer = httpx.post(f"{server.url}/v1/oauth2/token", data={"grant_type": GRANT, "subject_token": token,
+                                                                    "subject_token_type": JWT_TYPE})
+        assert answer.status_code == 200, answer.text
+    finally:
+        server.stop()
