@@ -272,15 +272,18 @@ def assume_role_with_web_identity(
         lifetime = exchange.lifetime(match, duration_seconds)
         if MINT_SCOPE not in (policy.scopes or "").split():
             raise TokenRejected(f"the trust policy does not grant {MINT_SCOPE}, so it mints no S3 keys", "role")
+        keys = AccessKeyService(uow.session, uow.clock, uow.keyring)
+        allowance = PolicyService(uow.session, uow.clock).get(policy.org_id).max_access_key_seconds
+        # Every check before the first write: a refusal after it would be recorded (record_apart)
+        # while this transaction holds SQLite's write lock.
+        key_seconds = keys.allowed_duration(policy.org_id, min(lifetime, allowance))
         created = exchange.issue(match, lifetime_seconds=lifetime)
         token = created.token
         account = policy.service_account
-        keys = AccessKeyService(uow.session, uow.clock, uow.keyring)
-        allowance = PolicyService(uow.session, uow.clock).get(policy.org_id).max_access_key_seconds
         assert token.expires_at is not None
         minter = TokenMinter(account.id, account.org_id, account.is_admin, token.id, token.public_id, token.name,
                              token.expires_at)
-        key = keys.create(minter, min(lifetime, allowance), f"sts {session_name}"[:100])
+        key = keys.create(minter, key_seconds, f"sts {session_name}"[:100])
     except TokenRejected as exc:
         raise _refuse(uow, actor, "sts", web_identity_token, exc.reason, exc.kind, org_id) from None
     except InvalidInput as exc:
