@@ -80,8 +80,8 @@ def parse(token: str) -> Unverified:
     if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
         raise TokenRejected("the subject token is not a JWT (a compact JWS: header.payload.signature)", "malformed")
     try:
-        header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, options={"verify_signature": False})
+        decoded = jwt.decode_complete(token, options={"verify_signature": False})  # one parse for both
+        header, claims = decoded["header"], decoded["payload"]
     except PyJWTError:
         raise TokenRejected("the subject token is not a JWT (a compact JWS: header.payload.signature)",
                             "malformed") from None
