@@ -47,13 +47,14 @@ class OidcIssuer:
         self.kid = f"k-{uuid.uuid4().hex[:8]}"
         self.key = new_key(alg)
         self.requests: list[str] = []
+        self.advertised_issuer: str | None = None  # what discovery claims to be; None: the real URL
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 issuer.requests.append(self.path)
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks",
+                    body = {"issuer": issuer.advertised_issuer or issuer.url, "jwks_uri": f"{issuer.url}/jwks",
                             "id_token_signing_alg_values_supported": [issuer.alg]}
                 elif self.path == "/jwks":
                     body = issuer.jwks()

@@ -428,3 +428,20 @@ def test_key_discovery_obeys_the_outbound_address_rules(database, tmp_path, cloc
         description = refused(exchange(strict_client, issuer.token(now, iss=https_issuer)))
     assert "signing keys are unavailable" in description and "loopback" in description
     assert issuer.requests == []
+
+
+def test_a_discovery_document_naming_another_issuer_is_not_trusted(client, admin, deployer, issuer, now):
+    issuer.advertised_issuer = "https://token.actions.githubusercontent.com"
+    make_policy(client, admin, issuer)
+    description = refused(exchange(client, issuer.token(now)))
+    assert "keys are unavailable" in description and "names another issuer" in description
+    assert "/jwks" not in issuer.requests
+
+
+def test_cached_keys_keep_working_while_the_issuer_is_down(client, admin, deployer, now):
+    with OidcIssuer() as flaky:
+        make_policy(client, admin, flaky)
+        assert exchange(client, flaky.token(now)).status_code == 200
+        token = flaky.token(now)
+    # The issuer's server is gone now; its keys are still in the cache.
+    assert exchange(client, token).status_code == 200
