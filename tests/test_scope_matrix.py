@@ -24,6 +24,7 @@ UNSCOPED = {
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "authenticated by the cluster's webhook credential (tsw_)",
     ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
     ("GET", "/v1/auth/verify"): "forward-auth for any upstream: any live token passes; the proxy decides the rest",
+    ("POST", "/v1/oauth2/introspect"): "bearer or client_secret_basic; client_with_scope checks 'introspect' itself",
     ("POST", "/v1/oauth2/token"): "RFC 8693 exchange: the external JWT is the credential, checked by a trust policy",
     ("POST", "/v1/sts"): "STS AssumeRoleWithWebIdentity: the external JWT is the credential (trust policy)",
     ("POST", "/v1/sts/"): "the same STS door as AWS SDKs address it (endpoint URL + '/')",
