@@ -40,7 +40,7 @@ from tokensmith.federation.verification import (
     verify_signature,
 )
 from tokensmith.net.outbound import OutboundPolicy
-from tokensmith.policy import PolicyService
+from tokensmith.policy import ExpiryPolicy, PolicyService
 from tokensmith.tokens.service import CreatedToken, TokenService
 
 SWEEP_INTERVAL: Final = 60.0
@@ -80,12 +80,13 @@ class FederationRuntime:
             return True
 
 
-@dataclass(frozen=True)
+@dataclass
 class Match:
     policy: TrustPolicy
     claims: dict[str, Any]
     issuer: str
     subject: str
+    org_policy: ExpiryPolicy | None = None  # read on first use
 
 
 class Exchange:
@@ -150,10 +151,16 @@ class Exchange:
         rejected.org_id = orgs.pop() if len(orgs) == 1 else None
         raise rejected
 
+    def org_policy(self, match: Match) -> ExpiryPolicy:
+        """The organization's token policy, read once per exchange."""
+        if match.org_policy is None:
+            match.org_policy = PolicyService(self.session, self.clock).get(match.policy.org_id)
+        return match.org_policy
+
     def lifetime(self, match: Match, requested: int | None) -> int:
         """Seconds the new token lives: the policy's (or less, when asked), within the org's token policy."""
         allowed = match.policy.lifetime_seconds
-        org_policy = PolicyService(self.session, self.clock).get(match.policy.org_id)
+        org_policy = self.org_policy(match)
         if org_policy.max_lifetime_days:
             allowed = min(allowed, org_policy.max_lifetime_days * 86400)
         if requested is None:
@@ -184,6 +191,7 @@ class Exchange:
             account, f"federated: {policy.name}"[:100], f"{match.issuer} {match.subject}"[:1000],
             expires_at=now + timedelta(seconds=lifetime_seconds), clusters=list(policy.clusters),
             scopes=sorted(granted), grant_service_scopes=True, federated=(match.issuer[:2048], match.subject),
+            policy=self.org_policy(match),
         )
         return created
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from tokensmith import scopes as scope_rules
 from tokensmith import secrets
@@ -143,5 +143,7 @@ class TrustPolicyService:
 
     def for_issuer(self, issuer: str) -> builtins.list[TrustPolicy]:
         """Every organization's policies for this issuer, oldest first."""
+        # One statement: the clusters joined in, not a second SELECT per exchange (the hot path).
         return list(self.session.scalars(select(TrustPolicy).where(TrustPolicy.issuer == issuer)
-                                         .order_by(TrustPolicy.id)))
+                                         .options(joinedload(TrustPolicy.clusters))
+                                         .order_by(TrustPolicy.id)).unique())

@@ -19,7 +19,7 @@ from tokensmith.db.models import Cluster, Token, User
 from tokensmith.errors import Forbidden, InvalidInput, NotFound
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
-from tokensmith.policy import PolicyService
+from tokensmith.policy import ExpiryPolicy, PolicyService
 from tokensmith.tokens.expiration import resolve_expiry
 from tokensmith.tokens.liveness import live_token
 from tokensmith.tokens.rotation import parse_grace
@@ -64,18 +64,20 @@ class TokenService:
         scopes: Sequence[str] | None = None,
         grant_service_scopes: bool = False,
         federated: tuple[str, str] | None = None,
+        policy: ExpiryPolicy | None = None,
     ) -> CreatedToken:
         """Create a token for ``owner``. Raises InvalidInput for a bad name, note, expiry or scope.
 
         ``scopes`` None means all of the owner's. Service scopes (introspect, object-storage:verify)
         may be put on a member's token only with ``grant_service_scopes`` (admin paths).
-        ``federated`` is the external (issuer, subject) a workload identity exchange issued it for.
+        ``federated`` is the external (issuer, subject) a workload identity exchange issued it for;
+        ``policy`` the organization's expiry policy when the caller has just read it.
         """
         now = self.clock.now()
         stored_scopes = self.check_scopes(owner, scopes, grant_service_scopes)
         name = clean_name(name)
         note = clean_note(note)
-        policy = PolicyService(self.session, self.clock).get(owner.org_id)
+        policy = policy or PolicyService(self.session, self.clock).get(owner.org_id)
         if expiration is None and expires_at is None:
             expiration = policy.default_expiration
         expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at))

@@ -29,7 +29,6 @@ from tokensmith.kube import access
 from tokensmith.kube.access import IssuedKubeconfig
 from tokensmith.objectstore.minters import MINT_SCOPE, TokenMinter
 from tokensmith.objectstore.service import AccessKeyService, CreatedAccessKey
-from tokensmith.policy import PolicyService
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
 from tokensmith.usecases.tokens import IssuedToken, TokenRequest, _creation_details, _issue
@@ -273,7 +272,7 @@ def assume_role_with_web_identity(
         if MINT_SCOPE not in (policy.scopes or "").split():
             raise TokenRejected(f"the trust policy does not grant {MINT_SCOPE}, so it mints no S3 keys", "role")
         keys = AccessKeyService(uow.session, uow.clock, uow.keyring)
-        allowance = PolicyService(uow.session, uow.clock).get(policy.org_id).max_access_key_seconds
+        allowance = exchange.org_policy(match).max_access_key_seconds
         # Every check before the first write: a refusal after it would be recorded (record_apart)
         # while this transaction holds SQLite's write lock.
         key_seconds = keys.allowed_duration(policy.org_id, min(lifetime, allowance))
