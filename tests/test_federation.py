@@ -445,3 +445,10 @@ def test_cached_keys_keep_working_while_the_issuer_is_down(client, admin, deploy
         token = flaky.token(now)
     # The issuer's server is gone now; its keys are still in the cache.
     assert exchange(client, token).status_code == 200
+
+
+def test_a_policy_for_an_admin_service_account_grants_no_admin_scope_unless_named(client, admin, issuer, now):
+    client.post("/v1/service-accounts", json={"name": "deployer", "admin": True}, headers=admin.headers)
+    policy = make_policy(client, admin, issuer)
+    assert not {"org:admin", "tokens:write", "introspect"} & set(policy["scopes"])
+    assert "org:admin" not in exchange(client, issuer.token(now)).json()["scope"]

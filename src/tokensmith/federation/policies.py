@@ -113,8 +113,9 @@ class TrustPolicyService:
     def _scopes(account: User, requested: Sequence[str] | None) -> frozenset[str]:
         """Scopes ⊆ what the service account may hold (its default when none are named)."""
         if requested is None:
-            # A workload's token should not mint longer-lived ones: tokens:write only when named.
-            return scope_rules.default_scopes(account.is_admin) - {"tokens:write"}
+            # A member's defaults even for an admin service account (admin scopes only when named),
+            # and a workload's token should not mint longer-lived ones: tokens:write only when named.
+            return scope_rules.default_scopes(False) - {"tokens:write"}
         wanted = scope_rules.parse(requested)
         beyond = sorted(wanted - scope_rules.permitted(account.is_admin))
         if beyond:

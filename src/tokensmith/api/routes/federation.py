@@ -136,8 +136,9 @@ class TrustPolicyCreate(RequestBody):
     conditions: dict[str, str] = Field(
         default_factory=dict, examples=[{"/repository": "octo-org/*", "/kubernetes.io/namespace": "ci"}],
         description="Claim conditions: a JSON pointer to a claim → a glob (or an exact value).")
-    scopes: list[str] | None = Field(default=None, description="What the tokens hold (⊆ the service account's); "
-                                                                "default: its default scopes except tokens:write.")
+    scopes: list[str] | None = Field(
+        default=None, description="What the tokens hold (⊆ the service account's); default: a member's default "
+                                  "scopes except tokens:write.")
     clusters: list[Annotated[str, Field(max_length=100)]] = Field(default=[], max_length=100)
     lifetime_seconds: int = Field(default=DEFAULT_LIFETIME, description=f"900 to {MAX_LIFETIME} (12 hours).")
     max_token_age_seconds: int = Field(default=DEFAULT_MAX_TOKEN_AGE,
