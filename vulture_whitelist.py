@@ -52,6 +52,7 @@ _.audit_page
 _.device
 # When a device sign-in request was approved or denied: kept for operators reading the table.
 _.decided_at
+_.service_accounts  # and console.service_accounts, for the same reason
 
 # Response fields of the S3 verify answer (pydantic serializes them; gateways read them).
 _.signingKey
@@ -66,3 +67,6 @@ decode_signed_chunks
 from tokensmith import metrics
 
 metrics._Collector.collect
+# Response fields of trust policies and tokens (pydantic serializes them; API clients read them).
+_.inline_jwks
+_.federated

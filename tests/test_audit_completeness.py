@@ -8,6 +8,7 @@ line fails its own case (the ``@operation`` decorator raises AuditMissing).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.conftest import SECRET_KEY
+from tests.oidc import OidcIssuer
 from tests.pki import CA_PEM
 from tokensmith.db.models import AuditEvent
+from tokensmith.federation.policies import PolicyRequest
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.policy import ExpiryPolicy
 from tokensmith.usecases import (
@@ -28,6 +31,7 @@ from tokensmith.usecases import (
     auth,
     clusters,
     device,
+    federation,
     org,
     tokens,
     users,
@@ -37,6 +41,7 @@ from tokensmith.usecases.clusters import ClusterChange, ClusterRequest
 from tokensmith.usecases.tokens import TokenRequest
 
 Case = Callable[[UnitOfWork, Actor, dict[str, Any]], Any]
+OIDC = OidcIssuer()  # never started: its keys are given inline
 
 
 def _cluster(uow, actor, made):
@@ -88,6 +93,21 @@ def _approved_device(uow, actor, made):
     device.approve_device_request(uow, actor, made["device"].user_code)
 
 
+def _service_account(uow, actor, made):
+    made["service_account"] = federation.create_service_account(uow, actor, "robot")
+
+
+def _policy_only(uow, actor, made):
+    made["policy"] = federation.create_trust_policy(uow, actor, PolicyRequest(
+        name="ci", service_account="robot", issuer=OIDC.url, audience="tokensmith", subject="system:serviceaccount:*:*",
+        scopes=["tokens:read", "object-storage:write"], jwks=json.dumps(OIDC.jwks())))
+
+
+def _trust_policy(uow, actor, made):
+    _service_account(uow, actor, made)
+    _policy_only(uow, actor, made)
+
+
 # operation name -> (what must exist first, the call under test)
 CASES: dict[str, tuple[Case | None, Case]] = {
     "access_keys.mint_access_key": (_token, lambda uow, a, m: access_keys.mint_access_key(
@@ -129,6 +149,21 @@ CASES: dict[str, tuple[Case | None, Case]] = {
         uow, a, m["device"].user_code)),
     "device.redeem_device_code": (_approved_device, lambda uow, a, m: device.redeem_device_code(
         uow, Actor.anonymous(RequestContext()), m["device"].device_code)),
+    "federation.create_service_account": (None, _service_account),
+    "federation.set_service_account_disabled": (_service_account, lambda uow, a, m: (
+        federation.set_service_account_disabled(uow, a, "robot", disabled=True))),
+    "federation.delete_service_account": (_service_account, lambda uow, a, m: (
+        federation.delete_service_account(uow, a, "robot"))),
+    "federation.issue_service_account_token": (_service_account, lambda uow, a, m: (
+        federation.issue_service_account_token(uow, a, "robot", TokenRequest(name="t")))),
+    "federation.create_trust_policy": (_service_account, _policy_only),
+    "federation.delete_trust_policy": (_trust_policy, lambda uow, a, m: federation.delete_trust_policy(uow, a, "ci")),
+    "federation.exchange_token": (_trust_policy, lambda uow, a, m: federation.exchange_token(
+        uow, Actor.anonymous(RequestContext()), OIDC.token(uow.clock.now().timestamp()))),
+    "federation.assume_role_with_web_identity": (_trust_policy, lambda uow, a, m: (
+        federation.assume_role_with_web_identity(uow, Actor.anonymous(RequestContext()),
+                                                 "arn:tokensmith:iam::default:role/ci",
+                                                 OIDC.token(uow.clock.now().timestamp()), "session"))),
     "users.create_user": (None, _user),
     "users.set_user_disabled": (_user, lambda uow, a, m: users.set_user_disabled(uow, a, "carol", disabled=True)),
     "users.reset_password": (_user, lambda uow, a, m: users.reset_password(uow, a, "carol")),

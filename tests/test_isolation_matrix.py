@@ -12,10 +12,12 @@ from datetime import timedelta
 
 import pytest
 
+from tests.oidc import OidcIssuer
 from tests.pki import CA_PEM
 from tokensmith import secrets
 from tokensmith.api.routing import api_routes
 
+OIDC_KEYS = OidcIssuer().jwks()  # never served: given inline
 REJECTED = ("none", "malformed", "unknown", "expired", "revoked")
 CALLERS = (*REJECTED, "other_org", "non_admin")
 
@@ -67,6 +69,14 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/webhooks", 201, 403, body="webhook"),
     Endpoint("DELETE", "/v1/webhooks/{webhook}", 404, 403),
     Endpoint("GET", "/metrics", 200, 403),
+    Endpoint("GET", "/v1/service-accounts", 200, 403),
+    Endpoint("POST", "/v1/service-accounts", 201, 403, body="service_account"),
+    Endpoint("PATCH", "/v1/service-accounts/{sa}", 404, 403, body="sa_update"),
+    Endpoint("DELETE", "/v1/service-accounts/{sa}", 404, 403),
+    Endpoint("POST", "/v1/service-accounts/{sa}/tokens", 404, 403, body="token"),
+    Endpoint("GET", "/v1/trust-policies", 200, 403),
+    Endpoint("POST", "/v1/trust-policies", 404, 403, body="trust_policy"),
+    Endpoint("DELETE", "/v1/trust-policies/{policy}", 404, 403),
 )
 # Doors whose caller is not a bearer token of this organization's users, each with its own tests.
 ELSEWHERE = {
@@ -80,7 +90,10 @@ ELSEWHERE = {
     ("GET", "/v1/object-storage/temporary-credentials"): "the SDK's bare secret: test_objectstore_api.py",
     ("POST", "/v1/object-storage/verify"): "a gateway's service-scoped token: test_objectstore_api.py",
     ("POST", "/v1/oauth2/device_authorization"): "an anonymous device (RFC 8628): test_device_grant.py",
-    ("POST", "/v1/oauth2/token"): "authenticated by its grant (a device code): test_device_grant.py",
+    ("POST", "/v1/oauth2/token"): "authenticated by its grant (a device code, an external JWT): "
+                                  "test_device_grant.py, test_federation.py",
+    ("POST", "/v1/sts"): "the external JWT is the credential: test_federation_sts.py",
+    ("POST", "/v1/sts/"): "the same STS door: test_federation_sts.py",
 }
 BODIES = {
     "token": {"name": "probe"},
@@ -93,6 +106,11 @@ BODIES = {
     "access_key": {"durationSeconds": 900, "attributes": {"name": "probe"}},
     "policy": {"max_lifetime_days": None, "allow_never": True, "default_expiration": "30d"},
     "webhook": {"url": "http://127.0.0.1:9/hook"},
+    "service_account": {"name": "probe-sa"},
+    "sa_update": {"disabled": False},
+    # By name: the other organization gets 404 without the body's own value counting as a leak.
+    "trust_policy": {"name": "probe", "service_account": "world-sa", "issuer": "https://issuer.invalid",
+                     "audience": "a", "subject": "x", "jwks": OIDC_KEYS},
 }
 
 
@@ -104,6 +122,9 @@ def world(client, clock, make_account, admin, alice, mallory):
     credential = client.post(f"/v1/clusters/{cluster['id']}/webhook-credentials", headers=admin.headers).json()
     key = client.post("/v1/object-storage/access-keys", json=BODIES["access_key"], headers=admin.headers).json()
     webhook = client.post("/v1/webhooks", json=BODIES["webhook"], headers=admin.headers).json()
+    account = client.post("/v1/service-accounts", json={"name": "world-sa"}, headers=admin.headers).json()
+    policy = client.post("/v1/trust-policies", json=BODIES["trust_policy"] | {"name": "world-policy"},
+                         headers=admin.headers).json()
     expired = make_account("old-timer", expiration="1h")
     revoked = make_account("leaver")
     assert client.delete(f"/v1/tokens/{revoked.token_id}", headers=revoked.headers).status_code == 204
@@ -119,7 +140,8 @@ def world(client, clock, make_account, admin, alice, mallory):
         "non_admin": alice.headers,
     }
     paths = {"{token}": admin.token_id, "{cluster}": cluster["id"], "{vpc}": vpc["id"], "{key}": key["accessKeyId"],
-             "{credential}": credential["credential"]["id"], "{webhook}": webhook["webhook"]["id"]}
+             "{credential}": credential["credential"]["id"], "{webhook}": webhook["webhook"]["id"],
+             "{sa}": account["id"], "{policy}": policy["id"]}
     whoami = client.get("/v1/whoami", headers=admin.headers).json()
     secrets_of_org = {admin.token_id, alice.token_id, cluster["id"], vpc["id"], whoami["organization"]["id"],
                       whoami["user"]["id"], *(v for k, v in paths.items() if k != "{token}")}

@@ -26,7 +26,9 @@ UNSCOPED = {
     ("GET", "/v1/object-storage/temporary-credentials"): "SDK container-credentials exchange; checks its scope itself",
     ("GET", "/v1/auth/verify"): "forward-auth for any upstream: any live token passes; the proxy decides the rest",
     ("POST", "/v1/oauth2/device_authorization"): "RFC 8628: an anonymous device starts a browser sign-in",
-    ("POST", "/v1/oauth2/token"): "OAuth token endpoint: each grant authenticates itself (the device code)",
+    ("POST", "/v1/oauth2/token"): "OAuth token endpoint: each grant authenticates itself (device code, external JWT)",
+    ("POST", "/v1/sts"): "STS AssumeRoleWithWebIdentity: the external JWT is the credential (trust policy)",
+    ("POST", "/v1/sts/"): "the same STS door as AWS SDKs address it (endpoint URL + '/')",
 }
 # Endpoints that, beyond their scope, require the owner to be an organization admin.
 ADMIN_CHECKED = {

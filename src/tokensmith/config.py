@@ -81,6 +81,8 @@ class Settings:
     max_sessions_per_user: int = 20
     # How long a browser sign-in request (tokensmith login --web, RFC 8628) waits for approval.
     device_code_seconds: int = 600
+    # Workload identity federation: plain-HTTP OIDC issuers on 127.0.0.0/8 (tests, local issuers only).
+    allow_loopback_http_issuers: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -113,6 +115,7 @@ class Settings:
             max_access_keys_per_user=_positive_int(env, "TOKENSMITH_MAX_ACCESS_KEYS_PER_USER", 100),
             max_sessions_per_user=_positive_int(env, "TOKENSMITH_MAX_SESSIONS_PER_USER", 20),
             device_code_seconds=_positive_int(env, "TOKENSMITH_DEVICE_CODE_LIFETIME", 600),
+            allow_loopback_http_issuers=env.get("TOKENSMITH_ALLOW_LOOPBACK_HTTP_ISSUERS", "").strip() == "1",
         )
 
     @property

@@ -22,7 +22,9 @@ class UserAdminService:
     def list(self, actor: Actor) -> list[User]:
         """The users of the admin's organization, by user name; Forbidden for non-admins."""
         require_admin(actor, "listing users")
-        return list(self.session.scalars(select(User).where(User.org_id == actor.org_id).order_by(User.username)))
+        # Service accounts have their own page and rules (tokensmith.federation.accounts).
+        return list(self.session.scalars(select(User).where(User.org_id == actor.org_id, User.kind != "service")
+                                         .order_by(User.username)))
 
     def create(self, actor: Actor, username: str, password: str, *, is_admin: bool = False) -> User:
         """A new user of the admin's organization, who must change this first password."""
@@ -33,9 +35,12 @@ class UserAdminService:
 
     def _user(self, actor: Actor, ref: str) -> User:
         try:
-            return self.accounts.get_user_in_org(actor.org_id, ref)
+            user = self.accounts.get_user_in_org(actor.org_id, ref)
         except NotFound:
             raise NotFound(f"user {ref!r} not found") from None
+        if user.kind == "service":  # no password, ever: it must not become one that can sign in
+            raise NotFound(f"user {ref!r} not found (it is a service account: see /v1/service-accounts)")
+        return user
 
     def set_disabled(self, actor: Actor, ref: str, disabled: bool) -> User:
         """Disable (tokens and sessions stop working) or re-enable a user; admins cannot disable themselves."""

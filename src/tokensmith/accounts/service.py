@@ -71,7 +71,7 @@ class AccountService:
         """The active user with this password; AuthenticationFailed (same message either way) otherwise."""
         user = self.find_user(username)
         ok = verify_password(user.password_hash if user else None, password)
-        if user is None or not ok or user.disabled:
+        if user is None or not ok or user.disabled or user.kind == "service":
             raise AuthenticationFailed("invalid username or password", error=None)
         return user
 

@@ -13,6 +13,7 @@ from tokensmith.api.context import AppContext
 from tokensmith.api.middleware import TokensmithAPI
 from tokensmith.api.routes import (
     clusters,
+    federation,
     identity,
     kube,
     lifecycle,
@@ -70,7 +71,7 @@ def create_app(
     # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
     routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
                token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router, users.router,
-               kube_credentials_router, device_authorization_router, oauth_token_router)
+               kube_credentials_router, device_authorization_router, oauth_token_router, federation.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429)

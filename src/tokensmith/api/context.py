@@ -22,6 +22,7 @@ from tokensmith.clock import Clock
 from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
+from tokensmith.federation.exchange import FederationRuntime
 from tokensmith.kube.denials import DenialLog
 from tokensmith.net.outbound import IPNetwork, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
@@ -64,6 +65,8 @@ class AppContext:
     def build(cls, settings: Settings, database: Database, secret_key: bytes, clock: Clock) -> AppContext:
         keyring: KeyRing = LazyKeyRing(settings)  # the key file is read once, on first use
         outbound = OutboundPolicy(settings.webhook_allowed_networks)
+        # JWKS fetches go through the same outbound address rules as webhooks.
+        federation = FederationRuntime(outbound, allow_loopback_http=settings.allow_loopback_http_issuers)
         return cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
             verifier=Verifier(database, secret_key, clock,
@@ -75,7 +78,7 @@ class AppContext:
                 window_seconds=settings.failure_window_seconds, per_gateway=settings.failures_per_gateway)),
             trusted_proxies=parse_networks(settings.trusted_proxies),
             units=UnitsOfWork(database=database, clock=clock, secret_key=secret_key, keyring=keyring,
-                              settings=settings, outbound=outbound),
+                              settings=settings, outbound=outbound, federation=federation),
         )
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:

@@ -380,3 +380,27 @@ def check_subject(request: Request, door: str, secret: str, verify: Callable[[st
         return guarded_subject(request, door, secret, verify, cached, keys)
     except (AuthenticationFailed, RateLimited) as error:
         return Refusal.of(error)
+
+
+def guarded_exchange(request: Request, door: str, exchange: Callable[[], T], refused: type[Exception]) -> T:
+    """An exchange door (RFC 8693, STS): the presented JWT is the client's credential.
+
+    A client over its limit is refused before ``exchange`` runs; each refusal (``refused``) counts one
+    failure against the client's address, like a wrong bearer token at the API.
+    """
+    limiter, key, started = limiter_of(request), ip_key(request_ip(request)), time.perf_counter()
+    try:
+        limiter.check_local(key)
+        result = exchange()
+    except RateLimited:
+        _observe_limited(door, started)
+        raise
+    except refused:
+        _observe(door, "invalid", started)
+        try:
+            limiter.record_failure(key)
+        except RateLimited:
+            metrics.observe_rate_limited()  # this refusal is answered; the next one is limited
+        raise
+    _observe(door, "ok", started)
+    return result

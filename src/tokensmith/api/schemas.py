@@ -54,10 +54,18 @@ class TokenCreate(Request):
 class UserRef(BaseModel):
     id: str
     username: str
+    kind: str = Field(default="person", description="person, or service (a service account, svc_ id).")
 
     @classmethod
     def of(cls, user: User) -> UserRef:
-        return cls(id=user.public_id, username=user.username)
+        return cls(id=user.public_id, username=user.username, kind=user.kind or "person")
+
+
+class FederatedOut(BaseModel):
+    """Who a federated token was exchanged for (workload identity federation)."""
+
+    issuer: str
+    subject: str
 
 
 class ClusterRef(BaseModel):
@@ -81,6 +89,8 @@ class TokenOut(BaseModel):
     last_used_at: datetime | None
     clusters: list[TokenClusterRef]
     scopes: list[str] = Field(description="What the token can do now: its scopes cut to its owner's permissions.")
+    federated: FederatedOut | None = Field(
+        default=None, description="Set when the token was exchanged for an external OIDC token.")
 
     @classmethod
     def of(cls, token: Token, now: datetime) -> TokenOut:
@@ -91,6 +101,8 @@ class TokenOut(BaseModel):
             clusters=[TokenClusterRef(id=c.public_id, name=c.name, level=token.cluster_levels.get(c.id, "view"))
                       for c in token.clusters],
             scopes=sorted(scope_rules.effective(scope_rules.deserialize(token.scopes), token.user.is_admin)),
+            federated=None if token.federated_issuer is None else FederatedOut(
+                issuer=token.federated_issuer, subject=token.federated_subject or ""),
         )
 
 
@@ -123,6 +135,7 @@ class UserOut(BaseModel):
     id: str
     username: str
     is_admin: bool
+    kind: str = Field(default="person", description="person, or service (a service account).")
 
 
 class WhoAmI(BaseModel):

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from tokensmith import durations
-from tokensmith.cli import access_keys, clusters, datadir, helpfmt, org  # noqa: F401 (helpfmt: flags without <bool>)
+from tokensmith.cli import access_keys, clusters, datadir, federation, helpfmt, org  # noqa: F401 (helpfmt: flags without <bool>)
 from tokensmith.cli.client import ApiClient, CliError, check_server
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
@@ -449,6 +449,9 @@ def admin_create_token(
 app.add_typer(access_keys.register(friendly, admin_app), name="access-key")
 app.add_typer(clusters.register(friendly), name="cluster")
 org.register(friendly, app)
+_service_accounts, _trust_policies = federation.register(friendly)
+app.add_typer(_service_accounts, name="service-account")
+app.add_typer(_trust_policies, name="trust-policy")
 @admin_app.command("backup")
 @friendly
 def admin_backup(

@@ -26,6 +26,7 @@ from tokensmith.console import (
     device,  # also registers the device sign-in page (/device) on the router
     exec_kubeconfig,
     policy,  # noqa: F401 - registers the Policy page on the router
+    service_accounts,  # noqa: F401 - registers the Service accounts page on the router
     token_lifecycle,
 )
 from tokensmith.console.common import (
@@ -179,6 +180,8 @@ def _token_row(token: Token, now: datetime) -> dict[str, Any]:
         "expired": token.expires_at is not None and now >= token.expires_at,
         "last_used_at": token.last_used_at, "clusters": [c.name for c in token.clusters],
         "cluster_levels": {c.name: token.cluster_levels.get(c.id, levels.DEFAULT_LEVEL) for c in token.clusters},
+        "service_account": token.user.kind == "service",
+        "federated": f"{token.federated_issuer} {token.federated_subject}" if token.federated_issuer else None,
         **token_lifecycle.row_extras(token, now),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,39 @@ def _create_private_sqlite_file(url: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+
+
+def _serialize_sqlite_writers(engine: Engine) -> None:
+    """One write transaction at a time per process, waiting in line on a lock.
+
+    SQLite allows one writer anyway; without this, concurrent writers of this process wait in
+    SQLite's busy handler, which sleeps in steps of up to 100 ms, so a burst of writes (token
+    exchanges at concurrency 8) turns into a tail latency of hundreds of milliseconds. The lock is
+    taken at a transaction's first write and released when it ends (commit, rollback, or the
+    connection's return to the pool). Re-entrant: a thread that opens a second session to record
+    an audit event apart still gets SQLite's own wait, as before.
+    """
+    lock = threading.RLock()
+
+    def before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # Bounded: should a holder ever fail to release, writers fall back to SQLite's own waiting.
+        if not conn.info.get(_HOLDS) and statement.lstrip()[:6].upper() in _WRITES and lock.acquire(timeout=10):
+            conn.info[_HOLDS] = True
+
+    def release(info: dict[str, Any]) -> None:
+        if info.pop(_HOLDS, False):
+            lock.release()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", lambda conn: release(conn.info))
+    event.listen(engine, "rollback", lambda conn: release(conn.info))
+    event.listen(engine.pool, "checkin", lambda _dbapi, record: release(record.info))
+
+
+_HOLDS = "tokensmith.sqlite_writer"
+
+
 def make_engine(url: str) -> Engine:
     # hide_parameters: SQLAlchemy's exception text quotes bound parameters (a password hash, a
     # digest), and exception text can reach a log line; statements alone are enough to debug.
@@ -50,6 +84,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
                                hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
+        _serialize_sqlite_writers(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 

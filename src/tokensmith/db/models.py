@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -69,6 +70,9 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "person" (signs in with a password) or "service" (a service account: svc_ id, no password,
+    # owned by the organization; see tokensmith.federation.accounts).
+    kind: Mapped[str] = mapped_column(String(16), default="person", server_default="person")
 
     organization: Mapped[Organization] = relationship(lazy="joined")
 
@@ -85,6 +89,8 @@ token_clusters = Table(
 
 class Token(Base):
     __tablename__ = "tokens"
+    # The sweep of expired federated tokens (tokensmith.federation) reads this range.
+    __table_args__ = (Index("ix_tokens_federated_expiry", "federated_issuer", "expires_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -108,6 +114,9 @@ class Token(Base):
     # refused once its parent is revoked, expired or gone, so revoking the login ends them all.
     parent_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("tokens.id", ondelete="CASCADE"), index=True, default=None)
+    # Set on tokens minted by a workload identity exchange: who the external workload was.
+    federated_issuer: Mapped[str | None] = mapped_column(String(2048))
+    federated_subject: Mapped[str | None] = mapped_column(String(1000))
 
     user: Mapped[User] = relationship(lazy="joined")
     clusters: Mapped[list[Cluster]] = relationship(secondary=token_clusters, lazy="selectin", order_by="Cluster.name")
@@ -391,3 +400,38 @@ class DeviceAuthorization(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="SET NULL"))
+
+
+trust_policy_clusters = Table(
+    "trust_policy_clusters",
+    Base.metadata,
+    Column("policy_id", ForeignKey("trust_policies.id", ondelete="CASCADE"), primary_key=True),
+    Column("cluster_id", ForeignKey("clusters.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class TrustPolicy(Base):
+    """Which external OIDC tokens may be exchanged for a service account's short-lived token."""
+
+    __tablename__ = "trust_policies"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    service_account_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(2048), index=True)
+    # The issuer's JWKS given inline (air-gapped clusters); NULL: discovered from the issuer URL.
+    jwks: Mapped[str | None] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(String(2048))
+    subject: Mapped[str | None] = mapped_column(String(1000))  # a glob; NULL: any subject
+    conditions: Mapped[str] = mapped_column(Text, default="{}")  # JSON: {"/json/pointer": "glob"}
+    scopes: Mapped[str] = mapped_column(Text)  # space-separated; always explicit
+    lifetime_seconds: Mapped[int] = mapped_column(Integer)
+    max_token_age_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    service_account: Mapped[User] = relationship(lazy="joined")
+    clusters: Mapped[list[Cluster]] = relationship(secondary=trust_policy_clusters, lazy="selectin",
+                                                   order_by="Cluster.name")

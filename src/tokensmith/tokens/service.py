@@ -21,7 +21,7 @@ from tokensmith.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tokensmith.kube import levels
 from tokensmith.objectstore.revocation import revoke_keys_minted_by
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
-from tokensmith.policy import PolicyService
+from tokensmith.policy import ExpiryPolicy, PolicyService
 from tokensmith.tokens.expiration import is_expired, resolve_expiry
 from tokensmith.tokens.liveness import live_token
 from tokensmith.tokens.rotation import parse_grace
@@ -84,6 +84,8 @@ class TokenService:
         grant_service_scopes: bool = False,
         cluster_levels: Mapping[int, str] | None = None,
         max_levels: Mapping[int, str] | None = None,
+        federated: tuple[str, str] | None = None,
+        policy: ExpiryPolicy | None = None,
     ) -> CreatedToken:
         """Create a token for ``owner``. Raises InvalidInput for a bad name, note, expiry, scope or level.
 
@@ -91,6 +93,8 @@ class TokenService:
         may be put on a member's token only with ``grant_service_scopes`` (admin paths).
         ``cluster_levels`` (cluster id -> level) are the access levels asked for (default view), each
         at most what the owner may hold there and, when given, ``max_levels`` (a parent token's).
+        ``federated`` is the external (issuer, subject) a workload identity exchange issued it for;
+        ``policy`` the organization's expiry policy when the caller has just read it.
         """
         now = self.clock.now()
         stored_scopes = self.check_scopes(owner, scopes, grant_service_scopes)
@@ -100,7 +104,7 @@ class TokenService:
         )
         name = clean_name(name)
         note = clean_note(note)
-        policy = PolicyService(self.session, self.clock).get(owner.org_id)
+        policy = policy or PolicyService(self.session, self.clock).get(owner.org_id)
         if expiration is None and expires_at is None:
             expiration = policy.default_expiration
         expiry = policy.enforce(now, resolve_expiry(now, expiration, expires_at))
@@ -111,6 +115,7 @@ class TokenService:
             secret_digest=secrets.digest(secret, self.secret_key), hint=secrets.hint(secret),
             created_at=now, expires_at=expiry, clusters=list(clusters),
             scopes=scope_rules.serialize(stored_scopes),
+            federated_issuer=federated[0] if federated else None, federated_subject=federated[1] if federated else None,
         )
         self.session.add(token)
         self.session.flush()

@@ -15,11 +15,11 @@ in the domain services below (``tokens``, ``accounts``, ``clusters``, ``objectst
 
 from __future__ import annotations
 
-from tokensmith.usecases import access_keys, auth, clusters, device, org, tokens, users
+from tokensmith.usecases import access_keys, auth, clusters, device, federation, org, tokens, users
 from tokensmith.usecases.actor import Actor, RequestContext
 from tokensmith.usecases.base import Operation, OperationSpec, UnitOfWork, operation
 
-MODULES = (tokens, auth, org, users, clusters, access_keys, device)
+MODULES = (tokens, auth, org, users, clusters, access_keys, device, federation)
 
 
 def _collect() -> tuple[Operation, ...]:

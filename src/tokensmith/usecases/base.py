@@ -29,6 +29,7 @@ from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.db.models import AuditEvent
+from tokensmith.federation.exchange import FederationRuntime
 from tokensmith.net.outbound import OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing
 from tokensmith.tokens.service import TokenService
@@ -46,7 +47,8 @@ class UnitOfWork:
     """One transaction's session and the domain services over it, plus the audit recorder."""
 
     def __init__(self, session: Session, *, clock: Clock, secret_key: bytes, keyring: KeyRing,
-                 settings: Settings, database: Database, outbound: OutboundPolicy | None = None) -> None:
+                 settings: Settings, database: Database, outbound: OutboundPolicy | None = None,
+                 federation: FederationRuntime | None = None) -> None:
         self.session = session
         self.clock = clock
         self.secret_key = secret_key
@@ -54,6 +56,8 @@ class UnitOfWork:
         self.settings = settings
         self.database = database
         self.outbound = outbound or OutboundPolicy()
+        self.federation = federation or FederationRuntime(
+            self.outbound, allow_loopback_http=settings.allow_loopback_http_issuers)
         self.accounts = AccountService(session, clock)
         self.tokens = TokenService(session, clock, secret_key)
         self.clusters = ClusterService(session, clock)
@@ -144,10 +148,17 @@ class UnitsOfWork:
     keyring: KeyRing
     settings: Settings
     outbound: OutboundPolicy | None = None
+    federation: FederationRuntime | None = None  # the issuers' key cache, shared by every unit of work
+
+    def __post_init__(self) -> None:
+        if self.federation is None:  # one per factory, never one per unit of work: it is a cache
+            object.__setattr__(self, "federation", FederationRuntime(
+                self.outbound or OutboundPolicy(), allow_loopback_http=self.settings.allow_loopback_http_issuers))
 
     @contextmanager
     def __call__(self) -> Iterator[UnitOfWork]:
         """One transaction: committed when the block ends normally, rolled back on any error."""
         with self.database.session() as session:
             yield UnitOfWork(session, clock=self.clock, secret_key=self.secret_key, keyring=self.keyring,
-                             settings=self.settings, database=self.database, outbound=self.outbound)
+                             settings=self.settings, database=self.database, outbound=self.outbound,
+                             federation=self.federation)

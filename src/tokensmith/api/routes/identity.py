@@ -30,7 +30,8 @@ def whoami(caller: CallerActor, ctx: Context, request: Request) -> WhoAmI:
     with ctx.unit_of_work() as uow:
         token = tokens.own_token(uow, caller)
         return WhoAmI(
-            user=UserOut(id=identity.user_public_id, username=identity.username, is_admin=identity.is_admin),
+            user=UserOut(id=identity.user_public_id, username=identity.username, is_admin=identity.is_admin,
+                         kind=token.user.kind),
             organization=OrgOut(id=identity.org_public_id, name=identity.org_name),
             token=TokenOut.of(token, ctx.clock.now()),
         )

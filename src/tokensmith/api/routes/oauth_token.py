@@ -16,22 +16,29 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tokensmith.api.routes.device_authorization import DEVICE_CODE_GRANT, device_code_grant, form_fields, oauth_error
+from tokensmith.api.routes.federation import TOKEN_EXCHANGE, TOKEN_FORM_SCHEMA, token_exchange_grant
 
 router = APIRouter(prefix="/v1/oauth2", tags=["oauth2"])
 
 GrantHandler = Callable[[Request, Mapping[str, str]], Response]
 GRANTS: Final[dict[str, GrantHandler]] = {
     DEVICE_CODE_GRANT: device_code_grant,  # RFC 8628: tokensmith login --web
+    TOKEN_EXCHANGE: token_exchange_grant,  # RFC 8693: workload identity federation
 }
 
 
 @router.post(
-    "/token",
+    "/token", openapi_extra=TOKEN_FORM_SCHEMA,
     responses={200: {"description": "access_token, token_type, expires_in, scope"},
                400: {"description": "RFC 6749 error JSON"}, 429: {"description": "too many requests"}},
 )
 async def token(request: Request) -> Response:
-    """The OAuth 2.0 token endpoint (form-encoded). Grant types: ``urn:ietf:params:oauth:grant-type:device_code``."""
+    """The OAuth 2.0 token endpoint (form-encoded).
+
+    Grant types: ``urn:ietf:params:oauth:grant-type:device_code`` (RFC 8628, ``tokensmith login --web``)
+    and ``urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693: an external OIDC token for a
+    short-lived token under a trust policy, docs/federation.md).
+    """
     fields = await form_fields(request)
     if fields is None:
         return oauth_error("invalid_request", "send the parameters as application/x-www-form-urlencoded")
