@@ -126,6 +126,30 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[str]:
+    """A PostgreSQL database of a module's own: for a server that outlives single tests (the session's
+    database is emptied by every test that uses it). Scanned for secrets, then dropped."""
+    from tests import hygiene
+
+    server = os.environ.get(PG_ENV)
+    require(bool(server), f"PostgreSQL tests need {PG_ENV}")
+    url = make_url(server)
+    name = f"tsm_own_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        require(False, f"PostgreSQL is unreachable: {exc}")
+    database_url = url.set(database=name).render_as_string(hide_password=False)
+    yield database_url
+    hygiene.scan_postgres(database_url)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _empty_all_tables(database: Database) -> None:
     # DELETE beats TRUNCATE by far on a handful of tiny tables.
     with database.engine.begin() as connection:

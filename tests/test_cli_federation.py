@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.oidc import OidcIssuer
-from tests.servers import ServerProcess, free_port, server_env
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def cli(tmp_path, server):
         assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
         return result
 
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
+    password = admin_password(server.url, server.data_dir)
     run("login", "--url", server.url, "--username", "admin", input=password + "\n")
     return run
 

@@ -34,7 +34,8 @@ def test_help_shows_no_bool_type_on_flags(cli):
 
 
 def test_shell_completion_is_one_command(cli):
-    script = cli("--show-completion", "bash").stdout
+    # Typer names the shell from $SHELL (a CI job may have none): the user's shell, bash here.
+    script = cli("--show-completion", "bash", SHELL="/bin/bash").stdout
     assert "_TOKENSMITH_COMPLETE" in script
     assert "--install-completion" in cli("--help").stdout
 

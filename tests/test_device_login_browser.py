@@ -153,7 +153,7 @@ def test_the_console_downloads_a_kubeconfig_without_a_secret(page, server, admin
     page.locator("#create-token").click()
     dialog = page.locator("#create-dialog")
     dialog.get_by_label("No secret: via the tokensmith CLI").check()
-    dialog.get_by_label("edge").check()
+    dialog.get_by_role("checkbox", name="edge").check()  # (its access-level select is labelled "... on edge" too)
     shot(page, "create-exec-kubeconfig-desktop")
     with page.expect_download() as download:
         dialog.get_by_role("button", name="Create token").click()

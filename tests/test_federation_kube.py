@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.conftest import LOOPBACK_NETWORKS, require
-from tests.servers import free_port
+from tests.servers import admin_password, free_port
 from tokensmith.config import Settings
 from tokensmith.net.outbound import parse_networks
 
@@ -234,7 +234,7 @@ def test_one_cli_command_registers_the_clusters_issuer_from_kubectl(apiserver, t
             assert done.returncode == 0, done.stderr
             return done.stdout
 
-        password = (data / "initial-admin-password").read_text().strip()
+        password = admin_password(server.url, data)
         cli("login", "--url", server.url, "--username", "admin", input=password + "\n")
         cli("service-account", "create", "ci-runner")
         created = cli("trust-policy", "create", "cluster-ci", "--service-account", "ci-runner", "--from-kubectl",

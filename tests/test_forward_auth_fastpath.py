@@ -204,9 +204,9 @@ def test_the_route_receives_what_the_fast_path_worked_out():
         await send({"type": "http.response.body", "body": b""})
 
     class State:
-        trusted_proxies = ()
+        class context:  # stands in for AppContext: only its proxies and verifier are read
+            trusted_proxies = ()
 
-        class context:  # stands in for AppContext: only its verifier is read
             class verifier:
                 @staticmethod
                 def verify_cached(_secret, _ip):

@@ -25,7 +25,7 @@ CALLERS = (*REJECTED, "other_org", "non_admin")
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # {token}, {cluster}, {vpc}, {key}, {credential}, {webhook}: the default organization's
+    path: str  # {token}, {cluster}, {vpc}, {key}, {credential}, {webhook}, {user}: the default organization's
     other_org: int  # what an admin of another organization gets
     non_admin: int  # what a member of the same organization gets
     body: str | None = None
@@ -77,6 +77,11 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/trust-policies", 200, 403),
     Endpoint("POST", "/v1/trust-policies", 404, 403, body="trust_policy"),
     Endpoint("DELETE", "/v1/trust-policies/{policy}", 404, 403),
+    Endpoint("GET", "/v1/users", 200, 403),
+    Endpoint("POST", "/v1/users", 201, 403, body="user"),
+    Endpoint("POST", "/v1/users/{user}/disable", 404, 403),
+    Endpoint("POST", "/v1/users/{user}/enable", 404, 403),
+    Endpoint("POST", "/v1/users/{user}/reset-password", 404, 403),
 )
 # Doors whose caller is not a bearer token of this organization's users, each with its own tests.
 ELSEWHERE = {
@@ -108,6 +113,7 @@ BODIES = {
     "webhook": {"url": "http://127.0.0.1:9/hook"},
     "service_account": {"name": "probe-sa"},
     "sa_update": {"disabled": False},
+    "user": {"username": "probe-user"},
     # By name: the other organization gets 404 without the body's own value counting as a leak.
     "trust_policy": {"name": "probe", "service_account": "world-sa", "issuer": "https://issuer.invalid",
                      "audience": "a", "subject": "x", "jwks": OIDC_KEYS},
@@ -141,7 +147,8 @@ def world(client, clock, make_account, admin, alice, mallory):
     }
     paths = {"{token}": admin.token_id, "{cluster}": cluster["id"], "{vpc}": vpc["id"], "{key}": key["accessKeyId"],
              "{credential}": credential["credential"]["id"], "{webhook}": webhook["webhook"]["id"],
-             "{sa}": account["id"], "{policy}": policy["id"]}
+             "{sa}": account["id"], "{policy}": policy["id"],
+             "{user}": client.get("/v1/whoami", headers=alice.headers).json()["user"]["id"]}
     whoami = client.get("/v1/whoami", headers=admin.headers).json()
     secrets_of_org = {admin.token_id, alice.token_id, cluster["id"], vpc["id"], whoami["organization"]["id"],
                       whoami["user"]["id"], *(v for k, v in paths.items() if k != "{token}")}

@@ -64,7 +64,8 @@ def test_a_cluster_credential_holds_kubernetes_and_that_one_cluster_for_at_most_
 def test_a_cluster_credential_authenticates_at_its_cluster_only(client, admin, alice, prod, staging):
     secret = derive(client, alice).json()["secret"]
     assert review(client, admin, prod, secret)["authenticated"] is True
-    assert review(client, admin, prod, secret)["user"]["username"] == "alice"
+    # A new cluster names tokensmith's users with its default prefix (docs/kubernetes.md).
+    assert review(client, admin, prod, secret)["user"]["username"] == "tokensmith:alice"
     assert review(client, admin, staging, secret)["authenticated"] is False
 
 

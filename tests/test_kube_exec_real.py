@@ -171,7 +171,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     "SSL_CERT_FILE": str(tokensmith_ca), "KUBECACHEDIR": str(d / "kubectl-cache"),
                     "HOME": str(d / "home")})
         world = World(d, "", env)
-        world.cli("login", "--url", tokensmith_url, "--username", "admin", "--password", password)
+        world.cli("login", "--url", tokensmith_url, "--username", "admin", input=password + "\n")
 
         # The cluster, registered before its API server starts (the webhook kubeconfig names it).
         apiserver_port = free_port()

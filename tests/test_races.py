@@ -7,18 +7,14 @@ Creates past a per-user cap: the cap holds exactly, whatever the interleaving.
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
-from tests.conftest import PG_ENV, require
 from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 from tokensmith.db.database import Database
@@ -26,29 +22,6 @@ from tokensmith.db.models import AuditEvent, Token, WebhookDelivery
 
 THREADS = 8
 CAP = 30
-
-
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[str]:
-    """A database of its own: the server outlives single tests, and other tests empty theirs."""
-    from tests import hygiene
-
-    server = os.environ.get(PG_ENV)
-    require(bool(server), f"PostgreSQL tests need {PG_ENV}")
-    url = make_url(server)
-    name = f"tsm_races_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        require(False, f"PostgreSQL is unreachable: {exc}")
-    database_url = url.set(database=name).render_as_string(hide_password=False)
-    yield database_url
-    hygiene.scan_postgres(database_url)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -185,7 +185,11 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(database
     for _ in range(PER_IP + 1):
         guess(proxy, {"Authorization": "Bearer " + secrets.generate(), "X-Forwarded-For": "203.0.113.66"})
     assert guess(proxy, {**alice.headers, "X-Forwarded-For": "198.51.100.7"}).status_code == 200
-    assert guess(proxy, {**alice.headers, "X-Forwarded-For": "203.0.113.66"}).status_code == 429
+    # The flooding client is refused its next guess; a token the cache knows still works from there
+    # (a blocked address keeps its valid tokens: one bad pod behind a NAT locks out nobody else).
+    assert guess(proxy, {"Authorization": "Bearer " + secrets.generate(),
+                         "X-Forwarded-For": "203.0.113.66"}).status_code == 429
+    assert guess(proxy, {**alice.headers, "X-Forwarded-For": "203.0.113.66"}).status_code == 200
 
 
 def test_client_ip_reads_forwarded_for_from_the_right():

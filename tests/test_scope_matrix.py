@@ -19,6 +19,7 @@ from tokensmith.db.models import User
 # The only /v1 endpoints without a scope, and why.
 UNSCOPED = {
     ("POST", "/v1/auth/token"): "password sign-in mints the first token",
+    ("POST", "/v1/auth/password"): "a password change proves the current password (the way out of a first one)",
     ("GET", "/v1/whoami"): "any valid token may ask who it is",
     ("POST", "/v1/leaks"): "authenticated by a leak-reporter credential, not a token",
     ("POST", "/v1/clusters/{cluster}/tokenreview"): "authenticated by the cluster's webhook credential (tsw_)",

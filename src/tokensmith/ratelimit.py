@@ -176,6 +176,20 @@ class FailureLimiter:
                         raise RateLimited(self._retry_after(until))
                     del self._blocked[key]
 
+    def check_shared(self, *keys: str) -> None:
+        """Raise RateLimited if any of ``keys`` is over its limit on the shared counters (one query)."""
+        self.check_local(*keys)
+        start, end = self._window()
+        with self.database.session() as session:
+            rows = session.execute(
+                select(AuthFailure.key, AuthFailure.count)
+                .where(AuthFailure.key.in_(keys), AuthFailure.window_start == start)
+            ).all()
+        for key, count in rows:
+            if count >= self._limit(key):
+                self._block(key, end)
+                raise RateLimited(self._retry_after(end))
+
     def check_password(self, ip: str, user: str) -> int | None:
         """Before a password check: raise RateLimited, or let it through (one query, shared counters).
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from tokensmith import scopes as scope_rules
 from tokensmith.db.models import Cluster, Token, User
-from tokensmith.errors import Forbidden, InvalidInput
+from tokensmith.errors import Conflict, Forbidden, InvalidInput
 from tokensmith.kube import access
 from tokensmith.kube.access import IssuedKubeconfig
 from tokensmith.pagination import DEFAULT_LIMIT, Page
@@ -111,7 +111,9 @@ def _within_caller(actor: Actor, token: Token) -> None:
                          token.cluster_levels)
 
 
-@operation("tokens:write", audit="token.rotated", manages_credentials=True)
+# Credential management is checked in the body: a rotated-out secret rotating its own token lost a
+# race with the rotation that replaced it (409, use the new secret), not a permission (403).
+@operation("tokens:write", audit="token.rotated")
 def rotate_token(
     uow: UnitOfWork, actor: Actor, token_id: str, *, grace: str = "0s", expiration: str | None = None,
     expires_at: datetime | None = None, kubeconfig: bool = False, presented_secret: str | None = None,
@@ -124,6 +126,9 @@ def rotate_token(
     Raises NotFound, InvalidInput (grace, expiry, policy, kubeconfig for a token without clusters),
     Forbidden (the token holds more than the calling credential).
     """
+    if not actor.may_manage_credentials and token_id == actor.token_public_id:
+        raise Conflict("this token was rotated meanwhile and its secret replaced: use the new secret")
+    actor.require_credential_management()
     token = uow.tokens.get(actor, token_id)
     _within_caller(actor, token)
     if kubeconfig and not token.clusters:

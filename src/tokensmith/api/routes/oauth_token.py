@@ -30,7 +30,8 @@ GRANTS: Final[dict[str, GrantHandler]] = {
 @router.post(
     "/token", openapi_extra=TOKEN_FORM_SCHEMA,
     responses={200: {"description": "access_token, token_type, expires_in, scope"},
-               400: {"description": "RFC 6749 error JSON"}, 429: {"description": "too many requests"}},
+               400: {"description": "RFC 6749 error JSON: {error, error_description}",
+                     "content": {"application/json": {}}}, 429: {"description": "too many requests"}},
 )
 async def token(request: Request) -> Response:
     """The OAuth 2.0 token endpoint (form-encoded).
