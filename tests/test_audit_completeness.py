@@ -165,7 +165,8 @@ CASES: dict[str, tuple[Case | None, Case]] = {
                                                  "arn:tokensmith:iam::default:role/ci",
                                                  OIDC.token(uow.clock.now().timestamp()), "session"))),
     "users.create_user": (None, _user),
-    "users.set_user_disabled": (_user, lambda uow, a, m: users.set_user_disabled(uow, a, "carol", disabled=True)),
+    "users.disable_user": (_user, lambda uow, a, m: users.disable_user(uow, a, "carol")),
+    "users.enable_user": (_user, lambda uow, a, m: users.enable_user(uow, a, "carol")),
     "users.reset_password": (_user, lambda uow, a, m: users.reset_password(uow, a, "carol")),
 }
 CHANGING = sorted(op.spec.name for op in OPERATIONS if op.spec.changes_state)

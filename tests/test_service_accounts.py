@@ -46,7 +46,7 @@ def test_service_account_tokens_keep_working_after_the_creating_admin_is_disable
     from tokensmith.usecases import Actor, users
 
     with client.app.state.context.unit_of_work() as uow:
-        users.set_user_disabled(uow, Actor.operator(boss.user.org_id), "boss", disabled=True)
+        users.disable_user(uow, Actor.operator(boss.user.org_id), "boss")
     assert client.get("/v1/whoami", headers=boss.headers).status_code == 401
     assert client.get("/v1/whoami", headers=bearer(secret)).status_code == 200
 

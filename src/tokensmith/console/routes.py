@@ -461,7 +461,8 @@ def disable_user(request: Request, who: Signed, public_id: str, csrf: Csrf = "",
     ctx = context_of(request)
     try:
         with ctx.unit_of_work() as uow, refusals():
-            users_uc.set_user_disabled(uow, actor_of(request, who), public_id, disabled=not enable)
+            change = users_uc.enable_user if enable else users_uc.disable_user
+            change(uow, actor_of(request, who), public_id)
     except InvalidInput as exc:
         raise Refused(422, exc.detail) from None
     return redirect("/users")

@@ -29,13 +29,23 @@ def create_user(uow: UnitOfWork, actor: Actor, username: str, password: str, *, 
     return user
 
 
-@operation("org:admin", audit="user.updated")
-def set_user_disabled(uow: UnitOfWork, actor: Actor, user: str, *, disabled: bool) -> User:
-    """Disable a user (their tokens and console sessions stop at once) or enable them again."""
+def _set_disabled(uow: UnitOfWork, actor: Actor, user: str, *, disabled: bool) -> User:
     changed = _admin(uow).set_disabled(actor, user, disabled=disabled)  # ends their sessions when disabling
-    uow.record(actor, "user.updated", target=changed.public_id,
-               details={"username": changed.username, "disabled": changed.disabled})
+    uow.record(actor, "user.disabled" if disabled else "user.enabled", target=changed.public_id,
+               details={"username": changed.username})
     return changed
+
+
+@operation("org:admin", audit="user.disabled")
+def disable_user(uow: UnitOfWork, actor: Actor, user: str) -> User:
+    """Disable a user: their tokens stop working and their console sessions end, at once."""
+    return _set_disabled(uow, actor, user, disabled=True)
+
+
+@operation("org:admin", audit="user.enabled")
+def enable_user(uow: UnitOfWork, actor: Actor, user: str) -> User:
+    """Enable a disabled user again (their tokens that are still live work again)."""
+    return _set_disabled(uow, actor, user, disabled=False)
 
 
 @operation("org:admin", audit="user.password_reset", manages_credentials=True)

@@ -21,7 +21,6 @@ from tokensmith.db.models import User
 from tokensmith.usecases import Actor, users
 
 router = APIRouter(prefix="/v1/users", tags=["users"], responses=problem_responses(401, 403))
-Changer = Annotated[Actor, acting(users.set_user_disabled)]
 
 
 class UserCreate(RequestBody):
@@ -69,21 +68,18 @@ def create_user(body: UserCreate, caller: Annotated[Actor, acting(users.create_u
     return out
 
 
-def _set_disabled(user_ref: str, disabled: bool, caller: Actor, ctx: Context) -> AdminUserOut:
-    with ctx.unit_of_work() as uow:
-        return AdminUserOut.of(users.set_user_disabled(uow, caller, user_ref, disabled=disabled))
-
-
 @router.post("/{user}/disable", response_model=AdminUserOut, responses=problem_responses(404, 422))
-def disable_user(user: str, caller: Changer, ctx: Context) -> AdminUserOut:
+def disable_user(user: str, caller: Annotated[Actor, acting(users.disable_user)], ctx: Context) -> AdminUserOut:
     """Disable a user (id or user name): their tokens and sessions stop working at once."""
-    return _set_disabled(user, True, caller, ctx)
+    with ctx.unit_of_work() as uow:
+        return AdminUserOut.of(users.disable_user(uow, caller, user))
 
 
 @router.post("/{user}/enable", response_model=AdminUserOut, responses=problem_responses(404))
-def enable_user(user: str, caller: Changer, ctx: Context) -> AdminUserOut:
+def enable_user(user: str, caller: Annotated[Actor, acting(users.enable_user)], ctx: Context) -> AdminUserOut:
     """Re-enable a disabled user."""
-    return _set_disabled(user, False, caller, ctx)
+    with ctx.unit_of_work() as uow:
+        return AdminUserOut.of(users.enable_user(uow, caller, user))
 
 
 @router.post("/{user}/reset-password", response_model=UserWithPassword, responses=problem_responses(404))
