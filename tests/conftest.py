@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,54 +101,47 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session (per xdist worker)."""
+@contextmanager
+def fresh_postgres_database(prefix: str, *, migrate: bool) -> Iterator[str]:
+    """A PostgreSQL database of its own on TOKENSMITH_TEST_DATABASE_URL's server (skipped locally when
+    there is none, failing on CI); scanned for secrets, then dropped."""
     server = os.environ.get(PG_ENV)
     require(bool(server), f"PostgreSQL tests need {PG_ENV}, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test")
     url = make_url(server)
-    name = f"tsm_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         require(False, f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable: {exc}")
-    test_url = url.set(database=name).render_as_string(hide_password=False)
-    database = Database(test_url)
-    upgrade(database.engine)
-    database.dispose()
-    yield test_url
+    database_url = url.set(database=name).render_as_string(hide_password=False)
+    if migrate:
+        database = Database(database_url)
+        upgrade(database.engine)
+        database.dispose()
+    yield database_url
     from tests import hygiene  # the secret-hygiene check sees the database before it goes
 
-    hygiene.scan_postgres(test_url)
+    hygiene.scan_postgres(database_url)
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (per xdist worker)."""
+    with fresh_postgres_database("tsm_test", migrate=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[str]:
     """A PostgreSQL database of a module's own: for a server that outlives single tests (the session's
-    database is emptied by every test that uses it). Scanned for secrets, then dropped."""
-    from tests import hygiene
-
-    server = os.environ.get(PG_ENV)
-    require(bool(server), f"PostgreSQL tests need {PG_ENV}")
-    url = make_url(server)
-    name = f"tsm_own_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        require(False, f"PostgreSQL is unreachable: {exc}")
-    database_url = url.set(database=name).render_as_string(hide_password=False)
-    yield database_url
-    hygiene.scan_postgres(database_url)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    database is emptied by every test that uses it); the server migrates it."""
+    with fresh_postgres_database("tsm_own", migrate=False) as url:
+        yield url
 
 
 def _empty_all_tables(database: Database) -> None:

@@ -137,6 +137,23 @@ def _review_limited(request: Request, token: str, keys: SubjectKeys) -> Identity
     return checked
 
 
+
+def _authenticated_webhook(request: Request, session: Any, cluster: str, credential: str) -> WebhookCredential:
+    """The cluster's webhook credential the API server presented (TokenReview and SubjectAccessReview alike).
+
+    A wrong one is audited (coalesced) and counted against the caller's address (429 over the limit).
+    """
+    ctx = context_of(request)
+
+    def authenticate(secret: str) -> WebhookCredential:
+        try:
+            return WebhookCredentialService(session, ctx.clock, ctx.secret_key).authenticate_credential(cluster, secret)
+        except AuthenticationFailed:
+            denials.record_refused_credential(request, cluster)  # audited, coalesced
+            raise
+
+    return guarded_verify(request, "tokenreview-credential", credential, authenticate)
+
 @router.post(
     "/{cluster}/tokenreview",
     responses={200: {"description": "A TokenReview with status filled in (authenticated or not)."},
@@ -158,15 +175,7 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
 
     def decide() -> dict[str, Any]:
         with ctx.services() as s:
-            def authenticate(secret: str) -> WebhookCredential:
-                try:
-                    credentials = WebhookCredentialService(s.session, ctx.clock, ctx.secret_key)
-                    return credentials.authenticate_credential(cluster, secret)
-                except AuthenticationFailed:
-                    denials.record_refused_credential(request, cluster)  # audited, coalesced
-                    raise
-
-            webhook = guarded_verify(request, "tokenreview-credential", credential, authenticate)
+            webhook = _authenticated_webhook(request, s.session, cluster, credential)
             target = webhook.cluster
             keys = SubjectKeys(None, via_key(f"cluster:{target.public_id}"))
         review = tokenreview.parse(body)
@@ -217,15 +226,7 @@ async def review_access(cluster: str, request: Request) -> JSONResponse:
 
     def decide() -> dict[str, Any]:
         with ctx.services() as s:
-            def authenticate(secret: str) -> WebhookCredential:
-                try:
-                    credentials = WebhookCredentialService(s.session, ctx.clock, ctx.secret_key)
-                    return credentials.authenticate_credential(cluster, secret)
-                except AuthenticationFailed:
-                    denials.record_refused_credential(request, cluster)
-                    raise
-
-            webhook = guarded_verify(request, "tokenreview-credential", credential, authenticate)
+            webhook = _authenticated_webhook(request, s.session, cluster, credential)
             target = webhook.cluster
             review = authz.parse(body)
             now = ctx.clock.now()
