@@ -228,6 +228,15 @@ def test_login_as_another_user_revokes_the_previous_login_token(logged_in, serve
     assert first not in logged_in("token", "list", "--all", "--json", **admin).stdout
 
 
+def test_login_with_a_first_password_asks_for_a_new_one_then_logs_in(logged_in, cli, server):
+    name = _unique("newcomer")
+    first = logged_in("user", "create", name).stdout.strip()
+    result = cli("login", "--url", server.url, "--username", name, input=f"{first}\n{first}-mine\n")
+    assert f"logged in as {name}" in result.stdout and "password changed" in result.stderr
+    again = cli("login", "--url", server.url, "--username", name, input=f"{first}-mine\n")
+    assert f"logged in as {name}" in again.stdout
+
+
 def test_login_defaults_to_tokensmith_url(cli, server):
     cli("login", "--username", "admin", input=_password(server) + "\n", TOKENSMITH_URL=server.url)
     assert _stored(cli)["url"] == server.url

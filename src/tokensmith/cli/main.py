@@ -128,11 +128,17 @@ def login(
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True)
-    created = ApiClient(root).post(
-        "/v1/auth/token",
-        {"username": username, "password": password, "name": f"cli@{socket.gethostname()}"[:100],
-         "expiration": expires_in},
-    )
+    interactive = not password_stdin and sys.stdin.isatty()
+    request = {"username": username, "password": password, "name": f"cli@{socket.gethostname()}"[:100],
+               "expiration": expires_in}
+    try:
+        created = ApiClient(root).post("/v1/auth/token", request)
+    except CliError as refused:
+        if "must be changed" not in str(refused):
+            raise
+        # A first (initial or reset) password mints no token: choose your own now, as `passwd` would.
+        request["password"] = _choose_password(root, username, password, interactive)
+        created = ApiClient(root).post("/v1/auth/token", request)
     new_id = created["token"]["id"]
     replaced = ""
     if previous.token_id and previous.token and previous.stored_url == root and previous.token_id != new_id:
@@ -148,6 +154,22 @@ def login(
     path = ClientConfig(url=root, token=created["secret"], token_id=new_id).save()
     out.print(f"logged in as {username} at {root}; token {new_id} stored in {path}{replaced}")
     err.print(f"the token expires {expiry_text(created['token']['expires_at'])}")
+
+
+def _choose_password(root: str, username: str, first: str, interactive: bool) -> str:
+    """Replace a first password (POST /v1/auth/password); the new one is asked twice on a terminal,
+    else read as the next line of standard input."""
+    err.print("This password was given to you to be changed: choose your own (at least 8 characters).")
+    if interactive:
+        new = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    else:
+        new = sys.stdin.readline().rstrip("\n")
+        if not new:
+            raise CliError("this password must be changed first: send the new one as the next line of stdin, "
+                           "or run tokensmith login on a terminal", 3)
+    ApiClient(root).post("/v1/auth/password", {"username": username, "password": first, "new_password": new})
+    err.print("password changed")
+    return new
 
 
 @app.command("kube-credential")
