@@ -201,3 +201,9 @@ def test_a_view_token_cannot_rotate_an_edit_token_on_the_same_cluster(client, ad
     viewer, _ = limited(client, alice, ["tokens:write", "kubernetes"], clusters=["prod=view"])
     response = client.post(f"/v1/tokens/{editor_id}/rotate", headers=viewer, json={})
     assert response.status_code == 403
+
+
+def test_a_new_password_equal_to_the_current_one_is_refused_by_the_operation_behind_every_door(client):
+    response = client.post("/v1/auth/password", json={"username": "anyone", "password": "same-password-1",
+                                                      "new_password": "same-password-1"})
+    assert response.status_code == 422 and "must differ" in response.json()["detail"]

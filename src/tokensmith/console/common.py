@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 SESSION_COOKIE = "tsm_session"
 PRE_COOKIE = "tsm_pre"  # anonymous cookie that the sign-in form's CSRF token is bound to
 # Which form control shows a service error about a field.
-FIELD_ALIASES = {"expires_at": "expiration"}
+FIELD_ALIASES = {"expires_at": "expiration", "new_password": "new"}
 
 templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined,

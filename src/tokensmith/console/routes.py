@@ -147,8 +147,6 @@ def change_password(
     errors: dict[str, str] = {}
     if new != confirm:
         errors["confirm"] = "The two new passwords are not the same."
-    elif new == current:
-        errors["new"] = "Choose a password different from the current one."
     status = 422
     if not errors:
         def change() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tokensmith import audit
 from tokensmith.bootstrap import forget_initial_password
 from tokensmith.db.models import User
-from tokensmith.errors import AuthenticationFailed
+from tokensmith.errors import AuthenticationFailed, InvalidInput
 from tokensmith.usecases.actor import Actor
 from tokensmith.usecases.base import UnitOfWork, operation
 from tokensmith.usecases.tokens import IssuedToken, TokenRequest, _issue
@@ -80,8 +80,11 @@ def change_password(
 
     A signed-in caller changes their own; an anonymous one (``POST /v1/auth/password``) names the
     user. ``keep_session_digest``: the console session that made the change stays signed in.
-    Raises AuthenticationFailed (wrong current password), InvalidInput (a weak new password).
+    Raises AuthenticationFailed (wrong current password), InvalidInput (a weak new password, or the
+    current one again).
     """
+    if new == current:
+        raise InvalidInput("the new password must differ from the current one", "new_password")
     user = uow.accounts.authenticate(username if actor.kind == "anonymous" and username else actor.username, current)
     uow.accounts.set_password(user, new, keep_session_digest=keep_session_digest)
     forget_initial_password(uow.settings, user.username)  # the printed first password no longer works

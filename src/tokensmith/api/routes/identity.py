@@ -17,7 +17,6 @@ from tokensmith.api.schemas import (
     WhoAmI,
     problem_responses,
 )
-from tokensmith.errors import InvalidInput
 from tokensmith.usecases import Actor, auth, tokens
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -62,8 +61,6 @@ def change_password(body: PasswordChange, ctx: Context, request: Request) -> Res
 
     Limited like sign-in; every console session of the user ends.
     """
-    if body.new_password == body.password:
-        raise InvalidInput("new_password must differ from the current password", "new_password")
     anonymous = Actor.anonymous(request_context(request))
 
     def change() -> None:
