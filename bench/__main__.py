@@ -169,9 +169,9 @@ def asgi(tmp: Path) -> None:
         await (target or app)(scope, receive, send)
         return status
 
-    from tokensmith.api.fastpath import ForwardAuthFastPath
+    from tokensmith.api.fastpath import HotDoors
 
-    outermost = ForwardAuthFastPath(app)  # where the fast path should sit (see api/fastpath.py)
+    outermost = HotDoors(app)  # where the fast path should sit (see api/fastpath.py)
 
     async def raw_asgi(_scope: dict, _receive: object, send: Callable) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})

@@ -16,7 +16,7 @@ def test_a_valid_token_gets_200_and_identity_headers(client, alice):
 
 
 def test_a_cached_answer_is_the_same_as_the_first_one(client, alice):
-    """The second call is answered by ForwardAuthFastPath from the cache, the first by the route."""
+    """The second call is answered by HotDoors from the cache, the first by the route."""
     first = client.get("/v1/auth/verify", headers=alice.headers)
     cached = client.get("/v1/auth/verify", headers=alice.headers)
     assert (cached.status_code, cached.content) == (first.status_code, first.content) == (200, b"")

@@ -1,4 +1,4 @@
-"""ForwardAuthFastPath (api/fastpath.py) answers exactly as the forward-auth route does.
+"""The fast path (api/fastpath.py) answers forward-auth exactly as the forward-auth route does.
 
 The first request for a token is answered by the route (a cache miss: database lookup); the
 next ones by the fast path, from the verification cache, before the router. Every kind of token
@@ -18,7 +18,7 @@ from sqlalchemy import select
 from tests.conftest import SECRET_KEY, Account
 from tokensmith import metrics, secrets
 from tokensmith.api.app import create_app
-from tokensmith.api.fastpath import HANDOFF, ForwardAuthFastPath, Handoff
+from tokensmith.api.fastpath import HANDOFF, Handoff, HotDoors
 from tokensmith.config import Settings
 from tokensmith.db.models import Token
 
@@ -209,11 +209,11 @@ def test_the_route_receives_what_the_fast_path_worked_out():
 
             class verifier:
                 @staticmethod
-                def verify_cached(_secret, _ip):
+                def recall(_secret):
                     return None  # a miss
 
     route.state = State  # type: ignore[attr-defined]
-    client = TestClient(ForwardAuthFastPath(route), client=("192.0.2.7", 1234))  # no lifespan: no `with`
+    client = TestClient(HotDoors(route), client=("192.0.2.7", 1234))  # no lifespan: no `with`
     client.get(PATH, headers={"Authorization": "Bearer " + secrets.generate()})
     assert seen[0].client_ip == "192.0.2.7" and seen[0].keys.intermediary == "via:proxy:192.0.2.7"
 
@@ -221,7 +221,7 @@ def test_the_route_receives_what_the_fast_path_worked_out():
 def test_the_fast_path_answers_the_same_when_it_wraps_the_whole_app(app, database, alice):
     """Outermost (before FastAPI's own middleware) it needs no header middleware to be complete."""
     inner = TestClient(app, raise_server_exceptions=False)
-    outer = TestClient(ForwardAuthFastPath(app), raise_server_exceptions=False)
+    outer = TestClient(HotDoors(app), raise_server_exceptions=False)
     with inner, outer:
         slow = inner.get(PATH, headers=alice.headers)
         fast_inner = inner.get(PATH, headers=alice.headers)

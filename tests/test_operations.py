@@ -107,10 +107,10 @@ def test_the_middleware_stack_is_the_declared_one_in_its_order(app):
     while hasattr(layer, "app"):
         layers.append(type(layer).__name__)
         layer = layer.app
-    assert layers[:4] == ["ForwardAuthFastPath", "TrustedTls", "ResponseHeaders", "ServerErrorMiddleware"]
+    assert layers[:4] == ["HotDoors", "TrustedTls", "ResponseHeaders", "ServerErrorMiddleware"]
     # Below FastAPI's own outer layers, above the problem handlers: the body limit, before any parsing.
     assert layers.index("ServerErrorMiddleware") < layers.index("BodyLimit") < layers.index("ExceptionMiddleware")
-    assert layers.count("ResponseHeaders") == 1 and layers.count("ForwardAuthFastPath") == 1
+    assert layers.count("ResponseHeaders") == 1 and layers.count("HotDoors") == 1
 
 
 # --- metrics -----------------------------------------------------------------------------------

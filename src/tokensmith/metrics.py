@@ -3,6 +3,7 @@
     metrics.observe_verification("api", "ok", seconds)   # outcome: ok, invalid, expired, rate_limited
     metrics.observe_cache(hit=True)                      # every verification cache lookup (the verifier)
     metrics.observe_rate_limited()
+    metrics.observe_fast_answer("forward-auth")          # a hot door answered by the fast path (api/fastpath.py)
     metrics.set_active_tokens(n)                         # refreshed from the database at scrape time
 
 Why not prometheus_client's Counter and Histogram objects: each ``inc()``/``observe()`` takes a lock
@@ -39,6 +40,7 @@ _seconds: dict[str, float] = dict.fromkeys(DOORS, 0.0)
 _cache = {"hit": 0, "miss": 0}
 _rate_limited = [0]
 _active_tokens = [0]
+_fast_answers: dict[str, int] = {}
 
 
 def observe_verification(door: str, outcome: str, seconds: float) -> None:
@@ -57,6 +59,10 @@ def observe_cache(hit: bool) -> None:
 
 def observe_rate_limited() -> None:
     _rate_limited[0] += 1
+
+
+def observe_fast_answer(door: str) -> None:
+    _fast_answers[door] = _fast_answers.get(door, 0) + 1
 
 
 def set_active_tokens(count: int) -> None:
@@ -97,6 +103,12 @@ class _Collector(Collector):
                                 "Hits / lookups of the verification cache since start.", value=cache_hit_ratio())
         yield GaugeMetricFamily("tokensmith_active_tokens", "Tokens neither revoked nor expired, all organizations.",
                                 value=_active_tokens[0])
+        fast = CounterMetricFamily(
+            "tokensmith_fast_path_answers", "Hot-door requests answered from memory by the fast path, by door "
+            "(the others of tokensmith_verifications_total took the routes).", labels=["door"])
+        for door, count in list(_fast_answers.items()):
+            fast.add_metric([door], count)
+        yield fast
         yield CounterMetricFamily("tokensmith_rate_limited",
                                   "Requests refused by the brute-force limits (429, or the door's own refusal).",
                                   value=_rate_limited[0])

@@ -37,14 +37,20 @@ class _Disconnected(Exception):
     pass
 
 
-async def _problem(send: Send, status: int, title: str, detail: str) -> None:
+def timeout_detail(seconds: float) -> str:
+    return f"the request body did not arrive within {seconds:g} s"
+
+
+def refusal_message(status: int, detail: str) -> tuple[Message, Message]:
+    """The 413 or 408 problem as its two ASGI messages (also sent by the hot doors, api/fastpath.py)."""
+    title = "Content Too Large" if status == 413 else "Request Timeout"
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
-    await send({
+    start = {
         "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
                     (b"cache-control", b"no-store"), (b"connection", b"close")],
-    })
-    await send({"type": "http.response.body", "body": body})
+    }
+    return start, {"type": "http.response.body", "body": body}
 
 
 class BodyLimit:
@@ -72,8 +78,9 @@ class BodyLimit:
         except _Disconnected:
             return  # the client went away mid-body: nobody is left to answer
         except _Refused as refused:
-            title = "Content Too Large" if refused.status == 413 else "Request Timeout"
-            await _problem(send, refused.status, title, refused.detail)
+            start, content = refusal_message(refused.status, refused.detail)
+            await send(start)
+            await send(content)
             return
         replayed = False
 
@@ -121,4 +128,4 @@ class BodyLimit:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            raise _Refused(408, f"the request body did not arrive within {self.timeout:g} s") from None
+            raise _Refused(408, timeout_detail(self.timeout)) from None

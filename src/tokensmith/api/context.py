@@ -23,6 +23,7 @@ from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.federation.exchange import FederationRuntime
+from tokensmith.kube.callers import WebhookCallerCache
 from tokensmith.kube.denials import DenialLog
 from tokensmith.net.outbound import IPNetwork, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
@@ -58,6 +59,7 @@ class AppContext:
     limiter: FailureLimiter  # brute-force limits of every door (api/guard.py)
     trusted_proxies: tuple[IPNetwork, ...]  # who may say who the client is (X-Forwarded-For)
     units: UnitsOfWork
+    webhook_callers: WebhookCallerCache  # API servers' authenticated webhook credentials (kube/callers.py)
     # Run when the server stops gracefully: last-used flushes, coalesced denial counts, workers.
     shutdown_hooks: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -67,7 +69,9 @@ class AppContext:
         outbound = OutboundPolicy(settings.webhook_allowed_networks)
         # JWKS fetches go through the same outbound address rules as webhooks.
         federation = FederationRuntime(outbound, allow_loopback_http=settings.allow_loopback_http_issuers)
-        return cls(
+        webhook_callers = WebhookCallerCache()
+        unsubscribe = database.changes.subscribe(webhook_callers.invalidate)  # local commits and other processes'
+        context = cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
             verifier=Verifier(database, secret_key, clock,
                               VerificationCache(max_size=settings.verification_cache_size)),
@@ -79,7 +83,10 @@ class AppContext:
             trusted_proxies=parse_networks(settings.trusted_proxies),
             units=UnitsOfWork(database=database, clock=clock, secret_key=secret_key, keyring=keyring,
                               settings=settings, outbound=outbound, federation=federation),
+            webhook_callers=webhook_callers,
         )
+        context.shutdown_hooks.append(unsubscribe)
+        return context
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         """One transaction for a use case (``tokensmith.usecases``)."""

@@ -1,87 +1,130 @@
-"""The forward-auth fast path: a cached token's answer as plain ASGI, before anything else runs.
+"""The hot doors' fast path: a cached caller's answer as plain ASGI, before anything else runs.
 
-``GET /v1/auth/verify`` is asked once per request of every service behind a proxy, so its cached
-answer is the one hot path of tokensmith. Profiled (cProfile over the ASGI call), a cached answer
-through FastAPI cost ~45 µs in-process, of which the verification itself (HMAC + dict) was ~2 µs:
-the rest went to building ``Request``/``Response`` objects, ``request.state``, header parsing,
-per-request header middlewares re-scanning the header list, and prometheus_client calls.
+Every request to every service behind tokensmith pays for one of its doors: forward-auth for a
+reverse proxy, TokenReview for a Kubernetes API server, RFC 7662 introspection for a gateway, and
+``GET /v1/whoami`` as the reference of an ordinary API call. Through FastAPI a cached answer cost
+10-40x what the verification itself costs (``Request``/``Response`` objects, dependency solving,
+a thread-pool hop per sync dependency, an ORM session, header middlewares re-scanning the header
+list; profiled in docs/performance.md). Here a door whose caller (and subject) the caches already
+know costs: one pass over the raw header list, the client address, ``Verifier.recall`` (HMAC,
+dict, expiry), a plain-integer metric, and one ``send`` of an answer encoded once per cached
+identity (kept in ``Identity.wire``, dropped with it on any change).
 
-Here a cached, valid token costs: one pass over the raw header list (Authorization and
-X-Forwarded-For), the client address (memoized per peer), ``Verifier.verify_cached`` (HMAC, dict,
-expiry, last-used note), a plain-integer metric, and one ``send`` of header bytes encoded once per
-cached identity. Those bytes are exactly what the route answers (the same identity headers,
-``Cache-Control: no-store`` and the security headers), so the answer is the same at any position
-in the middleware stack; the test suite compares both paths header by header.
+What such an answer says is exactly what the route says - the same body, the same headers,
+security headers, ``Cache-Control: no-store`` and HSTS behind a trusted TLS proxy included - and
+it counts the same metrics and notes the same use; ``tests/test_fastpath.py`` and
+``tests/test_forward_auth_fastpath.py`` compare both paths for every door.
 
-Anything else (no or malformed header, a cache miss, an expired or unknown token) falls through to
-``routes.verification.forward_auth``, which gives the slow answer (database lookup in a thread,
-brute-force counting, refusals). What the fast path worked out - the secret, the client address,
-whom a failure counts against - travels with the request (``HANDOFF``), so the route does not
-work it out again. A token the cache knows as valid passes even from an address over its failure
-limit (docs/threat-model.md, "Brute force"); only unknown secrets are refused there.
+Anything else falls through to the routes, unchanged: no or malformed credentials, cache misses,
+refusals (they are counted and audited there), a first use from a new address (audited there), a
+request with a body the door cannot read cheaply. A body read here is handed on as it was read.
+So the fast path decides nothing the slow path would decide differently; it only skips work.
 
-Position: the answer is complete on its own, so this middleware is fastest outermost (before
-FastAPI's error middleware and the header middlewares, which then never run for it); it is
-correct innermost too.
+Position: outermost in ``api/middleware.stack`` (before FastAPI's error middleware and the header
+middlewares, which then never run for a fast answer); its answers are complete on their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokensmith import metrics
-from tokensmith.api.guard import SubjectKeys, proxy_subject_keys
+from tokensmith.api.answers import INACTIVE, identity_headers, introspection
+from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, timeout_detail
+from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, proxy_subject_keys
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
-from tokensmith.errors import AuthenticationFailed
+from tokensmith.api.tls import HSTS, forwarded_https
+from tokensmith.kube import tokenreview
 from tokensmith.ratelimit import client_ip
 from tokensmith.verify.core import Identity
 
+if TYPE_CHECKING:
+    from tokensmith.api.context import AppContext
+
 FORWARD_AUTH_PATH = "/v1/auth/verify"
+WHOAMI_PATH = "/v1/whoami"
+INTROSPECTION_PATH = "/v1/oauth2/introspect"
 DOOR = "forward-auth"
-# Where the fast path leaves what it computed for the slow path (a key of the ASGI scope).
+# Where the fast path leaves what it computed for the slow forward-auth route (a key of the ASGI scope).
 HANDOFF = "tokensmith.forward_auth"
-# Sent with every forward-auth answer: the API's Cache-Control, the security headers and the API's
-# CSP, exactly what api/middleware.py's policy adds to the route's answer (tests compare the two).
+# Bodies the hot doors read here: a TokenReview's ceiling; an introspection form is far smaller.
+MAX_HOT_BODY = tokenreview.MAX_BODY_BYTES
+FORM = b"application/x-www-form-urlencoded"
+INTROSPECTION_FIELDS = frozenset({"token", "token_type_hint"})
+
+# Sent with every answer here: the API's Cache-Control, the security headers and the API's CSP,
+# exactly what api/middleware.py's policy adds to a route's answer (tests compare the two).
 _COMMON_HEADERS = {"Cache-Control": "no-store", **SECURITY_HEADERS, "Content-Security-Policy": API_CSP}
-_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
+_COMMON_RAW = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in _COMMON_HEADERS.items()]
+_SECURITY_RAW = [(name, value) for name, value in _COMMON_RAW if name != b"cache-control"]
+_HSTS_RAW = (b"strict-transport-security", HSTS.encode("latin-1"))
+_JSON_TYPE = (b"content-type", b"application/json")
+_EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def encode_json(content: Any) -> bytes:
+    """JSON exactly as Starlette's ``JSONResponse`` renders it (the routes' answers)."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+_INACTIVE = encode_json(INACTIVE)
 
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
-    """What the fast path knew about a request it could not answer (read by the slow path)."""
+    """What the fast path knew about a forward-auth request it could not answer (read by the route)."""
 
     authorization: str | None  # the raw header value, parsed again by the route (its errors are its own)
     client_ip: str
     keys: SubjectKeys
 
 
-def identity_headers(identity: Identity) -> dict[str, str]:
-    """What a proxy passes on to the service behind it (ids and names are safe to log; secrets never)."""
-    return {
-        "X-Auth-Request-User": identity.username,
-        "X-Tokensmith-User-Id": identity.user_public_id,
-        "X-Tokensmith-Org": identity.org_name,
-        "X-Tokensmith-Token-Id": identity.token_public_id,
-    }
+@dataclass(slots=True)
+class Call:
+    """One request at a hot door, read once: the first of each header, the client, the body."""
+
+    scope: Scope
+    headers: dict[bytes, bytes]
+    context: AppContext
+    client: str  # the client's address (X-Forwarded-For from trusted proxies only)
+    body: bytes
+    started: float
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+
+# An answer: status, headers and body; None sends the request on to the route.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def ok_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
-    """The 200 answer's raw headers for ``identity``, encoded once and kept with the cached identity."""
+    """Forward-auth's 200 raw headers for ``identity``, encoded once and kept with the cached identity."""
     encoded = identity.wire.get(DOOR)
     if encoded is None:
         # Encoded by Starlette itself, so the bytes are exactly the slow path's.
         encoded = identity.wire[DOOR] = Response(status_code=200, headers={
             **identity_headers(identity), **_COMMON_HEADERS}).raw_headers
-    return encoded
+    return cast(list[tuple[bytes, bytes]], encoded)
 
 
-def _bearer(authorization: str | None) -> str | None:
-    """The secret of a well-shaped ``Bearer <secret>`` header value; None for anything the route must judge."""
+def json_answer(body: bytes) -> Answer:
+    return 200, [(b"content-length", str(len(body)).encode()), _JSON_TYPE, *_COMMON_RAW], body
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The secret of a well-shaped ``Bearer <secret>`` header value; None for anything a route must judge."""
     if authorization is None:
         return None
     scheme, _, secret = authorization.strip().partition(" ")
@@ -91,45 +134,237 @@ def _bearer(authorization: str | None) -> str | None:
     return secret
 
 
-class ForwardAuthFastPath:
-    """Answers ``GET /v1/auth/verify`` for a cached token as plain ASGI; anything else goes on to ``app``."""
+def observe(door: str, call: Call) -> None:
+    metrics.observe_verification(door, "ok", time.perf_counter() - call.started)
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def api_caller(call: Call, scope: str | None) -> Identity | None:
+    """The bearer's cached identity, if it holds ``scope`` and its use from this address is already
+    known (a first use is audited by the route); None otherwise. Notes nothing yet."""
+    secret = bearer(call.header(b"authorization"))
+    if secret is None:
+        return None
+    identity = call.context.verifier.recall(secret)
+    if identity is None or (scope is not None and scope not in identity.scopes):
+        return None
+    return identity if call.context.addresses.known(identity.token_id, call.client) else None
+
+
+# --- the doors ----------------------------------------------------------------------------------
+
+
+def forward_auth(call: Call) -> Answer | None:
+    """``GET /v1/auth/verify``: the identity headers of a cached token (api/routes/verification.py)."""
+    authorization = call.header(b"authorization")
+    secret = bearer(authorization)
+    verifier = call.context.verifier
+    identity = verifier.recall(secret) if secret is not None else None
+    if identity is None:
+        # The route answers (lookup, refusal, counting) with what was worked out here.
+        client = call.scope.get("client")
+        peer = client[0] if client else "unknown"
+        keys = proxy_subject_keys(peer, call.client, call.context.trusted_proxies)
+        call.scope[HANDOFF] = Handoff(authorization, call.client, keys)
+        call.scope.setdefault("state", {})["client_ip"] = call.client  # api.guard.request_ip reads it here
+        return None
+    verifier.note_use(identity, call.client)
+    observe(DOOR, call)
+    return 200, ok_headers(identity), b""
+
+
+def whoami(call: Call) -> Answer | None:
+    """``GET /v1/whoami``: the body the route rendered for this cached identity (api/routes/identity.py)."""
+    identity = api_caller(call, None)
+    body = identity.wire.get(WHOAMI_PATH) if identity is not None else None
+    if identity is None or body is None:
+        return None
+    call.context.verifier.note_use(identity, call.client)
+    observe("api", call)
+    return json_answer(body)
+
+
+def introspect(call: Call) -> Answer | None:
+    """``POST /v1/oauth2/introspect`` by a bearer holding ``introspect``, about a cached token."""
+    content_type = call.headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+    named = call.header(CLIENT_ADDRESS_HEADER.lower().encode())
+    if content_type != FORM or (named is not None and named.strip() and not _is_ip(named.strip())):
+        return None  # the route parses (and refuses) what is not a plain form or a valid address
+    try:
+        fields = parse_qsl(call.body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    form = dict(fields)
+    if len(form) != len(fields) or not form.keys() <= INTROSPECTION_FIELDS or not form.get("token"):
+        return None
+    caller = api_caller(call, "introspect")
+    if caller is None:
+        return None
+    verifier = call.context.verifier
+    subject = verifier.recall(form["token"])
+    if subject is None:
+        return None
+    verifier.note_use(caller, call.client)
+    verifier.note_use(subject, call.client)
+    observe("api", call)
+    observe("introspection", call)
+    if subject.org_id != caller.org_id:
+        return json_answer(_INACTIVE)
+    body = subject.wire.get(INTROSPECTION_PATH)
+    if body is None:
+        body = subject.wire[INTROSPECTION_PATH] = encode_json(introspection(caller, subject))
+    return json_answer(body)
+
+
+def review_token(call: Call) -> Answer | None:
+    """``POST /v1/clusters/{cluster}/tokenreview`` from a remembered API server, about a cached token."""
+    cluster_ref = call.scope["path"][len(CLUSTERS_PREFIX):-len(TOKENREVIEW_SUFFIX)]
+    credential = bearer(call.header(b"authorization"))
+    if credential is None or "/" in cluster_ref:
+        return None
+    context = call.context
+    context.verifier.hear_changes()  # a credential revoked by another worker is forgotten first
+    caller = context.webhook_callers.recall(credential, context.secret_key, context.clock.now())
+    if caller is None or not caller.names(cluster_ref):
+        return None
+    try:
+        review = tokenreview.parse(call.body)
+    except tokenreview.MalformedReview:
+        return None
+    if review.audiences is not None and caller.token_audience not in review.audiences:
+        return None  # a refusal: audited by the route
+    identity = context.verifier.recall(review.token)
+    if identity is None or caller.cluster_id not in identity.cluster_ids or tokenreview.SCOPE not in identity.scopes:
+        return None
+    # The answer depends on the review only through its version and whether audiences were asked for.
+    key = (TOKENREVIEW_SUFFIX, caller.cluster_id, caller.username_prefix, review.api_version,
+           review.audiences is not None)
+    body = identity.wire.get(key)
+    if body is None:
+        verdict = tokenreview.judge(review, caller.cluster_id, caller.token_audience, lambda _token: identity,
+                                    caller.username_prefix)
+        if verdict.reason is not None:
+            return None
+        body = identity.wire[key] = encode_json(verdict.answer)
+    context.verifier.note_use(identity, None)  # as the route's verify(): the API server is not the token's user
+    observe("tokenreview-credential", call)
+    observe("tokenreview", call)
+    return json_answer(body)
+
+
+CLUSTERS_PREFIX = "/v1/clusters/"
+TOKENREVIEW_SUFFIX = "/tokenreview"
+Door = Callable[[Call], Answer | None]
+# Each door with the name its metrics count it under (tokensmith_fast_path_answers_total{door}).
+GET_DOORS: dict[str, tuple[str, Door]] = {FORWARD_AUTH_PATH: (DOOR, forward_auth), WHOAMI_PATH: ("api", whoami)}
+POST_DOORS: dict[str, tuple[str, Door]] = {INTROSPECTION_PATH: ("introspection", introspect)}
+TOKENREVIEW_DOOR = ("tokenreview", review_token)
+
+
+def door_of(method: str, path: str) -> tuple[str, Door] | None:
+    """The hot door at ``method path``, if it is one."""
+    if method == "GET":
+        return GET_DOORS.get(path)
+    if method != "POST":
+        return None
+    door = POST_DOORS.get(path)
+    if door is None and path.startswith(CLUSTERS_PREFIX) and path.endswith(TOKENREVIEW_SUFFIX):
+        return TOKENREVIEW_DOOR
+    return door
+
+
+class _Disconnected(Exception):
+    """The client went away before its body was read: nobody is left to answer."""
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class HotDoors:
+    """Answers the hot doors for cached callers as plain ASGI; anything else goes on to ``app``."""
+
+    def __init__(self, app: ASGIApp, body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS) -> None:
         self.app = app
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != FORWARD_AUTH_PATH or scope["method"] != "GET":
+        hot = door_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if hot is None:
             await self.app(scope, receive, send)
             return
+        name, door = hot
         started = time.perf_counter()
-        authorization = forwarded_for = None
-        for name, value in scope["headers"]:  # the first of each, as Starlette's headers.get() reads them
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif name == b"x-forwarded-for" and forwarded_for is None:
-                forwarded_for = value.decode("latin-1")
-        state = self._state(scope)
-        client = scope.get("client")
-        peer = client[0] if client else "unknown"
-        address = client_ip(peer, forwarded_for, state.context.trusted_proxies)
-        secret = _bearer(authorization)
-        if secret is not None:
-            try:
-                identity = state.context.verifier.verify_cached(secret, address)
-            except AuthenticationFailed:
-                identity = None  # expired or known-unknown: the route answers and counts it
-            if identity is not None:
-                metrics.observe_verification(DOOR, "ok", time.perf_counter() - started)
-                await send({"type": "http.response.start", "status": 200, "headers": list(ok_headers(identity))})
-                await send(_BODY)
+        headers: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:  # the first of each, as Starlette's headers.get() reads them
+            headers.setdefault(key, value)
+        context: AppContext = self._state(scope).context
+        peer = scope.get("client")
+        forwarded_for = headers.get(b"x-forwarded-for")
+        client = client_ip(peer[0] if peer else "unknown",
+                           forwarded_for.decode("latin-1") if forwarded_for is not None else None,
+                           context.trusted_proxies)
+        body = b""
+        if scope["method"] == "POST":
+            declared = headers.get(b"content-length", b"")
+            if not declared.isdigit() or int(declared) > MAX_HOT_BODY or b"transfer-encoding" in headers:
+                await self.app(scope, receive, send)  # bodies it cannot read cheaply: the route's
                 return
-        keys = proxy_subject_keys(peer, address, state.context.trusted_proxies)
-        scope[HANDOFF] = Handoff(authorization, address, keys)
-        scope.setdefault("state", {})["client_ip"] = address  # api.guard.request_ip reads it from here
-        await self.app(scope, receive, send)
+            try:
+                body = await self._read(receive)
+            except _Disconnected:
+                return
+            except TimeoutError:  # what the body limit answers, with what every API answer carries
+                start, rest = refusal_message(408, timeout_detail(self.body_timeout))
+                start["headers"] = [*start["headers"], *_SECURITY_RAW]
+                await send(start)
+                await send(rest)
+                return
+            receive = _replay(body, receive)
+        answer = door(Call(scope, headers, context, client, body, started))
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        status, raw_headers, content = answer
+        metrics.observe_fast_answer(name)
+        if scope.get("scheme") == "https" or (b"x-forwarded-proto" in headers
+                                              and forwarded_https(scope, context.trusted_proxies)):
+            raw_headers = [*raw_headers, _HSTS_RAW]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False} if content else _EMPTY_BODY)
+
+    async def _read(self, receive: Receive) -> bytes:
+        """The whole body, within the body timeout (TimeoutError). Its size is the declared one: the
+        server's HTTP parser delivers exactly Content-Length bytes."""
+        chunks: list[bytes] = []
+        async with asyncio.timeout(self.body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
 
     def _state(self, scope: Scope) -> Any:
         """The application's state: through the scope inside Starlette, or the wrapped app's own outermost."""
         app = scope.get("app")
         return cast(Any, app if app is not None else self.app).state
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the route: the body read here, then whatever the client sends next (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+

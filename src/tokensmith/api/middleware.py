@@ -2,11 +2,11 @@
 
 The order (outermost first) and why:
 
-1. ``ForwardAuthFastPath`` - outermost: answers ``GET /v1/auth/verify`` for a cached token before
-   anything else runs (the one hot path; ~2.5x cheaper here than innermost, docs/performance.md). Its
-   answer is complete on its own - the same identity, security and no-store headers the route sends,
-   encoded once per cached identity (``api/fastpath.py``; tests compare both paths header by
-   header). Every other request passes straight through.
+1. ``HotDoors`` - outermost: answers the hot doors (forward-auth, whoami, introspection, TokenReview)
+   for cached callers before anything else runs (~2.5x cheaper here than innermost,
+   docs/performance.md). Its answers are complete on their own - the same body, identity, security,
+   no-store and HSTS headers the routes send, encoded once per cached identity (``api/fastpath.py``;
+   tests compare both paths). Every other request passes straight through.
 2. ``TrustedTls`` - a request a trusted proxy says came over https (``X-Forwarded-Proto``) is
    treated as https below (``Secure`` session cookies) and its answer, whatever it is, carries HSTS.
 3. ``ResponseHeaders(edit=security_headers)`` - so that *every* other response carries the security
@@ -31,8 +31,8 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from tokensmith.api.bodylimit import BodyLimit
+from tokensmith.api.fastpath import HotDoors
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS, ResponseHeaders
-from tokensmith.api.routes.verification import ForwardAuthFastPath
 from tokensmith.api.tls import TrustedTls
 from tokensmith.config import Settings
 
@@ -84,7 +84,7 @@ SERVER_ERRORS: Final = "starlette.ServerErrorMiddleware"
 def stack(settings: Settings) -> list[Middleware | str]:
     """The middleware, outermost first (the order is explained at the top of this module)."""
     return [
-        Middleware(ForwardAuthFastPath),
+        Middleware(HotDoors, body_timeout=settings.body_timeout_seconds),
         Middleware(TrustedTls, trusted_proxies=settings.trusted_proxies),
         Middleware(ResponseHeaders, edit=security_headers),
         SERVER_ERRORS,

@@ -1,4 +1,4 @@
-"""Which tokens and users a transaction changed, told to whoever caches verification results.
+"""Which tokens, users and webhook credentials a transaction changed, told to whoever caches verification results.
 
 Hooked on SQLAlchemy's Session events for every session of the process, so no service has to
 remember to invalidate anything: a revocation, a rotation, a leak report, a grant change, a user
@@ -14,6 +14,10 @@ disabled or demoted — any write to a Token or User row through the ORM is seen
   invalidate everything: their rows are not known one by one.
 
 Writes that do not concern verification (``last_used_at``/``last_used_ip``) are ignored.
+
+Each ``Database`` owns one ``ChangeFeed``: the hub every cache subscribes to. It publishes this
+process's commits and, re-published by verify/feed.py (SQLite workers) and verify/background.py
+(PostgreSQL replicas), what other processes committed, so a cache subscribes once and hears both.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from typing import Any, Final, cast
 from sqlalchemy import Table, event, insert, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from tokensmith.db.models import Cluster, Token, User, VerificationChange, token_clusters
+from tokensmith.db.models import Cluster, Token, User, VerificationChange, WebhookCredential, token_clusters
 
 CHANNEL: Final = "tokensmith_invalidate"
 _KEY: Final = "tokensmith.changes"
 # Columns whose writes never change what a verification answers.
-_IRRELEVANT: Final = {Token: frozenset({"last_used_at", "last_used_ip"}), User: frozenset({"password_hash"})}
+_IRRELEVANT: Final = {Token: frozenset({"last_used_at", "last_used_ip"}), User: frozenset({"password_hash"}),
+                      WebhookCredential: frozenset({"last_used_at"})}
 # pg_notify payloads are limited to 8000 bytes; beyond this many ids we just say "everything".
 _MAX_IDS_PER_NOTICE: Final = 500
 
@@ -45,21 +50,27 @@ class Changes:
     token_ids: set[int] = field(default_factory=set)
     user_ids: set[int] = field(default_factory=set)
     digests: set[str] = field(default_factory=set)
+    webhook_credential_ids: set[int] = field(default_factory=set)  # a revoked or changed webhook credential
     everything: bool = False
 
     def __bool__(self) -> bool:
-        return self.everything or bool(self.token_ids or self.user_ids or self.digests)
+        return self.everything or bool(self.token_ids or self.user_ids or self.digests or self.webhook_credential_ids)
 
     def merge(self, other: Changes) -> None:
         self.token_ids |= other.token_ids
         self.user_ids |= other.user_ids
         self.digests |= other.digests
+        self.webhook_credential_ids |= other.webhook_credential_ids
         self.everything = self.everything or other.everything
 
     def to_payload(self) -> str:
-        if self.everything or len(self.token_ids) + len(self.user_ids) + len(self.digests) > _MAX_IDS_PER_NOTICE:
+        count = len(self.token_ids) + len(self.user_ids) + len(self.digests) + len(self.webhook_credential_ids)
+        if self.everything or count > _MAX_IDS_PER_NOTICE:
             return json.dumps({"all": True})
-        return json.dumps({"t": sorted(self.token_ids), "u": sorted(self.user_ids), "d": sorted(self.digests)})
+        payload: dict[str, Any] = {"t": sorted(self.token_ids), "u": sorted(self.user_ids), "d": sorted(self.digests)}
+        if self.webhook_credential_ids:  # only when set: a payload older code reads the same way
+            payload["w"] = sorted(self.webhook_credential_ids)
+        return json.dumps(payload)
 
     @classmethod
     def from_payload(cls, payload: str) -> Changes:
@@ -72,6 +83,7 @@ class Changes:
                 token_ids={int(i) for i in data.get("t", ())},
                 user_ids={int(i) for i in data.get("u", ())},
                 digests={str(d) for d in data.get("d", ())},
+                webhook_credential_ids={int(i) for i in data.get("w", ())},
             )
         except (ValueError, TypeError, AttributeError):
             return cls(everything=True)
@@ -90,7 +102,8 @@ class ChangeFeed:
         self._lock = threading.Lock()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` after every commit that changed tokens, users or clusters; returns unsubscribe."""
+        """Call ``subscriber`` with every change to tokens, users, clusters or webhook credentials, committed
+        here or heard from another process; returns unsubscribe."""
         with self._lock:
             self._subscribers.append(subscriber)
 
@@ -134,6 +147,8 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
             found.user_ids.add(obj.id)
         elif isinstance(obj, Cluster) and _relevant_change(obj):
             found.everything = True
+        elif isinstance(obj, WebhookCredential) and _relevant_change(obj):
+            found.webhook_credential_ids.add(obj.id)
     for obj in session.deleted:
         if isinstance(obj, Token):
             found.token_ids.add(obj.id)
@@ -141,6 +156,8 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
             found.user_ids.add(obj.id)
         elif isinstance(obj, Cluster):
             found.everything = True
+        elif isinstance(obj, WebhookCredential):
+            found.webhook_credential_ids.add(obj.id)
     if found:
         _pending(session).merge(found)
         _notify_in_transaction(session, found)
@@ -154,7 +171,7 @@ def _bulk(state: ORMExecuteState) -> None:
     table = getattr(state.statement, "table", None)
     if table is not None:
         tables.add(table)
-    if tables & {Token.__table__, User.__table__, Cluster.__table__, token_clusters}:
+    if tables & {Token.__table__, User.__table__, Cluster.__table__, token_clusters, WebhookCredential.__table__}:
         found = Changes(everything=True)
         _pending(state.session).merge(found)
         _notify_in_transaction(state.session, found)

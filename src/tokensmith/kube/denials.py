@@ -40,6 +40,7 @@ from tokensmith import audit, secrets
 from tokensmith.clock import Clock
 from tokensmith.db.database import Database
 from tokensmith.db.models import Cluster, Token, User
+from tokensmith.kube.callers import WebhookCaller
 from tokensmith.tokens.expiration import is_expired
 from tokensmith.verify.core import EXPIRED, INVALID
 
@@ -180,7 +181,7 @@ class DenialLog:
             log.exception("could not record %d TokenReview denial event(s)", len(events))
 
 
-def token_behind(session: Any, secret: str, secret_key: bytes, cluster: Cluster, reason: str,
+def token_behind(session: Any, secret: str, secret_key: bytes, org_id: int, reason: str,
                  now: datetime) -> tuple[str, str]:
     """(token public id or "unknown", precise reason) for a secret the verifier refused with ``reason``.
 
@@ -197,7 +198,7 @@ def token_behind(session: Any, secret: str, secret_key: bytes, cluster: Cluster,
         select(Token, User).join(User, User.id == Token.user_id)
         .where(or_(Token.secret_digest == digest, Token.previous_secret_digest == digest))
     ).first()
-    if row is None or row[0].org_id != cluster.org_id:
+    if row is None or row[0].org_id != org_id:
         return UNKNOWN, UNKNOWN_TOKEN
     token, user = row
     if token.revoked_at is not None:
@@ -231,22 +232,23 @@ def record_refused_credential(request: Any, cluster_ref: str, reason: str = BAD_
         Denial(REFUSED_ACTION, target, org_id, UNKNOWN, reason, None, ip, agent, extra))
 
 
-def record_limited_review(request: Any, cluster: Cluster, credential: str) -> None:
+def record_limited_review(request: Any, caller: WebhookCaller) -> None:
     """A review refused because the cluster is over its ceiling of invalid tokens: no token lookup."""
     ip, agent = audit.client_of(request)
-    request.app.state.context.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, UNKNOWN,
-                                          CLUSTER_LIMITED, credential, ip, agent))
+    request.app.state.context.denials.note(Denial(DENIED_ACTION, caller.cluster_public_id, caller.org_id, UNKNOWN,
+                                          CLUSTER_LIMITED, caller.credential_public_id, ip, agent))
 
 
-def record_denied_review(request: Any, cluster: Cluster, credential: str, secret: str, reason: str,
+def record_denied_review(request: Any, caller: WebhookCaller, secret: str, reason: str,
                          identity: Any | None) -> None:
     """A TokenReview was answered ``authenticated: false`` for ``reason``; ``identity`` if the token verified."""
     context = request.app.state.context
     ip, agent = audit.client_of(request)
     if identity is not None:
-        token = identity.token_public_id if identity.org_id == cluster.org_id else UNKNOWN
+        token = identity.token_public_id if identity.org_id == caller.org_id else UNKNOWN
     else:
         with context.database.session() as session:
-            token, reason = token_behind(session, secret, context.secret_key, cluster, reason, context.clock.now())
-    request.app.state.context.denials.note(Denial(DENIED_ACTION, cluster.public_id, cluster.org_id, token, reason,
-                                          credential, ip, agent))
+            token, reason = token_behind(session, secret, context.secret_key, caller.org_id, reason,
+                                         context.clock.now())
+    request.app.state.context.denials.note(Denial(DENIED_ACTION, caller.cluster_public_id, caller.org_id, token,
+                                          reason, caller.credential_public_id, ip, agent))

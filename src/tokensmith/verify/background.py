@@ -116,16 +116,20 @@ class Background:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     # Anything committed while we were not listening may have been missed.
-                    self.cache.clear()
+                    self._publish(Changes(everything=True))
                     self.listening.set()
                     backoff = 0.2
                     while not self._stop.is_set():
                         for notice in connection.notifies(timeout=0.2):  # short: stop() waits for it
-                            self.cache.invalidate(Changes.from_payload(notice.payload))
+                            self._publish(Changes.from_payload(notice.payload))
             except Exception as exc:
                 self.listening.clear()
-                self.cache.clear()
+                self._publish(Changes(everything=True))
                 log.warning("invalidation listener lost its connection (%s); reconnecting", type(exc).__name__)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self.listening.clear()
+
+    def _publish(self, changes: Changes) -> None:
+        """What another replica committed, to every cache of this process (the database's change hub)."""
+        self.database.changes.publish(changes)

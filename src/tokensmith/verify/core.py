@@ -86,7 +86,7 @@ class Identity:
     # Cluster id -> the token's access level there (view, edit, admin, cluster-admin); keys == cluster_ids.
     cluster_levels: Mapping[int, str] = field(default_factory=dict, hash=False, compare=False)
     # A door's answer for this identity, encoded once and reused while it is cached (api/fastpath.py).
-    wire: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    wire: dict[object, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     # The token this one was derived from (a cluster credential's CLI login): revoking that one
     # drops this identity from the cache too (verify/cache.py indexes it under both ids).
     parent_token_id: int | None = None
@@ -105,7 +105,7 @@ class Verifier:
         # processes on the same SQLite file are heard through the change feed, before every
         # verification (PostgreSQL replicas: LISTEN/NOTIFY in the background).
         self._unsubscribe = database.changes.subscribe(self.cache.invalidate)
-        self.feed = _change_feed(database, self.cache)
+        self.feed = _change_feed(database)
         self.background = Background(database, self.cache, self.usage, clock, feed=self.feed)
 
     def verify(self, secret: str, client_ip: str | None = None) -> Identity:
@@ -127,7 +127,32 @@ class Verifier:
         _digest, cached = self._from_cache(secret)
         return None if cached is None else self._accept(cached, client_ip)
 
-    def _from_cache(self, secret: str) -> tuple[str, Identity | None]:
+    def recall(self, secret: str) -> Identity | None:
+        """The cached, unexpired identity behind ``secret``, or None; never raises, notes no use.
+
+        For fast paths that may still hand the request to a slow path: a use is noted with
+        ``note_use`` only once the fast path answers, so no use is counted twice.
+        """
+        try:
+            _digest, cached = self._from_cache(secret, count=False)
+        except AuthenticationFailed:
+            return None
+        if cached is None or is_expired(cached.expires_at, self.clock.now()):
+            return None
+        return cached
+
+    def note_use(self, identity: Identity, client_ip: str | None) -> None:
+        """Note a use of ``identity``'s token now, answered from the cache (last-used time, hourly count,
+        and the cache-hit metric ``recall`` left uncounted; no I/O)."""
+        metrics.observe_cache(hit=True)
+        self.usage.record(identity.token_id, client_ip, self.clock.now())
+
+    def hear_changes(self) -> None:
+        """Apply what other worker processes committed (SQLite), before answering from any cache."""
+        if self.feed is not None:
+            self.feed.poll()
+
+    def _from_cache(self, secret: str, count: bool = True) -> tuple[str, Identity | None]:
         """(digest, cached identity or None); AuthenticationFailed for malformed or known-unknown secrets.
 
         Only digests of well-formed secrets are ever cached, so a cache hit needs no checksum
@@ -142,7 +167,8 @@ class Verifier:
         except UnicodeEncodeError:
             raise AuthenticationFailed(INVALID) from None
         cached = self.cache.get(digest)
-        metrics.observe_cache(hit=cached is not None)  # a remembered unknown secret is a hit too
+        if count:
+            metrics.observe_cache(hit=cached is not None)  # a remembered unknown secret is a hit too
         if cached is UNKNOWN:
             raise AuthenticationFailed(INVALID)
         if cached is None and not secrets.is_well_formed(secret):
@@ -216,12 +242,13 @@ class Verifier:
             self.feed.close()
 
 
-def _change_feed(database: Database, cache: VerificationCache) -> SQLiteChangeFeed | None:
+def _change_feed(database: Database) -> SQLiteChangeFeed | None:
+    """Other workers' commits on the same SQLite file, published to every cache of this process."""
     path = sqlite_path(database.url)
     if path is None:
         return None
     try:
-        return SQLiteChangeFeed(path, cache.invalidate)
+        return SQLiteChangeFeed(path, database.changes.publish)
     except sqlite3.Error as exc:  # a database not migrated yet (readyz refuses traffic then)
         log.warning("no cross-process invalidation for %s: %s", path, exc)
         return None

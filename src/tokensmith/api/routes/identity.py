@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from tokensmith.api.auth import CallerActor, Context, request_context
+from tokensmith.api.fastpath import WHOAMI_PATH, encode_json
 from tokensmith.api.guard import guarded_password
 from tokensmith.api.routes.tokens import created_out
 from tokensmith.api.schemas import (
@@ -22,18 +23,22 @@ from tokensmith.usecases import Actor, auth, tokens
 router = APIRouter(prefix="/v1", tags=["identity"])
 
 
-@router.get("/whoami", response_model=WhoAmI, responses=problem_responses(401))
+@router.get(WHOAMI_PATH.removeprefix("/v1"), response_model=WhoAmI, responses=problem_responses(401))
 def whoami(caller: CallerActor, ctx: Context, request: Request) -> WhoAmI:
     """The user, organization and token behind the bearer secret."""
     identity = request.state.identity
     with ctx.unit_of_work() as uow:
         token = tokens.own_token(uow, caller)
-        return WhoAmI(
+        out = WhoAmI(
             user=UserOut(id=identity.user_public_id, username=identity.username, is_admin=identity.is_admin,
                          kind=token.user.kind),
             organization=OrgOut(id=identity.org_public_id, name=identity.org_name),
             token=TokenOut.of(token, ctx.clock.now()),
         )
+    # The fast path answers this identity's next calls with these bytes while it stays cached (any
+    # change to the token, its user or its clusters drops it); last_used_at is minute-precise anyway.
+    identity.wire[WHOAMI_PATH] = encode_json(out.model_dump(mode="json"))
+    return out
 
 
 @router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from tokensmith import metrics, secrets
 from tokensmith.api.auth import Context, acting, bearer_secret
 from tokensmith.api.context import AppContext, context_of
 from tokensmith.api.guard import Refusal, SubjectKeys, check_subject, guarded_verify, request_ip, tokenreview_error
@@ -17,6 +19,7 @@ from tokensmith.api.schemas import problem_responses
 from tokensmith.db.models import WebhookCredential
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.kube import authz, denials, tokenreview
+from tokensmith.kube.callers import WebhookCaller
 from tokensmith.kube.webhooks import WebhookCredentialService
 from tokensmith.ratelimit import via_key
 from tokensmith.usecases import Actor
@@ -24,6 +27,7 @@ from tokensmith.usecases import clusters as uc
 from tokensmith.verify.core import Identity
 
 router = APIRouter(prefix="/v1/clusters", tags=["kubernetes"])
+CREDENTIAL_DOOR = "tokenreview-credential"  # the metrics' name for a webhook credential's check
 
 
 class WebhookCredentialOut(BaseModel):
@@ -137,13 +141,14 @@ def _review_limited(request: Request, token: str, keys: SubjectKeys) -> Identity
     return checked
 
 
-
 def _authenticated_webhook(request: Request, session: Any, cluster: str, credential: str) -> WebhookCredential:
     """The cluster's webhook credential the API server presented (TokenReview and SubjectAccessReview alike).
 
     A wrong one is audited (coalesced) and counted against the caller's address (429 over the limit).
+    A right one is remembered (``AppContext.webhook_callers``), so the next reviews need no database.
     """
     ctx = context_of(request)
+    generation = ctx.webhook_callers.generation
 
     def authenticate(secret: str) -> WebhookCredential:
         try:
@@ -152,7 +157,33 @@ def _authenticated_webhook(request: Request, session: Any, cluster: str, credent
             denials.record_refused_credential(request, cluster)  # audited, coalesced
             raise
 
-    return guarded_verify(request, "tokenreview-credential", credential, authenticate)
+    webhook = guarded_verify(request, CREDENTIAL_DOOR, credential, authenticate)
+    ctx.webhook_callers.put(secrets.digest(credential, ctx.secret_key), caller_of(webhook), generation)
+    return webhook
+
+
+def caller_of(webhook: WebhookCredential) -> WebhookCaller:
+    """What a review needs to remember of an authenticated credential and its cluster."""
+    cluster = webhook.cluster
+    assert webhook.last_used_at is not None  # authenticate_credential has just noted this use
+    return WebhookCaller(
+        credential_id=webhook.id, credential_public_id=webhook.public_id, cluster_id=cluster.id,
+        cluster_public_id=cluster.public_id, cluster_name=cluster.name, org_id=cluster.org_id,
+        token_audience=cluster.token_audience, username_prefix=cluster.username_prefix,
+        last_used_at=webhook.last_used_at)
+
+
+def webhook_caller(request: Request, cluster: str, credential: str) -> WebhookCaller:
+    """The API server behind a review: remembered, or authenticated now (blocking I/O: call it in a thread)."""
+    ctx = context_of(request)
+    started = time.perf_counter()
+    remembered = ctx.webhook_callers.recall(credential, ctx.secret_key, ctx.clock.now())
+    if remembered is not None and remembered.names(cluster):
+        metrics.observe_verification(CREDENTIAL_DOOR, "ok", time.perf_counter() - started)
+        return remembered
+    with ctx.services() as s:
+        return caller_of(_authenticated_webhook(request, s.session, cluster, credential))
+
 
 @router.post(
     "/{cluster}/tokenreview",
@@ -169,24 +200,20 @@ async def review_token(cluster: str, request: Request) -> JSONResponse:
     invalid reviewed tokens count against the cluster with a high ceiling, over which reviews are
     answered from the verification cache only (docs/kubernetes.md).
     """
-    ctx: AppContext = request.app.state.context
     credential = await _webhook_credential(request, cluster)
     body = await _read_limited(request, tokenreview.MAX_BODY_BYTES)
 
     def decide() -> dict[str, Any]:
-        with ctx.services() as s:
-            webhook = _authenticated_webhook(request, s.session, cluster, credential)
-            target = webhook.cluster
-            keys = SubjectKeys(None, via_key(f"cluster:{target.public_id}"))
+        caller = webhook_caller(request, cluster, credential)
+        keys = SubjectKeys(None, via_key(f"cluster:{caller.cluster_public_id}"))
         review = tokenreview.parse(body)
-        verdict = tokenreview.judge(review, target.id, target.token_audience,
-                                    lambda token: _review_limited(request, token, keys), target.username_prefix)
+        verdict = tokenreview.judge(review, caller.cluster_id, caller.token_audience,
+                                    lambda token: _review_limited(request, token, keys), caller.username_prefix)
         if verdict.reason is not None and verdict.reason.startswith(denials.CLUSTER_LIMITED):
             # Over the cluster's ceiling: recorded without looking the token up (that is the point).
-            denials.record_limited_review(request, target, webhook.public_id)
+            denials.record_limited_review(request, caller)
         elif verdict.reason is not None:  # audited, coalesced (kube/denials.py)
-            denials.record_denied_review(request, target, webhook.public_id, review.token, verdict.reason,
-                                         verdict.identity)
+            denials.record_denied_review(request, caller, review.token, verdict.reason, verdict.identity)
         return verdict.answer
 
     return JSONResponse(await run_in_threadpool(decide), headers={"Cache-Control": "no-store"})

@@ -3,17 +3,18 @@ gateways (RFC 7662 introspection). Both go through the one verification core."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tokensmith.api import problems
+from tokensmith.api.answers import identity_headers, introspection
 from tokensmith.api.auth import bearer_secret
 from tokensmith.api.client_auth import client_with_scope
 from tokensmith.api.context import AppContext
-from tokensmith.api.fastpath import DOOR, FORWARD_AUTH_PATH, HANDOFF, ForwardAuthFastPath, Handoff, identity_headers
+from tokensmith.api.fastpath import DOOR, FORWARD_AUTH_PATH, HANDOFF, INTROSPECTION_PATH, Handoff
 from tokensmith.api.guard import (
     CLIENT_ADDRESS_PARAMETER,
     FORWARD_AUTH_STATUS,
@@ -31,10 +32,7 @@ from tokensmith.api.schemas import problem_responses
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.verify.core import Identity
 
-__all__ = ["ForwardAuthFastPath", "identity_headers", "router"]
 router = APIRouter(tags=["verification"])
-# Bearer, or HTTP Basic (client_secret_basic: token id and secret) as OAuth client libraries send.
-INACTIVE: dict[str, Any] = {"active": False}
 
 
 @router.get(
@@ -47,7 +45,7 @@ async def forward_auth(request: Request) -> Response:
     """Forward-auth for nginx ``auth_request``, Traefik ForwardAuth and Caddy ``forward_auth``.
 
     Reads ``Authorization: Bearer <secret>`` only (never a query string). A cached answer never
-    reaches this route: ``ForwardAuthFastPath`` (api/fastpath.py) gives it as plain ASGI and hands
+    reaches this route: ``HotDoors`` (api/fastpath.py) gives it as plain ASGI and hands
     what it computed on. What arrives here (a miss, a refusal) goes to a thread for the lookup.
 
     Brute force: invalid tokens count against the original client when a trusted proxy forwarded
@@ -56,7 +54,7 @@ async def forward_auth(request: Request) -> Response:
     come from the verification cache only (docs/forward-auth.md).
     """
     context: AppContext = request.app.state.context
-    handoff: Handoff | None = request.scope.get(HANDOFF)  # what ForwardAuthFastPath already worked out
+    handoff: Handoff | None = request.scope.get(HANDOFF)  # what the fast path already worked out
     client_ip = handoff.client_ip if handoff is not None else request_ip(request)
     keys = handoff.keys if handoff is not None else forward_auth_keys(request)
 
@@ -90,7 +88,7 @@ Introspector = Annotated[Identity, Depends(cached_scoped("introspect", client_wi
 
 
 @router.post(
-    "/v1/oauth2/introspect",
+    INTROSPECTION_PATH,
     responses={200: {"description": 'RFC 7662: {"active": true, ...} or exactly {"active": false}.'},
                **problem_responses(401, 403, 422)},
     openapi_extra={"parameters": [CLIENT_ADDRESS_PARAMETER]},
@@ -114,8 +112,9 @@ async def introspect(
     caller's token with a much higher ceiling, over which answers come from the verification
     cache only (docs/threat-model.md).
 
-    A token in the verification cache is answered on the event loop, with no thread and no I/O;
-    anything else is looked up in a thread.
+    A cached caller asking about a cached token is answered by the fast path (api/fastpath.py);
+    here a token in the verification cache is answered on the event loop, anything else is looked
+    up in a thread.
     """
     verifier = request.app.state.context.verifier
     keys = gateway_keys(request, f"token:{caller.token_public_id}")
@@ -128,25 +127,3 @@ async def introspect(
             return JSONResponse(introspection_answer(checked))
         identity = checked
     return JSONResponse(introspection(caller, identity))
-
-
-def introspection(caller: Identity, identity: Identity) -> dict[str, Any]:
-    """The RFC 7662 answer about ``identity`` for ``caller``: inactive across organizations."""
-    if identity.org_id != caller.org_id:
-        return INACTIVE
-    body: dict[str, Any] = {
-        "active": True,
-        "scope": " ".join(sorted(identity.scopes)),
-        "client_id": identity.token_public_id,
-        "username": identity.username,
-        "token_type": "Bearer",
-        "iat": int(identity.created_at.timestamp()),
-        "sub": identity.user_public_id,
-        "org": identity.org_public_id,
-        "org_name": identity.org_name,
-        "token_name": identity.token_name,
-        "admin": identity.is_admin,
-    }
-    if identity.expires_at is not None:
-        body["exp"] = int(identity.expires_at.timestamp())
-    return body
