@@ -10,6 +10,7 @@ with itself. Refusals, cache misses and whatever the fast path cannot read cheap
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from tests.pki import CA_PEM
 from tokensmith import metrics, secrets
 from tokensmith.api.app import create_app
 from tokensmith.config import Settings
+from tokensmith.db.database import Database
 from tokensmith.db.models import AuditEvent, Token
 
 V1 = "authentication.k8s.io/v1"
@@ -255,6 +257,27 @@ def test_a_revoked_webhook_credential_is_refused_from_the_next_review_on(client,
                             headers=admin.headers)
     assert revoked.status_code == 204
     assert review(client, cluster["id"], credential, kube_token).status_code == 401
+
+
+def test_a_webhook_credential_revoked_by_another_process_is_refused_there_too(database_url, client, admin, cluster,
+                                                                            credential, kube_token, clock, tmp_path):
+    """Another worker (SQLite: the change feed) or replica (PostgreSQL: LISTEN/NOTIFY) forgets it too."""
+    other = Database(database_url)  # another process's engine
+    settings = Settings(tmp_path / "other", database_url)
+    with TestClient(create_app(settings, other, SECRET_KEY, clock)) as elsewhere:
+        if other.engine.dialect.name == "postgresql":
+            assert elsewhere.app.state.context.verifier.background.listening.wait(10)
+        slow_then_fast("tokenreview", lambda: review(elsewhere, cluster["id"], credential, kube_token))
+        revoked = client.delete(
+            f"/v1/clusters/{cluster['id']}/webhook-credentials/{credential['credential']['id']}", headers=admin.headers)
+        assert revoked.status_code == 204
+        if other.engine.dialect.name == "sqlite":  # the next review reads the change feed first
+            assert review(elsewhere, cluster["id"], credential, kube_token).status_code == 401
+        deadline = time.monotonic() + 1.0  # PostgreSQL: the notice arrives within milliseconds
+        while review(elsewhere, cluster["id"], credential, kube_token).status_code != 401:
+            assert time.monotonic() < deadline, "the other process still accepts the revoked credential"
+            time.sleep(0.005)
+    other.dispose()
 
 
 def test_a_credential_of_another_cluster_is_refused_on_the_fast_path_too(client, admin, cluster, credential,

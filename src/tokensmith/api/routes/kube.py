@@ -177,6 +177,7 @@ def webhook_caller(request: Request, cluster: str, credential: str) -> WebhookCa
     """The API server behind a review: remembered, or authenticated now (blocking I/O: call it in a thread)."""
     ctx = context_of(request)
     started = time.perf_counter()
+    ctx.verifier.hear_changes()  # a credential revoked by another worker is forgotten first
     remembered = ctx.webhook_callers.recall(credential, ctx.secret_key, ctx.clock.now())
     if remembered is not None and remembered.names(cluster):
         metrics.observe_verification(CREDENTIAL_DOOR, "ok", time.perf_counter() - started)
