@@ -127,13 +127,14 @@ def in_process(tmp: Path) -> None:
 
 
 def asgi(tmp: Path) -> None:
-    """The app called directly as ASGI (no sockets, no server): forward-auth vs no-op, µs per request.
+    """Every door called directly as ASGI (no sockets, no server), cached path: µs per request.
 
-    Much less sensitive to a noisy machine than the HTTP runs, and it isolates what tokensmith
-    adds on top of the framework.
+    Much less sensitive to a noisy machine than the HTTP runs, and it isolates what tokensmith adds
+    on top of the server: the same doors, made the same way (``prepare_doors``) as the HTTP table.
     """
     import asyncio
 
+    import httpx
     from fastapi import Response
 
     from bench.server import first_in_line
@@ -142,8 +143,8 @@ def asgi(tmp: Path) -> None:
 
     database = Database(f"sqlite:///{tmp / 'asgi.db'}")
     upgrade(database.engine)
-    secret, _ = seed(database)
-    app = create_app(Settings(data_dir=tmp, database_url=database.url), database, KEY)
+    admin, _ = seed(database)
+    app = create_app(Settings(data_dir=tmp / "asgi-data", database_url=database.url), database, KEY)
 
     @app.get("/v1/bench/noop", include_in_schema=False)
     async def noop() -> Response:
@@ -151,44 +152,55 @@ def asgi(tmp: Path) -> None:
 
     first_in_line(app)
 
-    async def call(path: str, target: Callable | None = None) -> int:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "root_path": "", "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {secret}".encode())],
-                 "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {}}
+    async def raw_asgi(_scope: dict, _receive: object, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    def scope_of(door: Door) -> dict:
+        headers = [(b"host", b"bench")]
+        if door.secret:
+            headers.append((b"authorization", f"Bearer {door.secret}".encode()))
+        if door.body is not None:
+            headers.append((b"content-length", str(len(door.body.encode())).encode()))
+        if door.content_type:
+            headers.append((b"content-type", door.content_type.encode()))
+        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": door.method,
+                "scheme": "http", "path": door.path, "raw_path": door.path.encode(), "query_string": b"",
+                "root_path": "", "headers": headers, "client": ("127.0.0.1", 40000),
+                "server": ("127.0.0.1", 8000), "state": {}}
+
+    async def call(door: Door, target: Callable) -> int:
         status = 0
+        body = {"type": "http.request", "body": (door.body or "").encode(), "more_body": False}
 
         async def receive() -> dict:
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return body
 
         async def send(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await (target or app)(scope, receive, send)
+        await target(scope_of(door), receive, send)
         return status
 
-    from tokensmith.api.fastpath import HotDoors
-
-    outermost = HotDoors(app)  # where the fast path should sit (see api/fastpath.py)
-
-    async def raw_asgi(_scope: dict, _receive: object, send: Callable) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
-        await send({"type": "http.response.body", "body": b""})
-
     async def run() -> dict[str, list[float]]:
-        assert await call("/v1/auth/verify") == 200
-        targets = {"raw ASGI": (raw_asgi, "/"), "FastAPI no-op route": (app, "/v1/bench/noop"),
-                   "forward-auth (cached), as registered": (app, "/v1/auth/verify"),
-                   "forward-auth (cached), fast path outermost": (outermost, "/v1/auth/verify")}
-        times: dict[str, list[float]] = {name: [] for name in targets}
-        for _ in range(7):
-            for name, (target, path) in targets.items():
-                started = time.perf_counter()
-                for _ in range(2_000):
-                    await call(path, target)
-                times[name].append((time.perf_counter() - started) / 2_000 * 1e6)
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                        base_url="http://bench") as client:
+            table = await prepare_doors_async(client, admin)
+            table = [door for door in table if door.server != "two"]
+            for door in table:  # warm the caches: the route, then the fast path
+                for _ in range(3):
+                    assert await call(door, raw_asgi if door.server == "raw" else app) == 200, door.name
+            times: dict[str, list[float]] = {door.name: [] for door in table}
+            for _ in range(7):
+                for door in table:
+                    target = raw_asgi if door.server == "raw" else app
+                    started = time.perf_counter()
+                    for _ in range(1_000):
+                        await call(door, target)
+                    times[door.name].append((time.perf_counter() - started) / 1_000 * 1e6)
         return times
 
     times = asyncio.run(run())
@@ -355,22 +367,10 @@ def start(args: list[str], db_url: str, data_dir: Path, ready: str) -> tuple[sub
     return process, url
 
 
-def prepare_doors(url: str, admin: str) -> list[Door]:
-    """Everything the doors need, made through the API: a cluster, a token for it and the cluster's
-    webhook credential, a subject token, an S3 access key and requests signed with it."""
-    from tests.pki import CA_PEM
+def doors_table(cluster: dict, subject_secret: str, credential: dict, key: dict, admin: str) -> list[Door]:
+    """Every door with the request it is measured with (what ``prepare_doors`` made through the API)."""
     from tests.s3sign import presigned, signed
 
-    headers = {"Authorization": f"Bearer {admin}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
-        cluster = api.post("/v1/clusters", json={
-            "name": f"bench-{uuid.uuid4().hex[:6]}", "server": "https://10.0.0.1:6443",  # never contacted
-            "certificate_authority": CA_PEM, "region": "bench"}).raise_for_status().json()
-        subject = api.post("/v1/tokens", json={"name": "subject", "clusters": [cluster["name"]]}).raise_for_status()
-        subject_secret = subject.json()["secret"]
-        credential = api.post(f"/v1/clusters/{cluster['id']}/webhook-credentials").raise_for_status().json()
-        key = api.post("/v1/object-storage/access-keys",
-                       json={"durationSeconds": 0, "attributes": {"name": "bench"}}).raise_for_status().json()
     review = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                          "spec": {"token": subject_secret}})
     header_signed = json.dumps(signed("GET", "/bucket/object", key["accessKeyId"], key["secretKey"]))
@@ -391,6 +391,42 @@ def prepare_doors(url: str, admin: str) -> list[Door]:
         Door("S3 verify, presigned URL", "one", "/v1/object-storage/verify", 0.25, "POST",
              query_signed, "application/json", admin, '"valid":true'),
     ]
+
+
+def new_cluster() -> dict:
+    """A cluster to create for the TokenReview door (its API server is never contacted)."""
+    from tests.pki import CA_PEM
+
+    return {"name": f"bench-{uuid.uuid4().hex[:6]}", "server": "https://10.0.0.1:6443",
+            "certificate_authority": CA_PEM, "region": "bench"}
+
+
+KEY_REQUEST = {"durationSeconds": 0, "attributes": {"name": "bench"}}
+
+
+def prepare_doors(url: str, admin: str) -> list[Door]:
+    """Everything the doors need, made through the API: a cluster, a token for it and the cluster's
+    webhook credential, a subject token, an S3 access key and requests signed with it."""
+    headers = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
+        cluster = api.post("/v1/clusters", json=new_cluster()).raise_for_status().json()
+        subject = api.post("/v1/tokens", json={"name": "subject", "clusters": [cluster["name"]]}).raise_for_status()
+        credential = api.post(f"/v1/clusters/{cluster['id']}/webhook-credentials").raise_for_status().json()
+        key = api.post("/v1/object-storage/access-keys", json=KEY_REQUEST).raise_for_status().json()
+    return doors_table(cluster, subject.json()["secret"], credential, key, admin)
+
+
+async def prepare_doors_async(api: httpx.AsyncClient, admin: str) -> list[Door]:
+    """``prepare_doors`` through an in-process (ASGI) client."""
+    headers = {"Authorization": f"Bearer {admin}"}
+    cluster = (await api.post("/v1/clusters", json=new_cluster(), headers=headers)).raise_for_status().json()
+    subject = (await api.post("/v1/tokens", json={"name": "subject", "clusters": [cluster["name"]]},
+                              headers=headers)).raise_for_status()
+    credential = (await api.post(f"/v1/clusters/{cluster['id']}/webhook-credentials",
+                                 headers=headers)).raise_for_status().json()
+    key = (await api.post("/v1/object-storage/access-keys", json=KEY_REQUEST,
+                          headers=headers)).raise_for_status().json()
+    return doors_table(cluster, subject.json()["secret"], credential, key, admin)
 
 
 def wrk_door(door: Door, url: str, connections: int, seconds: int, tmp: Path) -> Result:

@@ -72,7 +72,11 @@ def main() -> None:
         return
     import uvicorn
 
-    http = "httptools" if args.stack == "uvicorn-httptools" else "h11"
+    from tokensmith.protocols import HeaderTimeoutH11Protocol, HeaderTimeoutHttpToolsProtocol
+
+    # The protocols ``tokensmith serve`` runs (uvicorn's, with its header read deadline), for the
+    # raw ASGI ceiling too: the same server stack under every app measured.
+    http = HeaderTimeoutHttpToolsProtocol if args.stack == "uvicorn-httptools" else HeaderTimeoutH11Protocol
     loop = "uvloop" if args.stack == "uvicorn-httptools" else "asyncio"
     uvicorn.run(target, factory=factory, host="127.0.0.1", port=args.port, http=http, loop=loop,
                 log_level="warning", access_log=False, server_header=False, workers=args.workers)

@@ -28,10 +28,10 @@ from typing import Any, Final
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith.api.bodylimit import BodyLimit
-from tokensmith.api.fastpath import HotDoors
+from tokensmith.api.fastpath import HotDoors, door_of
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS, ResponseHeaders
 from tokensmith.api.tls import TrustedTls
 from tokensmith.config import Settings
@@ -107,6 +107,18 @@ class TokensmithAPI(FastAPI):
         super().__init__(**kwargs)
         self._outside, inside = _split(stack(settings))
         self.user_middleware.extend(inside)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A hot door goes straight to the stack (whose outermost layer answers it): FastAPI's own
+        ``__call__`` checks its telemetry configuration on every request, which tokensmith does not use
+        and which costs the hot path as much as its whole verification."""
+        if scope["type"] == "http" and door_of(scope["method"], scope["path"]) is not None:
+            scope["app"] = self
+            if self.middleware_stack is None:
+                self.middleware_stack = self.build_middleware_stack()
+            await self.middleware_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         app = super().build_middleware_stack()
