@@ -69,6 +69,8 @@ class Settings:
     tls_key: Path | None = None
     # Verified identities kept in memory per process (docs/performance.md: about 4 KB each).
     verification_cache_size: int = 10_000
+    # S3 access keys whose verification material (derived signing keys, owner) each process keeps in memory.
+    access_key_cache_size: int = 10_000
     # Requests (docs/operations.md, "Request limits"): body ceiling and how long slow clients may take.
     max_body_bytes: int = 1024 * 1024
     body_timeout_seconds: int = 30
@@ -106,6 +108,7 @@ class Settings:
             tls_cert=Path(env["TOKENSMITH_TLS_CERT"]) if env.get("TOKENSMITH_TLS_CERT", "").strip() else None,
             tls_key=Path(env["TOKENSMITH_TLS_KEY"]) if env.get("TOKENSMITH_TLS_KEY", "").strip() else None,
             verification_cache_size=_positive_int(env, "TOKENSMITH_VERIFICATION_CACHE_SIZE", 10_000),
+            access_key_cache_size=_positive_int(env, "TOKENSMITH_ACCESS_KEY_CACHE_SIZE", 10_000),
             max_body_bytes=_positive_int(env, "TOKENSMITH_MAX_BODY_BYTES", 1024 * 1024),
             body_timeout_seconds=_positive_int(env, "TOKENSMITH_BODY_TIMEOUT", 30),
             header_timeout_seconds=_positive_int(env, "TOKENSMITH_HEADER_TIMEOUT", 10),

@@ -27,6 +27,7 @@ from tokensmith.kube.callers import WebhookCallerCache
 from tokensmith.kube.denials import DenialLog
 from tokensmith.net.outbound import IPNetwork, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
+from tokensmith.objectstore.keycache import AccessKeyCache
 from tokensmith.ratelimit import FailureLimiter, Limits, parse_networks
 from tokensmith.tokens.service import TokenService
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
@@ -53,6 +54,9 @@ class AppContext:
     secret_key: bytes
     verifier: Verifier
     keyring: KeyRing
+    # What S3 SigV4 verification needs per access key in use (objectstore/keycache.py), invalidated
+    # with the verifier's cache; ``access_key_cache.verify_cached`` answers a gateway from memory.
+    access_key_cache: AccessKeyCache
     addresses: AddressBook  # first use of a token from a new IP (audit)
     denials: DenialLog  # TokenReview denials (audit, coalesced)
     outbound: OutboundPolicy  # where webhooks (and later JWKS fetches) may connect
@@ -71,11 +75,15 @@ class AppContext:
         federation = FederationRuntime(outbound, allow_loopback_http=settings.allow_loopback_http_issuers)
         webhook_callers = WebhookCallerCache()
         unsubscribe = database.changes.subscribe(webhook_callers.invalidate)  # local commits and other processes'
+        verifier = Verifier(database, secret_key, clock, VerificationCache(max_size=settings.verification_cache_size))
+        access_key_cache = AccessKeyCache(max_size=settings.access_key_cache_size)
+        # The database's change hub: this process's commits, other workers' (SQLite, looked for before
+        # each answer through ``poll``) and other replicas' (PostgreSQL LISTEN/NOTIFY).
+        unsubscribe_keys = database.changes.subscribe(access_key_cache.invalidate)
+        access_key_cache.poll = verifier.feed.poll if verifier.feed is not None else None
         context = cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
-            verifier=Verifier(database, secret_key, clock,
-                              VerificationCache(max_size=settings.verification_cache_size)),
-            keyring=keyring, addresses=AddressBook(),
+            verifier=verifier, keyring=keyring, access_key_cache=access_key_cache, addresses=AddressBook(),
             denials=DenialLog(database, clock), outbound=outbound,
             limiter=FailureLimiter(database, clock, Limits(
                 per_ip=settings.failures_per_ip, per_user=settings.failures_per_user,
@@ -85,7 +93,7 @@ class AppContext:
                               settings=settings, outbound=outbound, federation=federation),
             webhook_callers=webhook_callers,
         )
-        context.shutdown_hooks.append(unsubscribe)
+        context.shutdown_hooks.extend((unsubscribe, unsubscribe_keys))
         return context
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:

@@ -1,4 +1,5 @@
-"""Which tokens, users and webhook credentials a transaction changed, told to whoever caches verification results.
+"""Which tokens, users, webhook credentials and S3 access keys a transaction changed, told to whoever
+caches verification results.
 
 Hooked on SQLAlchemy's Session events for every session of the process, so no service has to
 remember to invalidate anything: a revocation, a rotation, a leak report, a grant change, a user
@@ -11,7 +12,9 @@ disabled or demoted — any write to a Token or User row through the ORM is seen
   worker processes on the same file (verify/feed.py).
 * ``after_commit`` tells this process's subscribers at once; ``after_rollback`` forgets.
 * ORM bulk UPDATE/DELETE on those tables, and any change to clusters (grants cascade from them),
-  invalidate everything: their rows are not known one by one.
+  invalidate everything: their rows are not known one by one. A bulk UPDATE/DELETE of access keys
+  (the keys a deleted token minted, a deleted service account's keys) drops every cached access
+  key (``all_access_keys``) but no token: S3 keys are their own, much smaller cache.
 
 Writes that do not concern verification (``last_used_at``/``last_used_ip``) are ignored.
 
@@ -32,13 +35,21 @@ from typing import Any, Final, cast
 from sqlalchemy import Table, event, insert, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from tokensmith.db.models import Cluster, Token, User, VerificationChange, WebhookCredential, token_clusters
+from tokensmith.db.models import (
+    AccessKey,
+    Cluster,
+    Token,
+    User,
+    VerificationChange,
+    WebhookCredential,
+    token_clusters,
+)
 
 CHANNEL: Final = "tokensmith_invalidate"
 _KEY: Final = "tokensmith.changes"
 # Columns whose writes never change what a verification answers.
 _IRRELEVANT: Final = {Token: frozenset({"last_used_at", "last_used_ip"}), User: frozenset({"password_hash"}),
-                      WebhookCredential: frozenset({"last_used_at"})}
+                      WebhookCredential: frozenset({"last_used_at"}), AccessKey: frozenset({"name"})}
 # pg_notify payloads are limited to 8000 bytes; beyond this many ids we just say "everything".
 _MAX_IDS_PER_NOTICE: Final = 500
 
@@ -52,9 +63,15 @@ class Changes:
     digests: set[str] = field(default_factory=set)
     webhook_credential_ids: set[int] = field(default_factory=set)  # a revoked or changed webhook credential
     everything: bool = False
+    # S3 access key ids (the public TSMP…/TSTM… strings) whose row changed; all_access_keys: every cached
+    # key (a bulk statement on the table). Keys minted by a changed token or owned by a changed user
+    # are dropped through token_ids/user_ids (objectstore/keycache.py), so they need not be listed.
+    access_key_ids: set[str] = field(default_factory=set)
+    all_access_keys: bool = False
 
     def __bool__(self) -> bool:
-        return self.everything or bool(self.token_ids or self.user_ids or self.digests or self.webhook_credential_ids)
+        return self.everything or self.all_access_keys or bool(
+            self.token_ids or self.user_ids or self.digests or self.webhook_credential_ids or self.access_key_ids)
 
     def merge(self, other: Changes) -> None:
         self.token_ids |= other.token_ids
@@ -62,14 +79,21 @@ class Changes:
         self.digests |= other.digests
         self.webhook_credential_ids |= other.webhook_credential_ids
         self.everything = self.everything or other.everything
+        self.access_key_ids |= other.access_key_ids
+        self.all_access_keys = self.all_access_keys or other.all_access_keys
 
     def to_payload(self) -> str:
-        count = len(self.token_ids) + len(self.user_ids) + len(self.digests) + len(self.webhook_credential_ids)
+        count = len(self.token_ids) + len(self.user_ids) + len(self.digests) + len(self.webhook_credential_ids) \
+            + len(self.access_key_ids)
         if self.everything or count > _MAX_IDS_PER_NOTICE:
             return json.dumps({"all": True})
         payload: dict[str, Any] = {"t": sorted(self.token_ids), "u": sorted(self.user_ids), "d": sorted(self.digests)}
         if self.webhook_credential_ids:  # only when set: a payload older code reads the same way
             payload["w"] = sorted(self.webhook_credential_ids)
+        if self.access_key_ids:  # likewise: older readers ignore "k"/"K" (they cache no access keys)
+            payload["k"] = sorted(self.access_key_ids)
+        if self.all_access_keys:
+            payload["K"] = True
         return json.dumps(payload)
 
     @classmethod
@@ -84,6 +108,8 @@ class Changes:
                 user_ids={int(i) for i in data.get("u", ())},
                 digests={str(d) for d in data.get("d", ())},
                 webhook_credential_ids={int(i) for i in data.get("w", ())},
+                access_key_ids={str(k) for k in data.get("k", ())},
+                all_access_keys=bool(data.get("K", False)),
             )
         except (ValueError, TypeError, AttributeError):
             return cls(everything=True)
@@ -102,8 +128,8 @@ class ChangeFeed:
         self._lock = threading.Lock()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` with every change to tokens, users, clusters or webhook credentials, committed
-        here or heard from another process; returns unsubscribe."""
+        """Call ``subscriber`` with every change to tokens, users, clusters, webhook credentials or access
+        keys, committed here or heard from another process; returns unsubscribe."""
         with self._lock:
             self._subscribers.append(subscriber)
 
@@ -149,6 +175,8 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
             found.everything = True
         elif isinstance(obj, WebhookCredential) and _relevant_change(obj):
             found.webhook_credential_ids.add(obj.id)
+        elif isinstance(obj, AccessKey) and _relevant_change(obj):
+            found.access_key_ids.add(obj.access_key_id)
     for obj in session.deleted:
         if isinstance(obj, Token):
             found.token_ids.add(obj.id)
@@ -158,6 +186,8 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
             found.everything = True
         elif isinstance(obj, WebhookCredential):
             found.webhook_credential_ids.add(obj.id)
+        elif isinstance(obj, AccessKey):
+            found.access_key_ids.add(obj.access_key_id)
     if found:
         _pending(session).merge(found)
         _notify_in_transaction(session, found)
@@ -173,8 +203,12 @@ def _bulk(state: ORMExecuteState) -> None:
         tables.add(table)
     if tables & {Token.__table__, User.__table__, Cluster.__table__, token_clusters, WebhookCredential.__table__}:
         found = Changes(everything=True)
-        _pending(state.session).merge(found)
-        _notify_in_transaction(state.session, found)
+    elif AccessKey.__table__ in tables:
+        found = Changes(all_access_keys=True)
+    else:
+        return
+    _pending(state.session).merge(found)
+    _notify_in_transaction(state.session, found)
 
 
 def _notify_in_transaction(session: Session, found: Changes) -> None:

@@ -21,8 +21,10 @@ from tokensmith.db.models import AccessKey, Token, User
 from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.crypto import DecryptionError, KeyRing
+from tokensmith.objectstore.keycache import EXPIRED_KEY, AccessKeyCache, KeyFacts
 from tokensmith.objectstore.limits import CEILING, DEFAULT_MAX_DURATION, MIN_DURATION, in_words
 from tokensmith.objectstore.revocation import surviving_permanent_keys_by_token
+from tokensmith.objectstore.verdict import KeyOwner, Verdict, judge, refuse_unsignable
 from tokensmith.pagination import DEFAULT_LIMIT, Page, paginate
 from tokensmith.policy import PolicyService
 from tokensmith.tokens.expiration import is_expired
@@ -36,10 +38,8 @@ DURATION_RULE: Final = (
 # botocore refreshes 15 minutes before expiry, so it always receives a key it can use.
 EXCHANGE_LIFETIME: Final = timedelta(hours=1)
 EXCHANGE_REUSE_MARGIN: Final = timedelta(minutes=20)
-CLOCK_SKEW: Final = timedelta(minutes=15)
 SOURCE_API: Final = "api"
 SOURCE_EXCHANGE: Final = "exchange"
-UNSIGNED_AMZ_HEADER: Final = "x-amz-* header not signed"
 
 
 class Minter(Actor, Protocol):
@@ -63,32 +63,6 @@ class CreatedAccessKey:
     secret: str
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The answer to an S3 gateway: valid with whose key, or invalid naming the failed check."""
-
-    valid: bool
-    reason: str | None = None
-    key: AccessKey | None = None
-    # For a genuine STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER) request: what the gateway needs to
-    # check each chunk itself (sigv4.chunk_signature). None for every other request.
-    streaming: StreamingSigning | None = None
-
-
-@dataclass(frozen=True)
-class StreamingSigning:
-    """The chain a gateway verifies an aws-chunked body with.
-
-    ``signing_key`` is derived for one day, region and service (``scope``): it signs only requests
-    of that key on that day, and the secret key cannot be computed back from it.
-    """
-
-    signing_key: bytes
-    seed_signature: str
-    amz_date: str
-    scope: str
-
-
 def duration_rule(max_seconds: int) -> str:
     """The allowed range of ``durationSeconds`` under an organization's limit, as one sentence."""
     limit = f"{max_seconds} ({in_words(max_seconds)}, this organization's limit)"
@@ -106,10 +80,12 @@ def parse_duration(value: object, max_seconds: int = DEFAULT_MAX_DURATION) -> in
 
 
 class AccessKeyService:
-    def __init__(self, session: Session, clock: Clock, keyring: KeyRing) -> None:
+    def __init__(self, session: Session, clock: Clock, keyring: KeyRing, cache: AccessKeyCache | None = None) -> None:
         self.session = session
         self.clock = clock
         self.keyring = keyring
+        # Verification answers from it when it can and fills it on a miss (objectstore/keycache.py).
+        self.cache = cache
 
     # --- minting and reading --------------------------------------------------------------------
 
@@ -235,10 +211,17 @@ class AccessKeyService:
 
         Another organization's key is "unknown access key", exactly like a made-up one: the same
         single lookup, the same answer. Raises sigv4.MalformedRequest (InvalidInput) when the
-        request cannot be checked at all.
+        request cannot be checked at all. With a cache, a cached key is answered from memory and a
+        live key read here is remembered (its scope's signing key, never the secret).
         """
         request = sigv4.parse(method, path, query, headers)
         now = self.clock.now()
+        generation = 0
+        if self.cache is not None:
+            cached = self.cache.answer(org_id, request, body_sha256, now)
+            if cached is not None:
+                return cached
+            generation = self.cache.generation  # before the read: a change after it is not stored
         key_id = request.credential.access_key_id
         key = self.session.scalar(select(AccessKey).where(
             AccessKey.access_key_id == key_id, AccessKey.org_id == org_id,
@@ -247,35 +230,19 @@ class AccessKeyService:
         if state is not None:
             return Verdict(False, state)
         assert key is not None
-        if request.unsigned_amz_headers:
-            return Verdict(False, UNSIGNED_AMZ_HEADER)
-        if request.credential.date != request.amz_date_text[:8]:
-            return Verdict(False, "credential scope date does not match X-Amz-Date")
-        if request.credential.service != "s3":
-            return Verdict(False, "credential scope service is not s3")
+        refused = refuse_unsignable(request)
+        if refused is not None:
+            return refused
         try:
-            secret = self.secret_of(key)
+            # The secret lives only in this frame: what is kept is the scope's derived key.
+            signing_key = sigv4.signing_key(self.secret_of(key), request.credential)
         except DecryptionError:
             return Verdict(False, "access key cannot be decrypted with the configured encryption keys")
-        if not sigv4.signature_matches(secret, request):
-            return Verdict(False, "signature mismatch")
-        if request.amz_date > now + CLOCK_SKEW:
-            return Verdict(False, "request time is too far in the future")
-        if request.presigned:
-            assert request.expires_seconds is not None
-            if now > request.amz_date + timedelta(seconds=request.expires_seconds):
-                return Verdict(False, "presigned URL expired")
-        elif request.amz_date < now - CLOCK_SKEW:
-            return Verdict(False, "request too old")
-        if body_sha256 is not None and request.payload_hash not in (sigv4.UNSIGNED_PAYLOAD,) \
-                and not request.payload_hash.startswith("STREAMING-") \
-                and body_sha256.lower() != request.payload_hash.lower():
-            return Verdict(False, "payload hash mismatch")
-        streaming = None
-        if request.signs_chunks:
-            streaming = StreamingSigning(sigv4.signing_key(secret, request.credential), request.signature,
-                                         request.amz_date_text, request.credential.scope)
-        return Verdict(True, key=key, streaming=streaming)
+        facts = KeyFacts(KeyOwner(key.access_key_id, key.user.username, key.user.organization.name),
+                         org_id=key.org_id, user_id=key.user_id, token_id=key.token_id, expires_at=key.expires_at)
+        if self.cache is not None:
+            self.cache.put(facts, request.credential.scope, signing_key, generation)
+        return judge(facts.owner, signing_key, request, body_sha256, now)
 
     def _key_state(self, key: AccessKey | None, now: datetime) -> str | None:
         """Why ``key`` cannot sign anything now, or None if it is live."""
@@ -284,7 +251,7 @@ class AccessKeyService:
         if key.revoked_at is not None:
             return "access key revoked"
         if is_expired(key.expires_at, now):
-            return "access key expired"
+            return EXPIRED_KEY
         user: User = key.user
         if user.disabled:
             return "access key revoked"

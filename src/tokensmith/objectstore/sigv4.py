@@ -121,13 +121,18 @@ def signing_key(secret_key: str, credential: Credential) -> bytes:
     return key
 
 
-def signature(secret_key: str, request: SignedRequest) -> str:
-    return hmac.new(signing_key(secret_key, request.credential), request.string_to_sign().encode(),
-                    hashlib.sha256).hexdigest()
+def signature(key: bytes, request: SignedRequest) -> str:
+    """The request's signature from its scope's signing key (``signing_key(secret, request.credential)``).
+
+    Verification works from the derived key, not the secret: objectstore/keycache.py keeps the
+    derived keys of the keys in use, so a cached check never needs the secret key.
+    """
+    return hmac.new(key, request.string_to_sign().encode(), hashlib.sha256).hexdigest()
 
 
-def signature_matches(secret_key: str, request: SignedRequest) -> bool:
-    return hmac.compare_digest(signature(secret_key, request), request.signature)
+def signature_matches(key: bytes, request: SignedRequest) -> bool:
+    """Whether ``request`` carries the signature its scope's signing key ``key`` makes (constant time)."""
+    return hmac.compare_digest(signature(key, request), request.signature)
 
 
 def chunk_signature(key: bytes, amz_date: str, scope: str, previous_signature: str, chunk: bytes) -> str:

@@ -23,7 +23,8 @@ from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import AccessKey
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.objectstore.limits import CEILING, MIN_DURATION
-from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey, StreamingSigning
+from tokensmith.objectstore.service import DURATION_RULE, AccessKeyService, CreatedAccessKey
+from tokensmith.objectstore.verdict import StreamingSigning, Verdict
 from tokensmith.ratelimit import RateLimited
 from tokensmith.tokens.expiration import is_expired
 from tokensmith.usecases import Actor
@@ -36,7 +37,7 @@ Gateway = Annotated[Identity, Depends(cached_scoped("object-storage:verify", sco
 
 
 def access_keys(session: Any, ctx: AppContext) -> AccessKeyService:
-    return AccessKeyService(session, ctx.clock, ctx.keyring)
+    return AccessKeyService(session, ctx.clock, ctx.keyring, ctx.access_key_cache)
 
 
 # --- schemas -----------------------------------------------------------------------------------
@@ -139,6 +140,14 @@ class VerifyResult(BaseModel):
     streaming: StreamingOut | None = Field(
         default=None, description="Only for a valid STREAMING-AWS4-HMAC-SHA256-PAYLOAD(-TRAILER) request: the "
                                   "gateway must verify every chunk's signature with it.")
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> VerifyResult:
+        if not verdict.valid or verdict.owner is None:
+            return cls(valid=False, reason=verdict.reason)
+        owner = verdict.owner
+        return cls(valid=True, accessKeyId=owner.access_key_id, user=owner.username, org=owner.org_name,
+                   streaming=StreamingOut.of(verdict.streaming))
 
 
 # --- access keys ----------------------------------------------------------------------------
@@ -252,26 +261,37 @@ async def verify_signature(
 
     Brute force: invalid signatures count against the client the gateway names in the
     Tokensmith-Client-Address header; over its limit that client gets valid false with reason
-    "rate limited". Nothing is counted against the gateway itself: access keys are not cached, so
-    any refusal keyed on the gateway would refuse valid signatures of everyone behind it.
+    "rate limited". Nothing is counted against the gateway itself: any refusal keyed on the
+    gateway would refuse valid signatures of everyone behind it.
+
+    A key in use is answered from memory (objectstore/keycache.py) on the event loop; a miss reads
+    and remembers it in a thread, as does an invalid answer for a named client (counting is I/O).
     """
     ctx: AppContext = request.app.state.context
+    client = named_client(request)
+    cache = ctx.access_key_cache
+
+    def from_memory() -> VerifyResult | None:
+        verdict = cache.verify_cached(caller.org_id, body.method, body.path, body.query, body.headers,
+                                      body.bodySha256, ctx.clock.now())
+        return None if verdict is None else VerifyResult.of(verdict)
 
     def check() -> VerifyResult:
+        remembered = from_memory()  # filled by another request meanwhile, or a failure to count
+        if remembered is not None:
+            return remembered
         with ctx.services() as s:
-            verdict = access_keys(s.session, ctx).verify_signature(
-                caller.org_id, body.method, body.path, body.query, body.headers, body.bodySha256
-            )
-            if not verdict.valid or verdict.key is None:
-                return VerifyResult(valid=False, reason=verdict.reason)
-            key = verdict.key
-            return VerifyResult(valid=True, accessKeyId=key.access_key_id, user=key.user.username,
-                                org=key.user.organization.name, streaming=StreamingOut.of(verdict.streaming))
+            return VerifyResult.of(access_keys(s.session, ctx).verify_signature(
+                caller.org_id, body.method, body.path, body.query, body.headers, body.bodySha256))
 
     try:
-        # One thread for the whole check (the key lookup is blocking I/O); the caller came from memory.
-        result = await run_in_threadpool(
-            guarded_for_client, request, "s3-verify", named_client(request), check, lambda r: not r.valid)
+        known = from_memory()
+        if known is not None and (known.valid or client is None):
+            # Nothing to count: the guard does no I/O (its local block check and metrics only).
+            result = guarded_for_client(request, "s3-verify", client, lambda: known, lambda r: not r.valid)
+        else:
+            result = await run_in_threadpool(
+                guarded_for_client, request, "s3-verify", client, check, lambda r: not r.valid)
         if result.streaming is not None:
             response.headers["Cache-Control"] = "no-store"  # it carries a (date-scoped) signing key
         return result
