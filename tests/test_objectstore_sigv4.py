@@ -49,6 +49,16 @@ class World:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def warm(self) -> None:
+        """Verify one request of each key, so both are answered from memory afterwards
+        (objectstore/keycache.py): a case then shows the cached answer equals the uncached one."""
+        for key in (self.permanent, self.temporary):
+            assert self.verify(put_with_body(self, key))["valid"] is True
+
+
+# Every answer is checked twice: with the key read from the database, and answered from the cache.
+CACHE = pytest.mark.parametrize("cache", ["cold", "warm"])
+
 
 @pytest.fixture
 def world(client, clock, admin, alice) -> World:
@@ -205,21 +215,30 @@ INVALID = {
 }
 
 
+@CACHE
 @pytest.mark.parametrize("build", VALID.values(), ids=VALID.keys())
-def test_genuine_request_verifies(world, build):
+def test_genuine_request_verifies(world, build, cache):
+    if cache == "warm":
+        world.warm()
     payload = build(world)
     used = next(k["accessKeyId"] for k in (world.permanent, world.temporary) if k["accessKeyId"] in str(payload))
     assert world.verify(payload) == {"valid": True, "accessKeyId": used, "user": "alice", "org": "default"}
 
 
+@CACHE
 @pytest.mark.parametrize(("build", "reason"), INVALID.values(), ids=INVALID.keys())
-def test_tampered_or_dead_request_is_invalid(world, build, reason):
+def test_tampered_or_dead_request_is_invalid(world, build, reason, cache):
+    if cache == "warm":
+        world.warm()
     answer = world.verify(build(world))
     assert answer == {"valid": False, "reason": reason}
     assert world.permanent["secretKey"] not in str(answer)
 
 
-def test_permanent_key_survives_deleting_its_token(world):
+@CACHE
+def test_permanent_key_survives_deleting_its_token(world, cache):
+    if cache == "warm":
+        world.warm()
     payload = put_with_body(world)
     assert world.client.delete(f"/v1/tokens/{world.alice_token_id}", headers=world.alice_headers).status_code == 204
     assert world.verify(payload)["valid"] is True

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.s3sign import signed
 from tests.servers import admin_password, free_port, server_env, wait_for_http
 
 ROUNDS = 40  # fresh connections: the kernel spreads them over both workers
@@ -64,6 +65,27 @@ def test_a_token_deleted_through_one_worker_is_refused_by_every_worker_at_once(t
     deleted = httpx.delete(f"{two_workers}/v1/tokens/{created['token']['id']}", headers=headers, timeout=30)
     assert deleted.status_code == 204
     assert forward_auth_statuses(two_workers, secret) == {401}
+
+
+def s3_answers(url: str, headers: dict[str, str], payload: dict) -> set[str]:
+    """``POST /v1/object-storage/verify`` on new connections: each worker's answers, as reasons ("valid" if valid)."""
+    answers = set()
+    for _ in range(ROUNDS):
+        answer = httpx.post(f"{url}/v1/object-storage/verify", json=payload, headers=headers, timeout=30).json()
+        answers.add("valid" if answer["valid"] else answer["reason"])
+    return answers
+
+
+def test_an_access_key_deleted_through_one_worker_is_refused_by_every_worker_at_once(two_workers, tmp_path):
+    headers = admin_headers(two_workers, tmp_path / "data")
+    key = httpx.post(f"{two_workers}/v1/object-storage/access-keys", json={"durationSeconds": 3600},
+                     headers=headers, timeout=30).json()
+    payload = signed("GET", "/bucket/object", key["accessKeyId"], key["secretKey"])
+    assert s3_answers(two_workers, headers, payload) == {"valid"}  # cached by both workers now
+    deleted = httpx.delete(f"{two_workers}/v1/object-storage/access-keys/{key['accessKeyId']}", headers=headers,
+                           timeout=30)
+    assert deleted.status_code == 204
+    assert s3_answers(two_workers, headers, payload) == {"access key revoked"}
 
 
 def test_a_verifier_on_the_same_sqlite_file_hears_another_engines_commits(tmp_path, clock):
