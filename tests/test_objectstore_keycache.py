@@ -70,7 +70,7 @@ def streaming_put(key: dict, now: datetime) -> dict:
     """A header-signed STREAMING-AWS4-HMAC-SHA256-PAYLOAD request, signed here (botocore signs
     aws-chunked only through its streaming body machinery; restic's real uploads are in
     tests/test_sigv4_streaming.py)."""
-    amz_date = now.strftime(sigv4.AMZ_DATE_FORMAT)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     scope = f"{amz_date[:8]}/us-east-1/s3/aws4_request"
     headers = {"Host": "127.0.0.1:9000", "X-Amz-Date": amz_date, "Content-Encoding": "aws-chunked",
                "X-Amz-Content-Sha256": sigv4.STREAMING_SIGNED_PAYLOAD, "X-Amz-Decoded-Content-Length": "5"}

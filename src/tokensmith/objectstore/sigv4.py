@@ -37,7 +37,6 @@ SIGV2_HINT = (
     "always makes SigV2 URLs"
 )
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # AWS's own limit for X-Amz-Expires
-AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 _AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)\s*,\s*Signature=([0-9a-f]{64})\s*"
@@ -304,7 +303,7 @@ def _parse_amz_date(text: str | None, where: str) -> datetime:
     try:
         if not _AMZ_DATE.fullmatch(text):
             raise ValueError
-        # strptime(text, AMZ_DATE_FORMAT), without its per-call pattern machinery (hot path)
+        # strptime(text, "%Y%m%dT%H%M%SZ") without its per-call pattern machinery (a hot path)
         return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]), int(text[11:13]),
                         int(text[13:15]), tzinfo=UTC)
     except ValueError:
