@@ -49,6 +49,7 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")  # nothing for quote(..., safe="-
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _WHITESPACE = re.compile(r"\s+")
+_LINE_BREAK_OR_NUL = re.compile("[\r\n\0]")
 
 
 class MalformedRequest(InvalidInput):
@@ -228,7 +229,7 @@ def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
         key = name.strip().lower()
         if not _HEADER_NAME.fullmatch(key):
             raise MalformedRequest(f"header name {name[:40]!r} is not a valid HTTP header name", "headers")
-        if any(c in value for c in "\r\n\0"):
+        if _LINE_BREAK_OR_NUL.search(value):
             raise MalformedRequest(f"header {key} contains a line break or NUL", "headers")
         lowered.setdefault(key, []).append(value)
     # Repeated names (differing in case in the JSON object) combine as HTTP does: comma-separated.
