@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from tests.conftest import SECRET_KEY
 from tests.pki import CA_PEM
+from tests.s3sign import presigned, signed
 from tokensmith import metrics, secrets
 from tokensmith.api.app import create_app
 from tokensmith.config import Settings
@@ -361,3 +362,63 @@ def test_a_body_that_does_not_arrive_in_time_is_the_body_limits_408(app, admin, 
     sent = asyncio.run(run())
     assert sent[0]["status"] == 408
     assert (b"x-frame-options", b"DENY") in sent[0]["headers"] and b"did not arrive" in sent[1]["body"]
+
+
+# --- S3 SigV4 verify -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def access_key(client, alice, clock) -> dict:
+    clock.set(datetime.now(UTC))  # botocore signs with the real time
+    response = client.post("/v1/object-storage/access-keys", json={"durationSeconds": 3600, "attributes": {}},
+                           headers=alice.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def s3_verify(client, gateway, payload: dict, **headers: str):
+    return client.post("/v1/object-storage/verify", content=json.dumps(payload),
+                       headers={**gateway.headers, "Content-Type": "application/json", **headers})
+
+
+@pytest.mark.parametrize("how", ["header-signed", "presigned"])
+def test_a_verify_from_the_fast_path_is_the_routes_answer(client, admin, access_key, how):
+    sign = signed if how == "header-signed" else presigned
+    payload = sign("GET", "/bucket/object", access_key["accessKeyId"], access_key["secretKey"])
+    slow, fast = slow_then_fast("s3-verify", lambda: s3_verify(client, admin, payload))
+    assert answer(fast) == answer(slow)
+    assert fast.json() == {"valid": True, "accessKeyId": access_key["accessKeyId"], "user": "alice",
+                           "org": "default"}
+
+
+def test_a_wrong_signature_from_the_fast_path_is_the_routes_answer_when_no_client_is_named(client, admin,
+                                                                                          access_key):
+    forged = signed("GET", "/bucket/object", access_key["accessKeyId"], "x" * 40)
+    slow, fast = slow_then_fast("s3-verify", lambda: s3_verify(client, admin, forged))
+    assert answer(fast) == answer(slow) and fast.json()["valid"] is False
+
+
+def test_a_wrong_signature_for_a_named_client_takes_the_route_which_counts_it(client, admin, access_key):
+    good = signed("GET", "/bucket/object", access_key["accessKeyId"], access_key["secretKey"])
+    slow_then_fast("s3-verify", lambda: s3_verify(client, admin, good, **{"Tokensmith-Client-Address": "192.0.2.1"}))
+    forged = signed("GET", "/bucket/object", access_key["accessKeyId"], "x" * 40)
+    before, invalid = fast_answers("s3-verify"), metrics.REGISTRY.get_sample_value(
+        "tokensmith_verifications_total", {"door": "s3-verify", "outcome": "invalid"}) or 0.0
+    assert s3_verify(client, admin, forged, **{"Tokensmith-Client-Address": "192.0.2.1"}).json()["valid"] is False
+    assert fast_answers("s3-verify") == before
+    assert metrics.REGISTRY.get_sample_value("tokensmith_verifications_total",
+                                             {"door": "s3-verify", "outcome": "invalid"}) == invalid + 1
+
+
+def test_a_deleted_access_key_is_refused_from_the_next_verify_on(client, admin, alice, access_key):
+    payload = signed("GET", "/bucket/object", access_key["accessKeyId"], access_key["secretKey"])
+    slow_then_fast("s3-verify", lambda: s3_verify(client, admin, payload))
+    deleted = client.delete(f"/v1/object-storage/access-keys/{access_key['accessKeyId']}", headers=alice.headers)
+    assert deleted.status_code == 204
+    assert s3_verify(client, admin, payload).json()["valid"] is False
+
+
+def test_a_verify_request_that_is_not_valid_is_the_routes_422(client, admin, access_key):
+    payload = signed("GET", "/bucket/object", access_key["accessKeyId"], access_key["secretKey"])
+    slow_then_fast("s3-verify", lambda: s3_verify(client, admin, payload))
+    assert s3_verify(client, admin, {**payload, "unexpected": 1}).status_code == 422

@@ -1,14 +1,15 @@
 """The hot doors' fast path: a cached caller's answer as plain ASGI, before anything else runs.
 
 Every request to every service behind tokensmith pays for one of its doors: forward-auth for a
-reverse proxy, TokenReview for a Kubernetes API server, RFC 7662 introspection for a gateway, and
-``GET /v1/whoami`` as the reference of an ordinary API call. Through FastAPI a cached answer cost
+reverse proxy, TokenReview for a Kubernetes API server, RFC 7662 introspection for a gateway, SigV4
+verify for an S3 gateway, and ``GET /v1/whoami`` as the reference of an ordinary API call. Through FastAPI a cached answer cost
 10-40x what the verification itself costs (``Request``/``Response`` objects, dependency solving,
 a thread-pool hop per sync dependency, an ORM session, header middlewares re-scanning the header
 list; profiled in docs/performance.md). Here a door whose caller (and subject) the caches already
 know costs: one pass over the raw header list, the client address, ``Verifier.recall`` (HMAC,
 dict, expiry), a plain-integer metric, and one ``send`` of an answer encoded once per cached
-identity (kept in ``Identity.wire``, dropped with it on any change).
+identity (kept in ``Identity.wire``, dropped with it on any change). S3 verify asks the access key
+cache (objectstore/keycache.py: derived signing keys, never secrets) instead of the database.
 
 What such an answer says is exactly what the route says - the same body, the same headers,
 security headers, ``Cache-Control: no-store`` and HSTS behind a trusted TLS proxy included - and
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
+from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,7 +47,7 @@ from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, proxy_subje
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
 from tokensmith.api.tls import HSTS, forwarded_https
 from tokensmith.kube import tokenreview
-from tokensmith.ratelimit import client_ip
+from tokensmith.ratelimit import client_ip, ip_key
 from tokensmith.verify.core import Identity
 
 if TYPE_CHECKING:
@@ -54,10 +56,14 @@ if TYPE_CHECKING:
 FORWARD_AUTH_PATH = "/v1/auth/verify"
 WHOAMI_PATH = "/v1/whoami"
 INTROSPECTION_PATH = "/v1/oauth2/introspect"
+S3_VERIFY_PATH = "/v1/object-storage/verify"
+S3_DOOR = "s3-verify"
+VERIFY_SCOPE = "object-storage:verify"
 DOOR = "forward-auth"
 # Where the fast path leaves what it computed for the slow forward-auth route (a key of the ASGI scope).
 HANDOFF = "tokensmith.forward_auth"
-# Bodies the hot doors read here: a TokenReview's ceiling; an introspection form is far smaller.
+# Bodies the hot doors read here: a TokenReview's ceiling; an introspection form or a SigV4
+# description is far smaller.
 MAX_HOT_BODY = tokenreview.MAX_BODY_BYTES
 FORM = b"application/x-www-form-urlencoded"
 INTROSPECTION_FIELDS = frozenset({"token", "token_type_hint"})
@@ -251,12 +257,54 @@ def review_token(call: Call) -> Answer | None:
     return json_answer(body)
 
 
+def verify_signature(call: Call) -> Answer | None:
+    """``POST /v1/object-storage/verify`` by a bearer holding ``object-storage:verify``, for a cached key.
+
+    Valid answers, and invalid ones when no client is named (nothing to count); an invalid answer for
+    a named client goes to the route, which counts it (api/guard.py ``guarded_for_client``), and so
+    does any request of a named client over its limit ("rate limited").
+    """
+    from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # its answer's shape is the route's
+
+    named = call.header(CLIENT_ADDRESS_HEADER.lower().encode())
+    client_key = None
+    if named is not None and named.strip():
+        if not _is_ip(named.strip()):
+            return None  # the route refuses it (422)
+        client_key = ip_key(str(ipaddress.ip_address(named.strip())))
+    caller = api_caller(call, VERIFY_SCOPE)
+    if caller is None:
+        return None
+    context = call.context
+    if client_key is not None and context.limiter.blocked_local(client_key) is not None:
+        return None
+    try:
+        request = VerifyRequest.model_validate_json(call.body)
+    except ValidationError:
+        return None  # the route's 422
+    verdict = context.access_key_cache.verify_cached(caller.org_id, request.method, request.path, request.query,
+                                                     request.headers, request.bodySha256, context.clock.now())
+    if verdict is None or (not verdict.valid and client_key is not None):
+        return None
+    context.verifier.note_use(caller, call.client)
+    observe("api", call)
+    metrics.observe_verification(S3_DOOR, "ok" if verdict.valid else "invalid", time.perf_counter() - call.started)
+    owner = verdict.owner if verdict.valid and verdict.streaming is None else None
+    body = owner.wire.get(S3_VERIFY_PATH) if owner is not None else None
+    if body is None:
+        body = encode_json(VerifyResult.of(verdict).model_dump(mode="json", exclude_none=True))
+        if owner is not None:  # a streaming answer carries this request's own signature: never reused
+            owner.wire[S3_VERIFY_PATH] = body
+    return json_answer(body)
+
+
 CLUSTERS_PREFIX = "/v1/clusters/"
 TOKENREVIEW_SUFFIX = "/tokenreview"
 Door = Callable[[Call], Answer | None]
 # Each door with the name its metrics count it under (tokensmith_fast_path_answers_total{door}).
 GET_DOORS: dict[str, tuple[str, Door]] = {FORWARD_AUTH_PATH: (DOOR, forward_auth), WHOAMI_PATH: ("api", whoami)}
-POST_DOORS: dict[str, tuple[str, Door]] = {INTROSPECTION_PATH: ("introspection", introspect)}
+POST_DOORS: dict[str, tuple[str, Door]] = {INTROSPECTION_PATH: ("introspection", introspect),
+                                            S3_VERIFY_PATH: (S3_DOOR, verify_signature)}
 TOKENREVIEW_DOOR = ("tokenreview", review_token)
 
 
