@@ -20,7 +20,6 @@ from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError
 
 from tokensmith import metrics, scopes, secrets
@@ -236,7 +235,7 @@ class Verifier:
             parent_token_id=first.parent_token_id,
         )
 
-    def _rows(self, digest: str, now: datetime) -> Sequence[Row[Any]]:
+    def _rows(self, digest: str, now: datetime) -> Sequence[Any]:
         with self.database.single_read() as connection:
             return connection.execute(_LOOKUP, {"digest": digest, "now": now}).all()
 
