@@ -109,7 +109,7 @@ def _may_be_closed(dbapi_connection: Any) -> bool:
         poller = select.poll()
         poller.register(dbapi_connection.fileno(), select.POLLIN)
         return bool(poller.poll(0))
-    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or no socket: ping
+    except Exception:  # no poll() on this platform, no socket (psycopg raises its own error): ping it
         return True
 
 
