@@ -80,7 +80,7 @@ _HOLDS = "tokensmith.sqlite_writer"
 def _check_connections_on_checkout(engine: Engine) -> None:
     """Hand out no pooled connection that the server has closed, without a round trip per checkout.
 
-    This replaces SQLAlchemy's ``pool_pre_ping``, which sends ``SELECT 1`` on every checkout: on
+    This replaces SQLAlchemy's ``pool_pre_ping``, which sends a ping (an empty query) on every checkout: on
     a busy machine that round trip cost about as much as the query it guarded. A server that ends
     a connection (restart, ``pg_terminate_backend``, an idle timeout, a proxy going away) sends an
     error and closes the socket, so the socket of an idle pooled connection turns readable. Only
