@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tokensmith.db.changes import FEED_KEY, ChangeFeed
@@ -76,6 +77,42 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 _HOLDS = "tokensmith.sqlite_writer"
 
 
+def _check_connections_on_checkout(engine: Engine) -> None:
+    """Hand out no pooled connection that the server has closed, without a round trip per checkout.
+
+    This replaces SQLAlchemy's ``pool_pre_ping``, which sends a ping (an empty query) on every checkout: on
+    a busy machine that round trip cost about as much as the query it guarded. A server that ends
+    a connection (restart, ``pg_terminate_backend``, an idle timeout, a proxy going away) sends an
+    error and closes the socket, so the socket of an idle pooled connection turns readable. Only
+    then is the real ping sent; if it fails, the pool opens a new connection for this checkout
+    (``DisconnectionError``). A connection lost without a word (a silent network drop) is not
+    seen here, nor was it by the ping, which would wait on it just the same.
+    """
+    dialect = engine.dialect
+
+    def checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if not _may_be_closed(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure of the ping: this connection is not to be used
+            raise DisconnectionError(f"pooled connection lost ({type(exc).__name__})") from None
+
+    event.listen(engine, "checkout", checkout)
+
+
+def _may_be_closed(dbapi_connection: Any) -> bool:
+    """True when an idle connection is closed or has something to read (data it never asked for)."""
+    if getattr(dbapi_connection, "closed", False):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except Exception:  # no poll() on this platform, no socket (psycopg raises its own error): ping it
+        return True
+
+
 def make_engine(url: str) -> Engine:
     # hide_parameters: SQLAlchemy's exception text quotes bound parameters (a password hash, a
     # digest), and exception text can reach a log line; statements alone are enough to debug.
@@ -86,7 +123,9 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         _serialize_sqlite_writers(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+    engine = create_engine(url, pool_size=10, max_overflow=20, hide_parameters=True)
+    _check_connections_on_checkout(engine)
+    return engine
 
 
 class Database:
@@ -98,6 +137,12 @@ class Database:
         # Committed changes to tokens and users are published here (the verification cache listens).
         self.changes = ChangeFeed()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={FEED_KEY: self.changes})
+        # One statement per transaction on PostgreSQL: the statement runs alone (its own snapshot) with
+        # no BEGIN before it and no ROLLBACK when the connection goes back to the pool, two round trips
+        # fewer. (A ROLLBACK also makes psycopg drop its prepared statements, so a statement read that
+        # way is never prepared.) SQLite starts no transaction for a read anyway.
+        self._single_reads = self.engine if self.is_sqlite else self.engine.execution_options(
+            isolation_level="AUTOCOMMIT")
 
     @property
     def is_sqlite(self) -> bool:
@@ -114,6 +159,14 @@ class Database:
             raise
         finally:
             session.close()
+
+    def single_read(self) -> Connection:
+        """A connection for ONE read-only statement, as ``with database.single_read() as c: ...``.
+
+        On PostgreSQL it is in autocommit: one round trip per statement, and two statements through
+        it would see two different snapshots (use ``session()`` for reads that must agree).
+        """
+        return self._single_reads.connect()
 
     def dispose(self) -> None:
         self.engine.dispose()

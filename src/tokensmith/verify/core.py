@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy.exc import DBAPIError
 
 from tokensmith import metrics, scopes, secrets
 from tokensmith.clock import Clock
@@ -36,8 +37,10 @@ log = logging.getLogger("tokensmith.verify")
 INVALID = "invalid token"
 EXPIRED = "token expired"
 _tokens, _users, _orgs = Token.__table__, User.__table__, Organization.__table__
+_parents = _tokens.alias("parent")
 # The cold path's one query: the token (by its current digest, or its previous one during a
-# rotation's grace), its user, its organization and its clusters, as plain rows.
+# rotation's grace), its user, its organization, the token it was derived from (if any) and its
+# clusters, as plain rows.
 _LOOKUP = (
     select(
         _tokens.c.id.label("token_id"), _tokens.c.public_id.label("token_public_id"),
@@ -47,18 +50,18 @@ _LOOKUP = (
         _users.c.public_id.label("user_public_id"),
         _users.c.username, _users.c.is_admin, _users.c.disabled, _orgs.c.id.label("org_id"),
         _orgs.c.public_id.label("org_public_id"), _orgs.c.name.label("org_name"), token_clusters.c.cluster_id,
-        token_clusters.c.level,
+        token_clusters.c.level, _parents.c.id.label("parent_id"), _parents.c.revoked_at.label("parent_revoked_at"),
+        _parents.c.expires_at.label("parent_expires_at"),
     )
     .select_from(
         _tokens.join(_users, _users.c.id == _tokens.c.user_id)
         .join(_orgs, _orgs.c.id == _tokens.c.org_id)
+        .outerjoin(_parents, _parents.c.id == _tokens.c.parent_token_id)
         .outerjoin(token_clusters, token_clusters.c.token_id == _tokens.c.id)
     )
     .where(or_(_tokens.c.secret_digest == bindparam("digest"), and_(
         _tokens.c.previous_secret_digest == bindparam("digest"), _tokens.c.previous_grace_until > bindparam("now"))))
 )
-
-_PARENT = select(_tokens.c.revoked_at, _tokens.c.expires_at).where(_tokens.c.id == bindparam("parent"))
 
 
 @dataclass(frozen=True)
@@ -185,12 +188,18 @@ class Verifier:
     def lookup(self, digest: str) -> Identity | None:
         """The live identity stored under ``digest``: None if unknown, revoked, or its user is disabled.
 
-        The cold path: one indexed query (SQLAlchemy Core, no ORM objects), one row per granted
-        cluster (at least one row).
+        The cold path: one indexed query (SQLAlchemy Core, no ORM objects; on PostgreSQL one round
+        trip), one row per granted cluster (at least one row).
         """
         now = self.clock.now()
-        with self.database.engine.connect() as connection:
-            rows = connection.execute(_LOOKUP, {"digest": digest, "now": now}).all()
+        try:
+            rows = self._rows(digest, now)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The connection was lost between its checkout and the query (the database restarted
+            # just then). A read is safe to repeat, once, on a new connection.
+            rows = self._rows(digest, now)
         if not rows:
             return None
         first = rows[0]
@@ -203,11 +212,10 @@ class Verifier:
         if first.parent_token_id is not None:
             # A derived token (a cluster credential) lives only as long as the token it was derived
             # from: a parent gone, revoked or expired refuses the child (fail closed).
-            with self.database.engine.connect() as connection:
-                parent = connection.execute(_PARENT, {"parent": first.parent_token_id}).first()
-            if parent is None or parent.revoked_at is not None or is_expired(parent.expires_at, now):
+            if first.parent_id is None or first.parent_revoked_at is not None or is_expired(
+                    first.parent_expires_at, now):
                 return None
-            parent_expires_at = parent.expires_at
+            parent_expires_at = first.parent_expires_at
         expires_at = first.expires_at
         if previous and not current and first.previous_grace_until is not None:
             # A rotated-out secret lives until its grace ends: as its expiry, a cached entry stops then too.
@@ -226,6 +234,10 @@ class Verifier:
             holds_owner_scopes=first.scopes is None, rotated_out=previous and not current,
             parent_token_id=first.parent_token_id,
         )
+
+    def _rows(self, digest: str, now: datetime) -> Sequence[Any]:
+        with self.database.single_read() as connection:
+            return connection.execute(_LOOKUP, {"digest": digest, "now": now}).all()
 
     def start(self) -> None:
         """Start hearing other replicas, sweeping and flushing last-used times (server start-up)."""
