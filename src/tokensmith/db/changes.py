@@ -12,6 +12,9 @@ disabled or demoted — any write to a Token or User row through the ORM is seen
 * ``after_commit`` tells this process's subscribers at once; ``after_rollback`` forgets.
 * ORM bulk UPDATE/DELETE on those tables, and any change to clusters (grants cascade from them),
   invalidate everything: their rows are not known one by one.
+* A change to a trust policy or an organization's policy sets ``federation``: the exchange's cache
+  of policies (federation/exchange.py) drops what it holds; so does any change to a user (a service
+  account disabled, deleted) and ``everything``.
 
 Writes that do not concern verification (``last_used_at``/``last_used_ip``) are ignored.
 
@@ -32,7 +35,17 @@ from typing import Any, Final, cast
 from sqlalchemy import Table, event, insert, inspect, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
-from tokensmith.db.models import Cluster, Token, User, VerificationChange, WebhookCredential, token_clusters
+from tokensmith.db.models import (
+    Cluster,
+    OrgPolicy,
+    Token,
+    TrustPolicy,
+    User,
+    VerificationChange,
+    WebhookCredential,
+    token_clusters,
+    trust_policy_clusters,
+)
 
 CHANNEL: Final = "tokensmith_invalidate"
 _KEY: Final = "tokensmith.changes"
@@ -52,9 +65,16 @@ class Changes:
     digests: set[str] = field(default_factory=set)
     webhook_credential_ids: set[int] = field(default_factory=set)  # a revoked or changed webhook credential
     everything: bool = False
+    federation: bool = False  # a trust policy or an organization's policy changed
 
     def __bool__(self) -> bool:
-        return self.everything or bool(self.token_ids or self.user_ids or self.digests or self.webhook_credential_ids)
+        return self.everything or self.federation or bool(
+            self.token_ids or self.user_ids or self.digests or self.webhook_credential_ids)
+
+    @property
+    def touches_federation(self) -> bool:
+        """Whether what a token exchange reads may have changed (policies, a service account, clusters)."""
+        return self.everything or self.federation or bool(self.user_ids)
 
     def merge(self, other: Changes) -> None:
         self.token_ids |= other.token_ids
@@ -62,6 +82,7 @@ class Changes:
         self.digests |= other.digests
         self.webhook_credential_ids |= other.webhook_credential_ids
         self.everything = self.everything or other.everything
+        self.federation = self.federation or other.federation
 
     def to_payload(self) -> str:
         count = len(self.token_ids) + len(self.user_ids) + len(self.digests) + len(self.webhook_credential_ids)
@@ -70,6 +91,8 @@ class Changes:
         payload: dict[str, Any] = {"t": sorted(self.token_ids), "u": sorted(self.user_ids), "d": sorted(self.digests)}
         if self.webhook_credential_ids:  # only when set: a payload older code reads the same way
             payload["w"] = sorted(self.webhook_credential_ids)
+        if self.federation:
+            payload["f"] = True
         return json.dumps(payload)
 
     @classmethod
@@ -84,6 +107,7 @@ class Changes:
                 user_ids={int(i) for i in data.get("u", ())},
                 digests={str(d) for d in data.get("d", ())},
                 webhook_credential_ids={int(i) for i in data.get("w", ())},
+                federation=bool(data.get("f", False)),
             )
         except (ValueError, TypeError, AttributeError):
             return cls(everything=True)
@@ -102,8 +126,8 @@ class ChangeFeed:
         self._lock = threading.Lock()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` with every change to tokens, users, clusters or webhook credentials, committed
-        here or heard from another process; returns unsubscribe."""
+        """Call ``subscriber`` with every change to tokens, users, clusters, webhook credentials or trust
+        policies, committed here or heard from another process; returns unsubscribe."""
         with self._lock:
             self._subscribers.append(subscriber)
 
@@ -119,6 +143,9 @@ class ChangeFeed:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             subscriber(changes)
+
+
+_FEDERATION: Final = (TrustPolicy, OrgPolicy)
 
 
 def _relevant_change(obj: Any) -> bool:
@@ -138,6 +165,8 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
         if isinstance(obj, Token):
             # A new token's digest may sit in a negative cache ("unknown") somewhere.
             found.digests.add(obj.secret_digest)
+    # Trust policies are created and deleted, never edited; an organization's policy is edited.
+    found.federation = any(isinstance(obj, _FEDERATION) for obj in (*session.new, *session.dirty, *session.deleted))
     for obj in session.dirty:
         if isinstance(obj, Token) and _relevant_change(obj):
             found.token_ids.add(obj.id)
@@ -173,8 +202,12 @@ def _bulk(state: ORMExecuteState) -> None:
         tables.add(table)
     if tables & {Token.__table__, User.__table__, Cluster.__table__, token_clusters, WebhookCredential.__table__}:
         found = Changes(everything=True)
-        _pending(state.session).merge(found)
-        _notify_in_transaction(state.session, found)
+    elif tables & {TrustPolicy.__table__, OrgPolicy.__table__, trust_policy_clusters}:
+        found = Changes(federation=True)
+    else:
+        return
+    _pending(state.session).merge(found)
+    _notify_in_transaction(state.session, found)
 
 
 def _notify_in_transaction(session: Session, found: Changes) -> None:
