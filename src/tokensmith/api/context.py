@@ -71,10 +71,13 @@ class AppContext:
         federation = FederationRuntime(outbound, allow_loopback_http=settings.allow_loopback_http_issuers)
         webhook_callers = WebhookCallerCache()
         unsubscribe = database.changes.subscribe(webhook_callers.invalidate)  # local commits and other processes'
+        verifier = Verifier(database, secret_key, clock, VerificationCache(max_size=settings.verification_cache_size))
+        # Trust policy snapshots are dropped on every change this process commits or hears of; before
+        # each exchange, other workers on the same SQLite file are asked, as before each verification.
+        unwatch = federation.policies.watch(database.changes, verifier.hear_changes)
         context = cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
-            verifier=Verifier(database, secret_key, clock,
-                              VerificationCache(max_size=settings.verification_cache_size)),
+            verifier=verifier,
             keyring=keyring, addresses=AddressBook(),
             denials=DenialLog(database, clock), outbound=outbound,
             limiter=FailureLimiter(database, clock, Limits(
@@ -85,7 +88,7 @@ class AppContext:
                               settings=settings, outbound=outbound, federation=federation),
             webhook_callers=webhook_callers,
         )
-        context.shutdown_hooks.append(unsubscribe)
+        context.shutdown_hooks.extend((unsubscribe, unwatch))
         return context
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
