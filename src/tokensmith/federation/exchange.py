@@ -179,6 +179,10 @@ class PolicyCache:
                 self._by_issuer[issuer] = loaded
         return loaded
 
+    def held(self, issuer: str) -> tuple[PolicySnapshot, ...] | None:
+        """What the cache holds for ``issuer`` now (None: nothing; the next exchange reads the database)."""
+        return self._by_issuer.get(issuer)
+
     def invalidate(self, changes: Changes) -> None:
         if changes.touches_federation:
             self.clear()
