@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, insert, select
+from sqlalchemy import Table, bindparam, delete, exists, insert, select
 from sqlalchemy.orm import Session
 
 from tokensmith import scopes as scope_rules
@@ -268,8 +268,7 @@ _INSERT_TOKEN: Final = insert(_TOKENS).from_select(
 _INSERT_GRANT: Final = insert(token_clusters).from_select(
     ["token_id", "cluster_id", "level"],
     select(bindparam("token_id", type_=_TOKENS.c.id.type), _CLUSTERS.c.id,
-           bindparam("level", type_=token_clusters.c.level.type)).where(
-        and_(_CLUSTERS.c.id == bindparam("cluster_id"))),
+           bindparam("level", type_=token_clusters.c.level.type)).where(_CLUSTERS.c.id == bindparam("cluster_id")),
 )
 
 
