@@ -7,7 +7,8 @@ exchange its keys are cached, so the numbers are tokensmith's own work per excha
 RS256 signature check, policy match, one token row and one audit event written and committed.
 wrk (one thread) POSTs the form with a pool of 200 distinct valid tokens. Targets (issue 15):
 >= 500 exchanges/s and p99 <= 50 ms. Also printed: the same work in-process on one thread
-(no HTTP), to tell the server's overhead from the exchange's.
+(no HTTP), to tell the server's overhead from the exchange's, and the server's CPU time per
+exchange (from /proc), which says what one free core could do when the machine is shared.
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def wrk_numbers(output: str) -> tuple[float, float, float]:
     return rps, pct("50"), pct("99")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): the server's own work, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -151,22 +158,31 @@ def main() -> None:
             assert first.status_code == 200, first.text  # and the JWKS is now cached
             script = tmp / "exchange.lua"
             lua_script(script, tokens)
-            runs, ceilings = [], []
+            runs, ceilings, cpu_ms = [], [], []
             for n in range(args.rounds):
                 # The same server's no-op endpoint in between: the machine's ceiling at that moment.
                 noop = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
                                        f"{url}/v1/bench/noop"], capture_output=True, text=True, check=True).stdout
                 ceilings.append(wrk_numbers(noop)[0])
+                cpu_before = cpu_seconds(process.pid)
                 output = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
                                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+                cpu_used = cpu_seconds(process.pid) - cpu_before
                 rps, p50, p99 = wrk_numbers(output)
+                exchanges = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
                 runs.append((rps, p50, p99))
-                print(f"round {n + 1}: {rps:.0f} exchanges/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-                      f"(no-op endpoint: {ceilings[-1]:.0f} req/s)", flush=True)
+                cpu_ms.append(cpu_used / exchanges * 1e3)
+                print(f"round {n + 1}: {rps:.0f} exchanges/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+                      f"server CPU {cpu_ms[-1]:.2f} ms per exchange (no-op endpoint: {ceilings[-1]:.0f} req/s)",
+                      flush=True)
             rps, p50, p99 = (statistics.median(r[i] for r in runs) for i in range(3))
             print(f"median of {args.rounds} x {args.seconds} s at c={args.connections}: {rps:.0f} exchanges/s, "
                   f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (targets: >= 500/s, p99 <= 50 ms)")
             print(f"no-op endpoint, same server, median: {statistics.median(ceilings):.0f} req/s")
+            # The CPU the server spent per exchange (all its threads): 1000 / this is what one free
+            # core could do, a figure the machine's load does not move much (latency it does).
+            print(f"server CPU per exchange, median: {statistics.median(cpu_ms):.2f} ms "
+                  f"(one free core: at most {1e3 / statistics.median(cpu_ms):.0f} exchanges/s)")
             print(f"JWKS fetches (in-process part and server together): {issuer.requests.count('/jwks')}")
             print(f"load average: {os.getloadavg()}")
         finally:

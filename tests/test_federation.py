@@ -7,6 +7,7 @@ fetches them through the outbound rules with TOKENSMITH_ALLOW_LOOPBACK_HTTP_ISSU
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +15,12 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import LOOPBACK_NETWORKS
+from tests.conftest import LOOPBACK_NETWORKS, SECRET_KEY
 from tests.oidc import OidcIssuer
+from tokensmith.api.app import create_app
 from tokensmith.config import Settings
 from tokensmith.db.models import AuditEvent, Token
 from tokensmith.net.outbound import parse_networks
@@ -267,6 +270,16 @@ def test_a_disabled_service_account_gets_no_token(client, admin, deployer, issue
     make_policy(client, admin, issuer)
     client.patch("/v1/service-accounts/deployer", json={"disabled": True}, headers=admin.headers)
     assert "disabled" in refused(exchange(client, issuer.token(now)))
+
+
+def test_federated_tokens_do_not_count_against_the_per_user_token_cap(
+        settings, database, clock, admin, issuer, now):
+    # A service account shared by many workloads exchanges far more often than a person makes tokens.
+    capped = create_app(dataclasses.replace(settings, max_tokens_per_user=2), database, SECRET_KEY, clock)
+    with TestClient(capped, raise_server_exceptions=False) as client:
+        assert client.post("/v1/service-accounts", json={"name": "deployer"}, headers=admin.headers).status_code == 201
+        make_policy(client, admin, issuer)
+        assert [exchange(client, issuer.token(now)).status_code for _ in range(4)] == [200] * 4
 
 
 def test_malformed_requests_get_rfc_6749_errors(client, admin, deployer, issuer, now):

@@ -80,7 +80,10 @@ class AppContext:
         # The database's change hub: this process's commits, other workers' (SQLite, looked for before
         # each answer through ``poll``) and other replicas' (PostgreSQL LISTEN/NOTIFY).
         unsubscribe_keys = database.changes.subscribe(access_key_cache.invalidate)
-        access_key_cache.poll = verifier.feed.poll if verifier.feed is not None else None
+        access_key_cache.poll = verifier.hear_changes
+        # Trust policy snapshots are dropped on every change this process commits or hears of; before
+        # each exchange, other workers on the same SQLite file are asked, as before each verification.
+        unwatch = federation.policies.watch(database.changes, verifier.hear_changes)
         context = cls(
             settings=settings, database=database, clock=clock, secret_key=secret_key,
             verifier=verifier, keyring=keyring, access_key_cache=access_key_cache, addresses=AddressBook(),
@@ -93,7 +96,7 @@ class AppContext:
                               settings=settings, outbound=outbound, federation=federation),
             webhook_callers=webhook_callers,
         )
-        context.shutdown_hooks.extend((unsubscribe, unsubscribe_keys))
+        context.shutdown_hooks.extend((unsubscribe, unsubscribe_keys, unwatch))
         return context
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:

@@ -2,14 +2,15 @@
 
 Every request to every service behind tokensmith pays for one of its doors: forward-auth for a
 reverse proxy, TokenReview for a Kubernetes API server, RFC 7662 introspection for a gateway, SigV4
-verify for an S3 gateway, and ``GET /v1/whoami`` as the reference of an ordinary API call. Through FastAPI a cached answer cost
-10-40x what the verification itself costs (``Request``/``Response`` objects, dependency solving,
-a thread-pool hop per sync dependency, an ORM session, header middlewares re-scanning the header
-list; profiled in docs/performance.md). Here a door whose caller (and subject) the caches already
-know costs: one pass over the raw header list, the client address, ``Verifier.recall`` (HMAC,
-dict, expiry), a plain-integer metric, and one ``send`` of an answer encoded once per cached
-identity (kept in ``Identity.wire``, dropped with it on any change). S3 verify asks the access key
-cache (objectstore/keycache.py: derived signing keys, never secrets) instead of the database.
+verify for an S3 gateway, and ``GET /v1/whoami`` as the reference of an ordinary API call. Through
+FastAPI a cached answer cost 10-40x what the verification itself costs (``Request``/``Response``
+objects, dependency solving, a thread-pool hop per sync dependency, an ORM session, header
+middlewares re-scanning the header list; profiled in docs/performance.md). Here a door whose caller
+(and subject) the caches already know costs: one pass over the raw header list, the client address,
+``Verifier.recall`` (HMAC, dict, expiry), a plain-integer metric, and one ``send`` of an answer
+encoded once per cached identity (kept in ``Identity.wire``, dropped with it on any change). S3
+verify asks the access key cache (objectstore/keycache.py: derived signing keys, never secrets)
+instead of the database.
 
 What such an answer says is exactly what the route says - the same body, the same headers,
 security headers, ``Cache-Control: no-store`` and HSTS behind a trusted TLS proxy included - and

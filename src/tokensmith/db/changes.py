@@ -15,6 +15,9 @@ disabled or demoted — any write to a Token or User row through the ORM is seen
   invalidate everything: their rows are not known one by one. A bulk UPDATE/DELETE of access keys
   (the keys a deleted token minted, a deleted service account's keys) drops every cached access
   key (``all_access_keys``) but no token: S3 keys are their own, much smaller cache.
+* A change to a trust policy or an organization's policy sets ``federation``: the exchange's cache
+  of policies (federation/exchange.py) drops what it holds; so does any change to a user (a service
+  account disabled, deleted) and ``everything``.
 
 Writes that do not concern verification (``last_used_at``/``last_used_ip``) are ignored.
 
@@ -38,11 +41,14 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from tokensmith.db.models import (
     AccessKey,
     Cluster,
+    OrgPolicy,
     Token,
+    TrustPolicy,
     User,
     VerificationChange,
     WebhookCredential,
     token_clusters,
+    trust_policy_clusters,
 )
 
 CHANNEL: Final = "tokensmith_invalidate"
@@ -68,10 +74,16 @@ class Changes:
     # are dropped through token_ids/user_ids (objectstore/keycache.py), so they need not be listed.
     access_key_ids: set[str] = field(default_factory=set)
     all_access_keys: bool = False
+    federation: bool = False  # a trust policy or an organization's policy changed
 
     def __bool__(self) -> bool:
-        return self.everything or self.all_access_keys or bool(
+        return self.everything or self.all_access_keys or self.federation or bool(
             self.token_ids or self.user_ids or self.digests or self.webhook_credential_ids or self.access_key_ids)
+
+    @property
+    def touches_federation(self) -> bool:
+        """Whether what a token exchange reads may have changed (policies, a service account, clusters)."""
+        return self.everything or self.federation or bool(self.user_ids)
 
     def merge(self, other: Changes) -> None:
         self.token_ids |= other.token_ids
@@ -81,6 +93,7 @@ class Changes:
         self.everything = self.everything or other.everything
         self.access_key_ids |= other.access_key_ids
         self.all_access_keys = self.all_access_keys or other.all_access_keys
+        self.federation = self.federation or other.federation
 
     def to_payload(self) -> str:
         count = len(self.token_ids) + len(self.user_ids) + len(self.digests) + len(self.webhook_credential_ids) \
@@ -94,6 +107,8 @@ class Changes:
             payload["k"] = sorted(self.access_key_ids)
         if self.all_access_keys:
             payload["K"] = True
+        if self.federation:
+            payload["f"] = True
         return json.dumps(payload)
 
     @classmethod
@@ -110,6 +125,7 @@ class Changes:
                 webhook_credential_ids={int(i) for i in data.get("w", ())},
                 access_key_ids={str(k) for k in data.get("k", ())},
                 all_access_keys=bool(data.get("K", False)),
+                federation=bool(data.get("f", False)),
             )
         except (ValueError, TypeError, AttributeError):
             return cls(everything=True)
@@ -128,8 +144,8 @@ class ChangeFeed:
         self._lock = threading.Lock()
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` with every change to tokens, users, clusters, webhook credentials or access
-        keys, committed here or heard from another process; returns unsubscribe."""
+        """Call ``subscriber`` with every change to tokens, users, clusters, webhook credentials, access
+        keys or trust policies, committed here or heard from another process; returns unsubscribe."""
         with self._lock:
             self._subscribers.append(subscriber)
 
@@ -145,6 +161,9 @@ class ChangeFeed:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             subscriber(changes)
+
+
+_FEDERATION: Final = (TrustPolicy, OrgPolicy)
 
 
 def _relevant_change(obj: Any) -> bool:
@@ -164,6 +183,8 @@ def _collect(session: Session, _flush: UOWTransaction) -> None:
         if isinstance(obj, Token):
             # A new token's digest may sit in a negative cache ("unknown") somewhere.
             found.digests.add(obj.secret_digest)
+    # Trust policies are created and deleted, never edited; an organization's policy is edited.
+    found.federation = any(isinstance(obj, _FEDERATION) for obj in (*session.new, *session.dirty, *session.deleted))
     for obj in session.dirty:
         if isinstance(obj, Token) and _relevant_change(obj):
             found.token_ids.add(obj.id)
@@ -205,6 +226,8 @@ def _bulk(state: ORMExecuteState) -> None:
         found = Changes(everything=True)
     elif AccessKey.__table__ in tables:
         found = Changes(all_access_keys=True)
+    elif tables & {TrustPolicy.__table__, OrgPolicy.__table__, trust_policy_clusters}:
+        found = Changes(federation=True)
     else:
         return
     _pending(state.session).merge(found)

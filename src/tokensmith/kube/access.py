@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tokensmith.actor import Actor
 from tokensmith.clusters.service import ClusterService
-from tokensmith.db.models import Cluster, Token
+from tokensmith.db.models import Cluster
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import kubeconfig, levels
 from tokensmith.kube.tokenreview import SCOPE
@@ -65,7 +66,17 @@ class IssuedKubeconfig:
     filename: str
 
 
-def issue(token: Token, secret: str, clusters: Sequence[Cluster]) -> IssuedKubeconfig:
+class NamedToken(Protocol):
+    """What a kubeconfig names of its token (a Token row, or a federated exchange's FederatedToken)."""
+
+    @property
+    def public_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def issue(token: NamedToken, secret: str, clusters: Sequence[Cluster]) -> IssuedKubeconfig:
     """The kubeconfig for a just-created token, in the order its clusters were asked for."""
     entries = [kubeconfig.ClusterEntry(c.organization.name, c.name, c.server, c.certificate_authority)
                for c in clusters]

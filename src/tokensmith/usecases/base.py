@@ -78,6 +78,20 @@ class UnitOfWork:
             details={**(details or {}), "via": actor.request.via},
         )
 
+    def record_row(
+        self, actor: Actor, action: str, *, target: str | None = None, details: Mapping[str, Any] | None = None,
+        outcome: str = audit.SUCCESS, org_id: int | None = None, actor_user: str | None = None,
+    ) -> None:
+        """``record``, written as one Core INSERT (no ORM object): for hot paths. Counts the same."""
+        self.recorded += 1
+        audit.append(
+            self.session, action, at=self.clock.now(), org_id=org_id if org_id is not None else actor.org_id,
+            actor_user=actor_user if actor_user is not None else actor.username,
+            actor_token=actor.token_public_id, client_ip=actor.request.client_ip,
+            user_agent=actor.request.user_agent, target=target, outcome=outcome,
+            details={**(details or {}), "via": actor.request.via},
+        )
+
     def record_apart(
         self, actor: Actor, action: str, *, outcome: str, details: Mapping[str, Any] | None = None,
         org_id: int | None = None, actor_user: str | None = None, target: str | None = None,
@@ -152,8 +166,10 @@ class UnitsOfWork:
 
     def __post_init__(self) -> None:
         if self.federation is None:  # one per factory, never one per unit of work: it is a cache
-            object.__setattr__(self, "federation", FederationRuntime(
-                self.outbound or OutboundPolicy(), allow_loopback_http=self.settings.allow_loopback_http_issuers))
+            runtime = FederationRuntime(self.outbound or OutboundPolicy(),
+                                        allow_loopback_http=self.settings.allow_loopback_http_issuers)
+            runtime.policies.watch(self.database.changes)  # this process's commits (no other process here)
+            object.__setattr__(self, "federation", runtime)
 
     @contextmanager
     def __call__(self) -> Iterator[UnitOfWork]:

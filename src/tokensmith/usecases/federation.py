@@ -19,10 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokensmith import audit
-from tokensmith.db.models import Organization, Token, TrustPolicy, User
+from tokensmith.db.models import Cluster, Organization, TrustPolicy, User
 from tokensmith.errors import InvalidInput, NotFound
 from tokensmith.federation.accounts import ServiceAccountService
-from tokensmith.federation.exchange import Exchange, Match
+from tokensmith.federation.exchange import Exchange, FederatedToken, Match, PolicySnapshot
 from tokensmith.federation.policies import PolicyRequest, TrustPolicyService
 from tokensmith.federation.verification import TokenRejected
 from tokensmith.kube import access
@@ -152,7 +152,7 @@ class ExchangeRefused(Exception):
 class Exchanged:
     """A federated token (secret shown once), what it holds, and its kubeconfig when asked for."""
 
-    token: Token
+    token: FederatedToken
     secret: str
     scopes: list[str]
     expires_in: int
@@ -164,8 +164,8 @@ class AssumedRole:
     """STS credentials: a temporary S3 key minted by a federated token."""
 
     key: CreatedAccessKey
-    token: Token
-    policy: TrustPolicy
+    token: FederatedToken
+    policy: PolicySnapshot
     org_name: str
     subject: str
     audience: str
@@ -176,6 +176,9 @@ class AssumedRole:
 def _refuse(uow: UnitOfWork, actor: Actor, door: str, subject_token: str, reason: str, kind: str,
             org_id: int | None = None, field: str | None = None) -> ExchangeRefused:
     """Audit a refusal in its own transaction (the exchange's rolls back) and return what to raise."""
+    # Roll back first: a refusal after the exchange's first write (a cap, a stale policy) would
+    # otherwise wait on SQLite's write lock this very transaction holds.
+    uow.session.rollback()
     issuer = subject = None
     try:
         claimed = _exchange(uow).peek(subject_token)
@@ -202,7 +205,7 @@ def _sweep(uow: UnitOfWork) -> None:
 
 def _success_details(match: Match, door: str, **extra: object) -> dict[str, object]:
     return {"door": door, "issuer": match.issuer, "subject": match.subject, "policy": match.policy.name,
-            "service_account": match.policy.service_account.username, **extra}
+            "service_account": match.policy.account.username, **extra}
 
 
 @operation(None, audit="token.exchanged")
@@ -226,12 +229,16 @@ def exchange_token(uow: UnitOfWork, actor: Actor, subject_token: str, *, scopes:
         raise _refuse(uow, actor, "oauth2", subject_token, exc.reason, exc.kind, org_id) from None
     except InvalidInput as exc:
         raise _refuse(uow, actor, "oauth2", subject_token, exc.detail, "request", org_id, exc.field) from None
-    token = created.token
-    issued = access.issue(token, created.secret, token.clusters) if kubeconfig else None
-    uow.record(actor, "token.exchanged", target=token.public_id, org_id=match.policy.org_id,
-               actor_user=match.policy.service_account.username, details=_success_details(match, "oauth2"))
+    issued = None
+    if kubeconfig:
+        clusters = list(uow.session.scalars(select(Cluster).where(Cluster.id.in_(created.cluster_ids))
+                                            .order_by(Cluster.name)))
+        issued = access.issue(created, created.secret, clusters)
+    # One Core INSERT, like the token's: the exchange is a hot path (docs/performance.md).
+    uow.record_row(actor, "token.exchanged", target=created.public_id, org_id=match.policy.org_id,
+                   actor_user=match.policy.account.username, details=_success_details(match, "oauth2"))
     _sweep(uow)
-    return Exchanged(token, created.secret, sorted((token.scopes or "").split()), lifetime, issued)
+    return Exchanged(created, created.secret, sorted(created.scopes), lifetime, issued)
 
 
 def _role(uow: UnitOfWork, role_arn: str) -> TrustPolicy:
@@ -267,7 +274,7 @@ def assume_role_with_web_identity(
         except NotFound:
             raise TokenRejected("no trust policy matches RoleArn", "role") from None
         org_id = policy.org_id
-        match = exchange.match(web_identity_token, policy=policy)
+        match = exchange.match(web_identity_token, policy=exchange.snapshot(policy))
         lifetime = exchange.lifetime(match, duration_seconds)
         if MINT_SCOPE not in (policy.scopes or "").split():
             raise TokenRejected(f"the trust policy does not grant {MINT_SCOPE}, so it mints no S3 keys", "role")
@@ -276,10 +283,8 @@ def assume_role_with_web_identity(
         # Every check before the first write: a refusal after it would be recorded (record_apart)
         # while this transaction holds SQLite's write lock.
         key_seconds = keys.allowed_duration(policy.org_id, min(lifetime, allowance))
-        created = exchange.issue(match, lifetime_seconds=lifetime)
-        token = created.token
-        account = policy.service_account
-        assert token.expires_at is not None
+        token = exchange.issue(match, lifetime_seconds=lifetime)
+        account = match.policy.account
         minter = TokenMinter(account.id, account.org_id, account.is_admin, token.id, token.public_id, token.name,
                              token.expires_at)
         key = keys.create(minter, key_seconds, f"sts {session_name}"[:100])
@@ -292,5 +297,5 @@ def assume_role_with_web_identity(
     uow.record(actor, "token.exchanged", target=token.public_id, org_id=policy.org_id, actor_user=account.username,
                details=_success_details(match, "sts", access_key=key.key.access_key_id, session=session_name))
     _sweep(uow)
-    return AssumedRole(key, token, policy, account.organization.name, match.subject, policy.audience, match.issuer,
-                       key.key.expires_at)
+    return AssumedRole(key, token, match.policy, match.policy.org_name, match.subject, policy.audience,
+                       match.issuer, key.key.expires_at)
