@@ -256,3 +256,21 @@ def console(client, database: Database, clock: FrozenClock):
         return target
 
     return sign_in
+
+
+# --- the real Kubernetes API server -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_kube(tmp_path_factory: pytest.TempPathFactory):
+    """One real kube-apiserver wired to one tokensmith over TLS for the whole session (tests/kubeapi.py).
+
+    Modules using it carry ``pytest.mark.xdist_group("kube-apiserver")``: with ``--dist loadgroup`` one
+    worker runs them all, so the API server starts once per run. Tests leave it usable for the next:
+    names they create are unique, and anything they widen (a binding) they take back.
+    """
+    from tests.kubeapi import missing_parts, start_real_cluster
+
+    require(not missing_parts(), f"the real API server needs {', '.join(missing_parts())}")
+    with start_real_cluster(tmp_path_factory.mktemp("kube-real")) as wired:
+        yield wired
