@@ -60,16 +60,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run long fuzz, soak and scale tests")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks (its hook has no order of its own)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # marks before xdist reads them, its group suffix checked after
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     for item in items:
         _share_module_fixtures(item)
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="long run: enable with --run-slow")
+    if not config.getoption("--run-slow"):
+        skip = pytest.mark.skip(reason="long run: enable with --run-slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    yield
+    if getattr(config.option, "loadgroup", False):
+        _apply_xdist_groups(items)
+
+
+def _apply_xdist_groups(items: list[pytest.Item]) -> None:
+    """Give an xdist worker's grouped tests their ``@group`` node id suffix, which ``--dist loadgroup`` groups by.
+
+    pytest-xdist 3.8 sets ``item._nodeid``, which pytest 9 no longer reads (the node id lives in ``_id``):
+    without this every group was silently dealt to both workers (two real API servers, each module
+    server twice)."""
+    from _pytest.nodeid import coerce_node_id
+
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid.rsplit("::", 1)[-1]:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
 
 
 def _share_module_fixtures(item: pytest.Item) -> None:
