@@ -20,6 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tokensmith.accounts import passwords
 from tokensmith.accounts.service import AccountService
 from tokensmith.api.app import create_app
 from tokensmith.clock import FrozenClock
@@ -37,6 +38,7 @@ hypothesis_settings.load_profile("tokensmith")
 SECRET_KEY = b"test-secret-key-0123456789abcdef-0123456789"
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ENV = "TOKENSMITH_TEST_DATABASE_URL"
+PRODUCTION_PASSWORD_HASHER = passwords._hasher  # before cheap_password_hashing swaps it for tests
 LOOPBACK_NETWORKS = "127.0.0.0/8"  # TOKENSMITH_WEBHOOK_ALLOWED_NETWORKS for tests' own receivers
 # Secret hygiene for the whole suite: DEBUG logs, responses and database files scanned for secrets.
 pytest_plugins = ["tests.hygiene"]
@@ -58,13 +60,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run long fuzz, soak and scale tests")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="long run: enable with --run-slow")
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # marks before xdist reads them, its group suffix checked after
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        _share_module_fixtures(item)
+    if not config.getoption("--run-slow"):
+        skip = pytest.mark.skip(reason="long run: enable with --run-slow")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+    yield
+    if getattr(config.option, "loadgroup", False):
+        _apply_xdist_groups(items)
+
+
+def _apply_xdist_groups(items: list[pytest.Item]) -> None:
+    """Give an xdist worker's grouped tests their ``@group`` node id suffix, which ``--dist loadgroup`` groups by.
+
+    pytest-xdist 3.8 sets ``item._nodeid``, which pytest 9 no longer reads (the node id lives in ``_id``):
+    without this every group was silently dealt to both workers (two real API servers, each module
+    server twice)."""
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and "@" not in item.nodeid.rsplit("::", 1)[-1]:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")
+
+
+def _share_module_fixtures(item: pytest.Item) -> None:
+    """Tests using a module-scoped fixture (a server, a browser, a database of the module's own) run on one
+    xdist worker: ``--dist loadgroup`` otherwise deals a module's tests to both workers and each builds the
+    fixture. xdist deals groups before single tests, largest first, so no group is left for the end."""
+    if item.get_closest_marker("xdist_group"):
+        return
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return
+    if any(defs and defs[-1].scope in ("module", "class", "package") for defs in info.name2fixturedefs.values()):
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def require(condition: bool, reason: str) -> None:
@@ -85,6 +120,22 @@ def no_dns_lookups() -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(socket, "getaddrinfo", netguard.guarded(socket.getaddrinfo))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """argon2id with the smallest cost for in-process tests: the production cost (64 MiB, 3 passes) takes
+    ~0.1 s a hash, over a second on a busy CI box, and hundreds of sign-ins made it minutes of the run.
+    The algorithm and the code paths stay the same; real ``tokensmith serve`` processes keep the real cost,
+    and test_accounts_hardening.py checks the production parameters."""
+    from argon2 import PasswordHasher
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    assert passwords._hasher is PRODUCTION_PASSWORD_HASHER
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords, "_hasher", cheap)
+        patch.setattr(passwords, "_DUMMY_HASH", cheap.hash("dummy"))
         yield
 
 
@@ -256,3 +307,21 @@ def console(client, database: Database, clock: FrozenClock):
         return target
 
     return sign_in
+
+
+# --- the real Kubernetes API server -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_kube(tmp_path_factory: pytest.TempPathFactory):
+    """One real kube-apiserver wired to one tokensmith over TLS for the whole session (tests/kubeapi.py).
+
+    Modules using it carry ``pytest.mark.xdist_group("kube-apiserver")``: with ``--dist loadgroup`` one
+    worker runs them all, so the API server starts once per run. Tests leave it usable for the next:
+    names they create are unique, and anything they widen (a binding) they take back.
+    """
+    from tests.kubeapi import missing_parts, start_real_cluster
+
+    require(not missing_parts(), f"the real API server needs {', '.join(missing_parts())}")
+    with start_real_cluster(tmp_path_factory.mktemp("kube-real")) as wired:
+        yield wired

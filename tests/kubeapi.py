@@ -5,6 +5,11 @@ kube-controller-manager running only the clusterrole-aggregation controller, so 
 ``view``, ``edit`` and ``admin`` roles get their rules. A throwaway PKI: a CA, a serving
 certificate for 127.0.0.1, an admin client certificate in ``system:masters`` and an RSA key for
 service-account tokens. Start it once per test session: it costs a few seconds and ~300 MB.
+
+``start_real_cluster`` wires one to a tokensmith server over TLS exactly as docs/kubernetes.md says
+(authentication and authorization webhooks, the printed RBAC bindings): the session fixture
+``real_kube`` in tests/conftest.py, shared by every module that needs a real API server (they carry
+``xdist_group("kube-apiserver")`` so one worker runs them all on one API server).
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ import ipaddress
 import lzma
 import os
 import shutil
+import ssl
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.servers import free_port
+from tests.pki import make_pki
+from tests.servers import ServerProcess, admin_password, free_port, server_env
 
 SHARED = Path(os.environ.get("TOKENSMITH_KUBE_BINARIES", Path(__file__).resolve().parents[2] / "shared" / "kube"))
 APISERVER_XZ = "kube-apiserver-v1.28.7-linux-amd64.xz"
@@ -35,6 +45,7 @@ CONTROLLER_MANAGER_XZ = "kube-controller-manager-v1.28.7-linux-amd64.xz"
 ETCD = "/usr/bin/etcd"
 KUBECTL_1_28 = "/usr/lib/google-cloud-sdk/bin/kubectl.1.28"
 SA_ISSUER = "https://kubernetes.default.svc"
+WEBHOOK_CACHE_TTL = 1  # seconds the API server trusts a TokenReview (and SubjectAccessReview) answer
 
 
 def shared_dir() -> Path:
@@ -191,15 +202,16 @@ class KubeApiServer:
             "--service-cluster-ip-range=10.0.0.0/24", "--endpoint-reconciler-type=none",
             f"--authorization-mode={mode}",
             f"--authentication-token-webhook-config-file={authn_webhook}",
-            "--authentication-token-webhook-version=v1", "--authentication-token-webhook-cache-ttl=1s",
+            "--authentication-token-webhook-version=v1",
+            f"--authentication-token-webhook-cache-ttl={WEBHOOK_CACHE_TTL}s",
             f"--api-audiences={SA_ISSUER},{audience}",
             "--enable-priority-and-fairness=false", "--profiling=false",
         ]
         if authz_webhook:
             args += [f"--authorization-webhook-config-file={authz_webhook}",
                      "--authorization-webhook-version=v1",
-                     "--authorization-webhook-cache-authorized-ttl=1s",
-                     "--authorization-webhook-cache-unauthorized-ttl=1s"]
+                     f"--authorization-webhook-cache-authorized-ttl={WEBHOOK_CACHE_TTL}s",
+                     f"--authorization-webhook-cache-unauthorized-ttl={WEBHOOK_CACHE_TTL}s"]
         server = self._spawn("kube-apiserver", args)
         self._wait_ready(server, timeout)
         controller = _unpack(shared_dir() / CONTROLLER_MANAGER_XZ, d / "kube-controller-manager")
@@ -276,3 +288,93 @@ class KubeApiServer:
 
 def ca_data(pem: str) -> str:
     return base64.b64encode(pem.encode()).decode()
+
+
+# --- tokensmith and the API server, wired together ------------------------------------------------------
+
+CLUSTER = "real"  # the name tokensmith knows the API server by
+
+
+def trusting(ca_file: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def run_cli(env: dict[str, str], *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tokensmith", *args], input=input, capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+@dataclass
+class RealCluster:
+    """tokensmith (TLS) + the API server, wired together; helpers to make tokens and run kubectl with them."""
+
+    server: ServerProcess
+    kube: KubeApiServer
+    admin_secret: str
+    workdir: Path
+    cluster: dict
+    printed: str  # the authentication webhook kubeconfig as `admin cluster webhook-config` printed it
+
+    def trust(self) -> ssl.SSLContext:
+        """A TLS context trusting tokensmith's serving certificate."""
+        return trusting(self.server.ca_file)
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{self.server.url}{path}", verify=self.trust(), timeout=30,
+                             headers={"Authorization": f"Bearer {self.admin_secret}"}, **kwargs)
+
+    def token(self, level: str, name: str = "e2e") -> dict:
+        created = self.api("POST", "/v1/tokens", json={"name": name, "clusters": [f"{CLUSTER}={level}"],
+                                                        "kubeconfig": True})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        path = self.workdir / f"{body['token']['id']}.yaml"
+        path.write_text(body["kubeconfig"])
+        path.chmod(0o600)
+        body["path"] = path
+        return body
+
+    def as_token(self, token: dict, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.kube.kubectl(*args, kubeconfig=token["path"])
+
+
+@contextmanager
+def start_real_cluster(work: Path) -> Iterator[RealCluster]:
+    """tokensmith serving TLS itself, then the API server set up with what tokensmith printed: the webhook
+    kubeconfigs of ``admin cluster webhook-config`` (authentication, and ``--authz``), with the CA taken
+    from tokensmith's serving chain, and the ClusterRoleBindings of ``admin cluster rbac`` applied."""
+    pki = make_pki()
+    chain, key = work / "tls-chain.pem", work / "tls.key"
+    chain.write_text(pki.server_cert_pem + pki.ca_pem)  # leaf, then its CA: webhook-config takes the CA from here
+    key.write_text(pki.server_key_pem)
+    ca_file = work / "ca.pem"
+    ca_file.write_text(pki.ca_pem)
+    data = work / "data"
+    env = server_env(data, TOKENSMITH_TLS_CERT=str(chain), TOKENSMITH_TLS_KEY=str(key))
+    server = ServerProcess(data, free_port(), env, ca_file=str(ca_file)).start()
+    kube = KubeApiServer(work / "kube")
+    try:
+        password = admin_password(server.url, data, verify=trusting(str(ca_file)))
+        login = httpx.post(f"{server.url}/v1/auth/token", verify=trusting(str(ca_file)), timeout=30,
+                           json={"username": "admin", "password": password, "name": "e2e"})
+        assert login.status_code == 201, login.text
+        cluster = httpx.post(f"{server.url}/v1/clusters", verify=trusting(str(ca_file)), timeout=30,
+                             headers={"Authorization": f"Bearer {login.json()['secret']}"},
+                             json={"name": CLUSTER, "server": kube.url, "certificate_authority": kube.ca_pem,
+                                   "region": "local"})
+        assert cluster.status_code == 201, cluster.text
+        authn, authz = work / "authn-webhook.yaml", work / "authz-webhook.yaml"
+        for path, extra in ((authn, ()), (authz, ("--authz",))):
+            printed = run_cli(env, "admin", "cluster", "webhook-config", CLUSTER, "--url", server.url, *extra)
+            assert printed.returncode == 0, printed.stderr
+            path.write_text(printed.stdout)
+            path.chmod(0o600)
+        kube.start(authn_webhook=authn, authz_webhook=authz, audience=cluster.json()["audience"])
+        bindings = run_cli(env, "admin", "cluster", "rbac", CLUSTER)
+        assert bindings.returncode == 0, bindings.stderr
+        kube.kubectl("apply", "-f", "-", input=bindings.stdout, check=True)
+        kube.kubectl("create", "configmap", "existing", "-n", "default", "--from-literal=a=b", check=True)
+        yield RealCluster(server, kube, login.json()["secret"], work, cluster.json(), authn.read_text())
+    finally:
+        kube.stop()
+        server.stop()

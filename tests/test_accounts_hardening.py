@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.conftest import SECRET_KEY
+from tests.conftest import PRODUCTION_PASSWORD_HASHER, SECRET_KEY
 from tokensmith import caps
 from tokensmith.accounts.admin import UserAdminService
 from tokensmith.accounts.service import AccountService
@@ -226,3 +226,10 @@ def test_a_sign_in_beyond_the_session_cap_ends_the_oldest_session(database, cloc
     clock.advance(timedelta(seconds=1))
     newest = browser(app, open_session(database, clock, carol))
     assert (signed_in(oldest), signed_in(middle), signed_in(newest)) == (False, True, True)
+
+
+def test_passwords_are_hashed_with_argon2id_at_its_recommended_cost():
+    # The other in-process tests hash cheaply (tests/conftest.py's cheap_password_hashing); production does not.
+    hashed = PRODUCTION_PASSWORD_HASHER.hash("correct horse battery staple")
+    assert hashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert PRODUCTION_PASSWORD_HASHER.verify(hashed, "correct horse battery staple")

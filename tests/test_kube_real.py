@@ -3,107 +3,31 @@
 The API server is set up exactly as docs/kubernetes.md says: the webhook kubeconfigs printed by
 ``tokensmith admin cluster webhook-config`` (authentication, and ``--authz`` for authorization),
 with the CA taken from tokensmith's serving chain, and the ClusterRoleBindings printed by
-``tokensmith admin cluster rbac`` applied with kubectl. One API server for the whole module (all
-real-API-server tests live here; they run in one xdist worker).
+``tokensmith admin cluster rbac`` applied with kubectl. One API server for the whole session
+(tests/kubeapi.py's start_real_cluster), shared with the other modules marked
+``xdist_group("kube-apiserver")``: they run in one xdist worker.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.conftest import require
-from tests.kubeapi import KubeApiServer, missing_parts
-from tests.pki import make_pki
-from tests.servers import ServerProcess, admin_password, free_port, server_env
+from tests.kubeapi import RealCluster
 
 pytestmark = pytest.mark.xdist_group("kube-apiserver")
 DEPLOY = Path(__file__).parent.parent / "deploy"
 
 
-def trusting(ca_file: str | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=ca_file)
-
-
-def run_cli(env: dict[str, str], *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tokensmith", *args], input=input, capture_output=True, text=True,
-                          timeout=60, env=env)
-
-
-class Real:
-    """tokensmith (TLS) + the API server, wired together; helpers to make tokens and run kubectl with them."""
-
-    def __init__(self, server: ServerProcess, kube: KubeApiServer, admin_secret: str, workdir: Path) -> None:
-        self.server, self.kube, self.admin_secret, self.workdir = server, kube, admin_secret, workdir
-
-    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
-        return httpx.request(method, f"{self.server.url}{path}", verify=trusting(self.server.ca_file), timeout=30,
-                             headers={"Authorization": f"Bearer {self.admin_secret}"}, **kwargs)
-
-    def token(self, level: str, name: str = "e2e") -> dict:
-        created = self.api("POST", "/v1/tokens", json={"name": name, "clusters": [f"real={level}"],
-                                                        "kubeconfig": True})
-        assert created.status_code == 201, created.text
-        body = created.json()
-        path = self.workdir / f"{body['token']['id']}.yaml"
-        path.write_text(body["kubeconfig"])
-        path.chmod(0o600)
-        body["path"] = path
-        return body
-
-    def as_token(self, token: dict, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.kube.kubectl(*args, kubeconfig=token["path"])
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory) -> Real:
-    require(not missing_parts(), f"the real API server needs {', '.join(missing_parts())}")
-    work = tmp_path_factory.mktemp("kube-real")
-    pki = make_pki()
-    chain, key = work / "tls-chain.pem", work / "tls.key"
-    chain.write_text(pki.server_cert_pem + pki.ca_pem)  # leaf, then its CA: webhook-config takes the CA from here
-    key.write_text(pki.server_key_pem)
-    ca_file = work / "ca.pem"
-    ca_file.write_text(pki.ca_pem)
-    data = work / "data"
-    env = server_env(data, TOKENSMITH_TLS_CERT=str(chain), TOKENSMITH_TLS_KEY=str(key))
-    server = ServerProcess(data, free_port(), env, ca_file=str(ca_file)).start()
-    kube = KubeApiServer(work / "kube")
-    try:
-        password = admin_password(server.url, data, verify=trusting(str(ca_file)))
-        login = httpx.post(f"{server.url}/v1/auth/token", verify=trusting(str(ca_file)), timeout=30,
-                           json={"username": "admin", "password": password, "name": "e2e"})
-        assert login.status_code == 201, login.text
-        wired = Real(server, kube, login.json()["secret"], work)
-        cluster = wired.api("POST", "/v1/clusters", json={"name": "real", "server": kube.url,
-                                                            "certificate_authority": kube.ca_pem, "region": "local"})
-        assert cluster.status_code == 201, cluster.text
-        wired.cluster = cluster.json()
-        authn, authz = work / "authn-webhook.yaml", work / "authz-webhook.yaml"
-        for path, extra in ((authn, ()), (authz, ("--authz",))):
-            printed = run_cli(env, "admin", "cluster", "webhook-config", "real", "--url", server.url, *extra)
-            assert printed.returncode == 0, printed.stderr
-            path.write_text(printed.stdout)
-            path.chmod(0o600)
-        wired.printed = authn.read_text()
-        kube.start(authn_webhook=authn, authz_webhook=authz, audience=wired.cluster["audience"])
-        bindings = run_cli(env, "admin", "cluster", "rbac", "real")
-        assert bindings.returncode == 0, bindings.stderr
-        kube.kubectl("apply", "-f", "-", input=bindings.stdout, check=True)
-        kube.kubectl("create", "configmap", "existing", "-n", "default", "--from-literal=a=b", check=True)
-        yield wired
-    finally:
-        kube.stop()
-        server.stop()
+@pytest.fixture
+def real(real_kube: RealCluster) -> RealCluster:
+    """The session's API server and tokensmith (tests/conftest.py's real_kube)."""
+    return real_kube
 
 
 # --- authentication ---------------------------------------------------------------------------------
@@ -175,7 +99,7 @@ def k8s_name(token: dict) -> str:
     return token["token"]["id"].lower().replace("_", "-")
 
 
-def can_i(real: Real, *args: str, groups: tuple[str, ...]) -> str:
+def can_i(real: RealCluster, *args: str, groups: tuple[str, ...]) -> str:
     """RBAC alone: the admin certificate impersonating a user without a tokensmith token id (the authz
     webhook has no opinion on those)."""
     impersonate = ["--as", "tokensmith:nobody"] + [a for g in groups for a in ("--as-group", g)]

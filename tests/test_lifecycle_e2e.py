@@ -3,6 +3,7 @@
 Each replica runs its own webhook worker in the background; every event still arrives once.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -132,7 +133,17 @@ def test_scan_report_revokes_what_it_finds_and_the_org_hears_of_it(cli, replicas
     assert "deploy.sh" in leaked.json["data"]["found"]["url"]
 
 
-def test_audit_export_from_the_cli(cli):
-    lines = cli("admin", "audit", "export").stdout.splitlines()
-    assert any('"token.leaked"' in line for line in lines)
+def test_audit_export_from_the_cli(cli, replicas, admin_headers):
+    # A leak of its own (reported to the other replica), so the export has a line this test caused.
+    created = httpx.post(f"{replicas[0].url}/v1/tokens", json={"name": "exported"}, headers=admin_headers).json()
+    reporter = cli("admin", "create-reporter", "audit-export").stdout.strip()
+    reported = httpx.post(f"{replicas[1].url}/v1/leaks", headers={"Authorization": f"Bearer {reporter}"},
+                          json=[{"token": created["secret"], "url": "https://gist.example.com/x", "source": "test"}])
+    assert reported.status_code == 202
+
+    def exported() -> bool:  # the audit entry is written just after the answer (LeakService.announce)
+        records = [json.loads(line) for line in cli("admin", "audit", "export").stdout.splitlines()]
+        return any(r["action"] == "token.leaked" and r["target"] == created["token"]["id"] for r in records)
+
+    assert wait_for(exported)
     assert os.environ.get("TOKENSMITH_REPORTER_TOKEN") is None

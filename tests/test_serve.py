@@ -19,12 +19,20 @@ from tokensmith.clock import FrozenClock
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One server for the module: starting one costs seconds."""
+def started(tmp_path_factory):
+    """One server for the module (starting one costs seconds), and its first-start password file as it was
+    before any test signed in (the first sign-in's password change removes it)."""
     data = tmp_path_factory.mktemp("serve") / "data"
     proc = ServerProcess(data, free_port(), server_env(data))
-    yield proc.start()
+    proc.start()
+    password_file = data / "initial-admin-password"
+    yield proc, {"mode": stat.S_IMODE(os.stat(password_file).st_mode), "password": password_file.read_text().strip()}
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(started):
+    return started[0]
 
 
 def curl(*args: str) -> tuple[int, str]:
@@ -34,17 +42,17 @@ def curl(*args: str) -> tuple[int, str]:
     return int(code), body
 
 
-def test_first_start_creates_data_dir_admin_and_password_file(server):
-    password_file = server.data_dir / "initial-admin-password"
-    assert stat.S_IMODE(os.stat(password_file).st_mode) == 0o600
+def test_first_start_creates_data_dir_admin_and_password_file(started):
+    server, first = started
+    assert first["mode"] == 0o600
     assert stat.S_IMODE(os.stat(server.data_dir / "secret-key").st_mode) == 0o600
     assert (server.data_dir / "tokensmith.db").exists()
 
 
-def test_the_initial_admin_password_is_not_written_to_a_non_interactive_server_log(server):
+def test_the_initial_admin_password_is_not_written_to_a_non_interactive_server_log(started):
     # stdout is a file here, as under a service manager: only the file's path is shown.
-    password = (server.data_dir / "initial-admin-password").read_text().strip()
-    assert password not in server.output()
+    server, first = started
+    assert first["password"] not in server.output()
     assert str(server.data_dir / "initial-admin-password") in server.output()
 
 
