@@ -11,8 +11,8 @@ Only an HMAC-SHA256 digest of a secret, under a server key, is ever stored.
 from __future__ import annotations
 
 import hmac
+import os
 import re
-import secrets as _random
 import zlib
 from typing import Final
 
@@ -60,7 +60,26 @@ def base62(number: int, width: int) -> str:
 
 def random_base62(length: int) -> str:
     """Return ``length`` characters from the OS CSPRNG, uniformly over base62."""
-    return "".join(_random.choice(BASE62) for _ in range(length))
+    return _uniform(BASE62, length)
+
+
+def _uniform(alphabet: str, length: int) -> str:
+    """``length`` characters of ``alphabet``, uniformly, from as few CSPRNG reads as possible.
+
+    ``SystemRandom.choice`` reads the OS once per character (a syscall each: 5 % of a token
+    exchange's CPU). Here bytes are read in one go and kept only below the largest multiple of the
+    alphabet's size (rejection sampling), so ``byte % size`` stays exactly uniform.
+    """
+    size = len(alphabet)
+    limit = 256 - 256 % size
+    chosen: list[str] = []
+    while len(chosen) < length:
+        for byte in os.urandom(2 * length):  # base62 keeps 97 % of bytes: one read nearly always suffices
+            if byte < limit:
+                chosen.append(alphabet[byte % size])
+                if len(chosen) == length:
+                    break
+    return "".join(chosen)
 
 
 def checksum(text: str) -> str:
@@ -146,7 +165,7 @@ ACCESS_KEY_ID_PATTERN: Final = re.compile(
 def access_key_id(permanent: bool) -> str:
     """A new 20-character uppercase alphanumeric access key id; the prefix tells permanent from temporary."""
     prefix = ACCESS_KEY_PERMANENT_PREFIX if permanent else ACCESS_KEY_TEMPORARY_PREFIX
-    return prefix + "".join(_random.choice(_UPPER_ALNUM) for _ in range(ACCESS_KEY_ID_LENGTH - len(prefix)))
+    return prefix + _uniform(_UPPER_ALNUM, ACCESS_KEY_ID_LENGTH - len(prefix))
 
 
 def access_key_secret() -> str:

@@ -68,10 +68,11 @@ def create_app(
     app.state.context = context  # the composition root (api/context.py); doors read it via context_of()
     problems.install(app)
     # Requests are matched against routers in this order, route by route: the verification doors
-    # (forward-auth, introspection, TokenReview, SigV4) are the hot path, so they come first.
-    routers = (verification.router, kube.router, objectstore.router, identity.router, tokens.router,
-               token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router, users.router,
-               kube_credentials_router, device_authorization_router, oauth_token_router, federation.router)
+    # (forward-auth, introspection, TokenReview, SigV4; their cached answers never get here) and the
+    # OAuth token endpoint (a workload's token exchange) are the hot paths, so they come first.
+    routers = (verification.router, kube.router, objectstore.router, oauth_token_router, identity.router,
+               tokens.router, token_usage.router, clusters.clusters, clusters.vpcs, lifecycle.router, users.router,
+               kube_credentials_router, device_authorization_router, federation.router)
     for router in routers:
         app.include_router(router)
     operations.install(app)  # health, readiness, metrics, brute-force limits (429)
