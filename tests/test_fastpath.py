@@ -422,3 +422,16 @@ def test_a_verify_request_that_is_not_valid_is_the_routes_422(client, admin, acc
     payload = signed("GET", "/bucket/object", access_key["accessKeyId"], access_key["secretKey"])
     slow_then_fast("s3-verify", lambda: s3_verify(client, admin, payload))
     assert s3_verify(client, admin, {**payload, "unexpected": 1}).status_code == 422
+
+
+def test_a_body_over_the_operators_lower_limit_is_the_body_limits_413_not_a_fast_answer(database, clock, tmp_path,
+                                                                                        make_account):
+    admin = make_account("root", admin=True)
+    subject = make_account("sam")
+    settings = Settings(tmp_path / "data", database.url, max_body_bytes=100)
+    with TestClient(create_app(settings, database, SECRET_KEY, clock)) as small:
+        slow_then_fast("introspection", lambda: small.post(  # a body under the limit: cached, then fast
+            "/v1/oauth2/introspect", content=f"token={subject.secret}", headers={**admin.headers, **FORM}))
+        body = f"token={subject.secret}&token_type_hint=" + "x" * 100
+        response = small.post("/v1/oauth2/introspect", content=body, headers={**admin.headers, **FORM})
+        assert response.status_code == 413

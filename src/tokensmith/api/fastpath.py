@@ -336,9 +336,12 @@ def _is_ip(text: str) -> bool:
 class HotDoors:
     """Answers the hot doors for cached callers as plain ASGI; anything else goes on to ``app``."""
 
-    def __init__(self, app: ASGIApp, body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, app: ASGIApp, body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+                 max_body: int = MAX_HOT_BODY) -> None:
         self.app = app
         self.body_timeout = body_timeout
+        # Never more than the body limit below would let through (an operator may set it lower).
+        self.max_body = min(max_body, MAX_HOT_BODY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = door_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
@@ -359,7 +362,7 @@ class HotDoors:
         body = b""
         if scope["method"] == "POST":
             declared = headers.get(b"content-length", b"")
-            if not declared.isdigit() or int(declared) > MAX_HOT_BODY or b"transfer-encoding" in headers:
+            if not declared.isdigit() or int(declared) > self.max_body or b"transfer-encoding" in headers:
                 await self.app(scope, receive, send)  # bodies it cannot read cheaply: the route's
                 return
             try:

@@ -84,7 +84,7 @@ SERVER_ERRORS: Final = "starlette.ServerErrorMiddleware"
 def stack(settings: Settings) -> list[Middleware | str]:
     """The middleware, outermost first (the order is explained at the top of this module)."""
     return [
-        Middleware(HotDoors, body_timeout=settings.body_timeout_seconds),
+        Middleware(HotDoors, body_timeout=settings.body_timeout_seconds, max_body=settings.max_body_bytes),
         Middleware(TrustedTls, trusted_proxies=settings.trusted_proxies),
         Middleware(ResponseHeaders, edit=security_headers),
         SERVER_ERRORS,
