@@ -53,6 +53,21 @@ def refusal_message(status: int, detail: str) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
+def replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app below: the body already read, as one message, then whatever the client
+    sends next (only ``http.disconnect`` is left to hear)."""
+    replayed = False
+
+    async def replayed_receive() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed_receive
+
+
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` (413) or slower than ``timeout`` seconds in total (408)."""
 
@@ -82,16 +97,7 @@ class BodyLimit:
             await send(start)
             await send(content)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: only http.disconnect is left to hear
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
     def _too_large(self) -> str:
         return f"the request body is larger than the limit of {self.max_bytes} bytes"

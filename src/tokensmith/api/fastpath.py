@@ -29,7 +29,6 @@ middlewares, which then never run for a fast answer); its answers are complete o
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -39,16 +38,17 @@ from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith import metrics
 from tokensmith.api.answers import INACTIVE, identity_headers, introspection
-from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, timeout_detail
-from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, proxy_subject_keys
+from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, replay, timeout_detail
+from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, client_key_of, proxy_subject_keys
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
 from tokensmith.api.tls import HSTS, forwarded_https
+from tokensmith.errors import InvalidInput
 from tokensmith.kube import tokenreview
-from tokensmith.ratelimit import client_ip, ip_key
+from tokensmith.ratelimit import client_ip
 from tokensmith.verify.core import Identity
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ def encode_json(content: Any) -> bytes:
 
 
 _INACTIVE = encode_json(INACTIVE)
+_CLIENT_ADDRESS = CLIENT_ADDRESS_HEADER.lower().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +194,7 @@ def whoami(call: Call) -> Answer | None:
 def introspect(call: Call) -> Answer | None:
     """``POST /v1/oauth2/introspect`` by a bearer holding ``introspect``, about a cached token."""
     content_type = call.headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
-    named = call.header(CLIENT_ADDRESS_HEADER.lower().encode())
-    if content_type != FORM or (named is not None and named.strip() and not _is_ip(named.strip())):
+    if content_type != FORM or not _names_a_valid_client(call):
         return None  # the route parses (and refuses) what is not a plain form or a valid address
     try:
         fields = parse_qsl(call.body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
@@ -267,12 +267,10 @@ def verify_signature(call: Call) -> Answer | None:
     """
     from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # its answer's shape is the route's
 
-    named = call.header(CLIENT_ADDRESS_HEADER.lower().encode())
-    client_key = None
-    if named is not None and named.strip():
-        if not _is_ip(named.strip()):
-            return None  # the route refuses it (422)
-        client_key = ip_key(str(ipaddress.ip_address(named.strip())))
+    try:
+        client_key = client_key_of(call.header(_CLIENT_ADDRESS))
+    except InvalidInput:
+        return None  # the route refuses it (422)
     caller = api_caller(call, VERIFY_SCOPE)
     if caller is None:
         return None
@@ -325,10 +323,11 @@ class _Disconnected(Exception):
     """The client went away before its body was read: nobody is left to answer."""
 
 
-def _is_ip(text: str) -> bool:
+def _names_a_valid_client(call: Call) -> bool:
+    """No Tokensmith-Client-Address, or one that is an IP address (else the route answers 422)."""
     try:
-        ipaddress.ip_address(text)
-    except ValueError:
+        client_key_of(call.header(_CLIENT_ADDRESS))
+    except InvalidInput:
         return False
     return True
 
@@ -375,7 +374,7 @@ class HotDoors:
                 await send(start)
                 await send(rest)
                 return
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
         answer = door(Call(scope, headers, context, client, body, started))
         if answer is None:
             await self.app(scope, receive, send)
@@ -405,18 +404,3 @@ class HotDoors:
         """The application's state: through the scope inside Starlette, or the wrapped app's own outermost."""
         app = scope.get("app")
         return cast(Any, app if app is not None else self.app).state
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` for the route: the body read here, then whatever the client sends next (a disconnect)."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-

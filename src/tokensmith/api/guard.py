@@ -271,7 +271,12 @@ def named_client(request: Request) -> str | None:
     Believed because the caller is an authenticated principal holding the door's scope; a value
     that is not an IP address is refused (400).
     """
-    named = request.headers.get(CLIENT_ADDRESS_HEADER)
+    return client_key_of(request.headers.get(CLIENT_ADDRESS_HEADER))
+
+
+def client_key_of(named: str | None) -> str | None:
+    """The ``ip:`` key of a Tokensmith-Client-Address value; None when absent, InvalidInput (422) when
+    it is not an IP address."""
     if named is None or not named.strip():
         return None
     try:
