@@ -7,44 +7,20 @@ policy, then changes something and exchanges again: the second answer must be th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from tests.conftest import LOOPBACK_NETWORKS, SECRET_KEY
-from tests.oidc import OidcIssuer
+from tests import test_federation
+from tests.conftest import SECRET_KEY
 from tests.test_federation import exchange, make_policy, refused
 from tokensmith.api.app import create_app
-from tokensmith.config import Settings
 from tokensmith.db.database import Database
 from tokensmith.db.models import Token, User
-from tokensmith.net.outbound import parse_networks
 
-
-@pytest.fixture
-def settings(tmp_path: Path, database) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database.url,
-                    webhook_allowed_networks=parse_networks(LOOPBACK_NETWORKS), allow_loopback_http_issuers=True)
-
-
-@pytest.fixture
-def issuer():
-    with OidcIssuer() as running:
-        yield running
-
-
-@pytest.fixture
-def now(clock) -> float:
-    return clock.now().timestamp()
-
-
-@pytest.fixture
-def deployer(client, admin) -> dict:
-    response = client.post("/v1/service-accounts", json={"name": "deployer"}, headers=admin.headers)
-    assert response.status_code == 201, response.text
-    return response.json()
+# The federation module's fixtures (its settings, local issuer, clock and service account) serve here too.
+settings, issuer, now, deployer = (test_federation.settings, test_federation.issuer, test_federation.now,
+                                   test_federation.deployer)
 
 
 @pytest.fixture
