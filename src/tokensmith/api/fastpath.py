@@ -45,6 +45,7 @@ from tokensmith.api.answers import INACTIVE, identity_headers, introspection
 from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, replay, timeout_detail
 from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, client_key_of, proxy_subject_keys
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
+from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # S3 verify's answer is the route's
 from tokensmith.api.tls import HSTS, forwarded_https
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import tokenreview
@@ -265,8 +266,6 @@ def verify_signature(call: Call) -> Answer | None:
     a named client goes to the route, which counts it (api/guard.py ``guarded_for_client``), and so
     does any request of a named client over its limit ("rate limited").
     """
-    from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # its answer's shape is the route's
-
     try:
         client_key = client_key_of(call.header(_CLIENT_ADDRESS))
     except InvalidInput:
