@@ -70,3 +70,9 @@ metrics._Collector.collect
 # Response fields of trust policies and tokens (pydantic serializes them; API clients read them).
 _.inline_jwks
 _.federated
+# uvicorn's RequestResponseCycle reads these after tokensmith.protocols' cycle sets them, and the
+# protocol makes each cycle its own by setting its class.
+_.waiting_for_100_continue
+_.expected_content_length
+_.chunked_encoding
+_.__class__

@@ -49,6 +49,7 @@ from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # S3 
 from tokensmith.api.tls import HSTS, forwarded_https
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import tokenreview
+from tokensmith.protocols import ENCODED_HEADERS, EncodedHeaders
 from tokensmith.ratelimit import client_ip
 from tokensmith.verify.core import Identity
 
@@ -85,7 +86,6 @@ def encode_json(content: Any) -> bytes:
     return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
 
 
-_INACTIVE = encode_json(INACTIVE)
 _CLIENT_ADDRESS = CLIENT_ADDRESS_HEADER.lower().encode()
 
 
@@ -114,22 +114,43 @@ class Call:
         return None if value is None else value.decode("latin-1")
 
 
-# An answer: status, headers and body; None sends the request on to the route.
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer, made once and kept with what it answers for (``Identity.wire``).
+
+    ``headers`` are the raw ASGI headers any server writes; ``encoded`` the same headers checked
+    and encoded once, which tokensmith's own server protocol writes as they are (protocols.py).
+    """
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    encoded: EncodedHeaders
+    body: bytes = b""
+
+    @classmethod
+    def of(cls, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Answer:
+        return cls(status, headers, EncodedHeaders.of(headers), body)
+
+    def with_header(self, name: bytes, value: bytes) -> Answer:
+        return Answer(self.status, [*self.headers, (name, value)], self.encoded.plus(name, value), self.body)
 
 
-def ok_headers(identity: Identity) -> list[tuple[bytes, bytes]]:
-    """Forward-auth's 200 raw headers for ``identity``, encoded once and kept with the cached identity."""
-    encoded = identity.wire.get(DOOR)
-    if encoded is None:
-        # Encoded by Starlette itself, so the bytes are exactly the slow path's.
-        encoded = identity.wire[DOOR] = Response(status_code=200, headers={
-            **identity_headers(identity), **_COMMON_HEADERS}).raw_headers
-    return cast(list[tuple[bytes, bytes]], encoded)
+def ok_answer(identity: Identity) -> Answer:
+    """Forward-auth's 200 for ``identity``, made once and kept with the cached identity."""
+    answer = identity.wire.get(DOOR)
+    if answer is None:
+        # Headers encoded by Starlette itself, so the bytes are exactly the slow path's.
+        answer = identity.wire[DOOR] = Answer.of(200, Response(status_code=200, headers={
+            **identity_headers(identity), **_COMMON_HEADERS}).raw_headers)
+    return cast(Answer, answer)
 
 
 def json_answer(body: bytes) -> Answer:
-    return 200, [(b"content-length", str(len(body)).encode()), _JSON_TYPE, *_COMMON_RAW], body
+    return Answer.of(200, [(b"content-length", str(len(body)).encode()), _JSON_TYPE, *_COMMON_RAW], body)
+
+
+_INACTIVE = json_answer(encode_json(INACTIVE))
+WHOAMI_ANSWER = (WHOAMI_PATH, Answer)  # the route keeps whoami's body under WHOAMI_PATH; its Answer here
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -178,18 +199,23 @@ def forward_auth(call: Call) -> Answer | None:
         return None
     verifier.note_use(identity, call.client)
     observe(DOOR, call)
-    return 200, ok_headers(identity), b""
+    return ok_answer(identity)
 
 
 def whoami(call: Call) -> Answer | None:
     """``GET /v1/whoami``: the body the route rendered for this cached identity (api/routes/identity.py)."""
     identity = api_caller(call, None)
-    body = identity.wire.get(WHOAMI_PATH) if identity is not None else None
-    if identity is None or body is None:
+    if identity is None:
         return None
+    answer = identity.wire.get(WHOAMI_ANSWER)
+    if answer is None:
+        body = identity.wire.get(WHOAMI_PATH)  # rendered by the route on the identity's first call
+        if body is None:
+            return None
+        answer = identity.wire[WHOAMI_ANSWER] = json_answer(body)
     call.context.verifier.note_use(identity, call.client)
     observe("api", call)
-    return json_answer(body)
+    return cast(Answer, answer)
 
 
 def introspect(call: Call) -> Answer | None:
@@ -216,11 +242,11 @@ def introspect(call: Call) -> Answer | None:
     observe("api", call)
     observe("introspection", call)
     if subject.org_id != caller.org_id:
-        return json_answer(_INACTIVE)
-    body = subject.wire.get(INTROSPECTION_PATH)
-    if body is None:
-        body = subject.wire[INTROSPECTION_PATH] = encode_json(introspection(caller, subject))
-    return json_answer(body)
+        return _INACTIVE
+    answer = subject.wire.get(INTROSPECTION_PATH)
+    if answer is None:
+        answer = subject.wire[INTROSPECTION_PATH] = json_answer(encode_json(introspection(caller, subject)))
+    return cast(Answer, answer)
 
 
 def review_token(call: Call) -> Answer | None:
@@ -246,17 +272,17 @@ def review_token(call: Call) -> Answer | None:
     # The answer depends on the review only through its version and whether audiences were asked for.
     key = (TOKENREVIEW_SUFFIX, caller.cluster_id, caller.username_prefix, review.api_version,
            review.audiences is not None)
-    body = identity.wire.get(key)
-    if body is None:
+    answer = identity.wire.get(key)
+    if answer is None:
         verdict = tokenreview.judge(review, caller.cluster_id, caller.token_audience, lambda _token: identity,
                                     caller.username_prefix)
         if verdict.reason is not None:
             return None
-        body = identity.wire[key] = encode_json(verdict.answer)
+        answer = identity.wire[key] = json_answer(encode_json(verdict.answer))
     context.verifier.note_use(identity, None)  # as the route's verify(): the API server is not the token's user
     observe("tokenreview-credential", call)
     observe("tokenreview", call)
-    return json_answer(body)
+    return cast(Answer, answer)
 
 
 def verify_signature(call: Call) -> Answer | None:
@@ -288,12 +314,12 @@ def verify_signature(call: Call) -> Answer | None:
     observe("api", call)
     metrics.observe_verification(S3_DOOR, "ok" if verdict.valid else "invalid", time.perf_counter() - call.started)
     owner = verdict.owner if verdict.valid and verdict.streaming is None else None
-    body = owner.wire.get(S3_VERIFY_PATH) if owner is not None else None
-    if body is None:
-        body = encode_json(VerifyResult.of(verdict).model_dump(mode="json", exclude_none=True))
+    answer = owner.wire.get(S3_VERIFY_PATH) if owner is not None else None
+    if answer is None:
+        answer = json_answer(encode_json(VerifyResult.of(verdict).model_dump(mode="json", exclude_none=True)))
         if owner is not None:  # a streaming answer carries this request's own signature: never reused
-            owner.wire[S3_VERIFY_PATH] = body
-    return json_answer(body)
+            owner.wire[S3_VERIFY_PATH] = answer
+    return cast(Answer, answer)
 
 
 CLUSTERS_PREFIX = "/v1/clusters/"
@@ -378,13 +404,14 @@ class HotDoors:
         if answer is None:
             await self.app(scope, receive, send)
             return
-        status, raw_headers, content = answer
         metrics.observe_fast_answer(name)
         if scope.get("scheme") == "https" or (b"x-forwarded-proto" in headers
                                               and forwarded_https(scope, context.trusted_proxies)):
-            raw_headers = [*raw_headers, _HSTS_RAW]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": content, "more_body": False} if content else _EMPTY_BODY)
+            answer = answer.with_header(*_HSTS_RAW)
+        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers,
+                    ENCODED_HEADERS: answer.encoded})
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False} if answer.body
+                   else _EMPTY_BODY)
 
     async def _read(self, receive: Receive) -> bytes:
         """The whole body, within the body timeout (TimeoutError). Its size is the declared one: the

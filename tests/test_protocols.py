@@ -1,0 +1,123 @@
+"""tokensmith's server protocol (protocols.py) writes a pre-encoded answer exactly as uvicorn writes it.
+
+The fast path (api/fastpath.py) sends each answer's headers twice: as the raw ASGI list any server
+writes, and as ``EncodedHeaders`` checked and encoded once, which tokensmith's httptools protocol
+writes without checking them again. These tests drive the real protocol over an in-memory
+transport and compare the bytes on the wire both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from tokensmith.api.fastpath import Answer
+from tokensmith.protocols import ENCODED_HEADERS, EncodedHeaders, HeaderTimeoutHttpToolsProtocol
+
+HEADERS = [(b"content-length", b"2"), (b"content-type", b"application/json"), (b"X-Tokensmith-User", b"alice"),
+           (b"cache-control", b"no-store")]
+
+
+class Wire(asyncio.Transport):
+    """What the server writes, kept in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def answering(encoded: bool, headers: list[tuple[bytes, bytes]] = HEADERS):
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        start: dict[str, Any] = {"type": "http.response.start", "status": 200, "headers": headers}
+        if encoded:
+            start[ENCODED_HEADERS] = EncodedHeaders.of(headers)
+        await send(start)
+        await send({"type": "http.response.body", "body": b"{}", "more_body": False})
+    return app
+
+
+def served(app: Any, request: bytes, access_log: bool = False) -> tuple[bytes, bool]:
+    """The bytes the protocol writes answering ``request`` with ``app``, and whether it closed."""
+    async def serve() -> tuple[bytes, bool]:
+        config = Config(app, http=HeaderTimeoutHttpToolsProtocol, lifespan="off", access_log=access_log,
+                        server_header=False, date_header=False)
+        config.load()
+        protocol = HeaderTimeoutHttpToolsProtocol(config=config, server_state=ServerState(), app_state={},
+                                                  _loop=asyncio.get_running_loop())
+        wire = Wire()
+        protocol.connection_made(wire)
+        protocol.data_received(request)
+        for _ in range(100):
+            if wire.written.endswith(b"{}"):
+                break
+            await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return bytes(wire.written), wire.closed
+    return asyncio.run(serve())
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+], ids=["keep-alive", "connection-close", "http-1.0"])
+def test_an_encoded_answer_is_written_byte_for_byte_as_uvicorn_writes_its_headers(request_bytes):
+    assert served(answering(encoded=True), request_bytes) == served(answering(encoded=False), request_bytes)
+
+
+def test_an_encoded_answer_is_actually_written_from_its_block():
+    # Headers that say one thing and a block that says another: the block is what goes out.
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS,
+                    ENCODED_HEADERS: EncodedHeaders.of([(b"content-length", b"2"), (b"x-from", b"block")])})
+        await send({"type": "http.response.body", "body": b"{}"})
+    written, _closed = served(app, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert written == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-from: block\r\n\r\n{}"
+
+
+def test_with_an_access_log_the_answer_takes_uvicorns_own_way():
+    written, _ = served(answering(encoded=True), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", access_log=True)
+    assert written == served(answering(encoded=False), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")[0]
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"content-length", b"0"), (b"x-bad", b"line\r\nbreak")],
+    [(b"content-length", b"0"), (b"bad name", b"v")],
+    [(b"content-length", b"0"), (b"connection", b"close")],
+    [(b"content-length", b"0"), (b"transfer-encoding", b"chunked")],
+    [(b"x-no-length", b"v")],
+], ids=["control-character-in-value", "space-in-name", "connection", "transfer-encoding", "no-content-length"])
+def test_headers_uvicorn_would_refuse_or_frame_itself_cannot_be_encoded(headers):
+    with pytest.raises(ValueError):
+        EncodedHeaders.of(headers)
+
+
+def test_an_answer_with_one_more_header_encodes_it_like_the_others():
+    answer = Answer.of(200, [(b"content-length", b"0"), (b"x-a", b"1")]).with_header(b"Strict-Transport-Security",
+                                                                                   b"max-age=63072000")
+    assert answer.encoded == EncodedHeaders.of(answer.headers)
+    with pytest.raises(ValueError):
+        answer.with_header(b"x-bad", b"\n")
