@@ -23,7 +23,7 @@ STACKS = ("uvicorn-httptools", "uvicorn-h11", "granian")
 def build() -> FastAPI:
     settings = Settings.from_env()
     boot = prepare(settings)
-    app = create_app(settings, boot.database, boot.secret_key)
+    app = create_app(settings, boot.database, boot.secret_key, freeze_heap=True)  # as `tokensmith serve`
 
     @app.get("/v1/bench/noop", include_in_schema=False)
     async def noop() -> Response:

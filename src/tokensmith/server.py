@@ -35,7 +35,7 @@ def build_app() -> FastAPI:
             f"  it must be changed at first sign-in.\n",
             flush=True,
         )
-    return create_app(settings, boot.database, boot.secret_key, background_worker=True)
+    return create_app(settings, boot.database, boot.secret_key, background_worker=True, freeze_heap=True)
 
 
 def run(host: str, port: int, workers: int = 1, tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
