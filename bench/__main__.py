@@ -403,8 +403,10 @@ def start(args: list[str], db_url: str, data_dir: Path, ready: str) -> tuple[sub
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
     env.update(TOKENSMITH_DATA_DIR=str(data_dir), TOKENSMITH_DATABASE_URL=db_url,
                TOKENSMITH_SECRET_KEY=KEY.decode(), PYTHONPATH=os.getcwd())
-    process = subprocess.Popen([sys.executable, "-m", "bench.server", "--port", str(port), *args],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The server's own log, to read when a door fails (wrk's error alone does not say why).
+    with open(data_dir.parent / f"server-{port}.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "bench.server", "--port", str(port), *args],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + ready, timeout=120, process=process)
     return process, url
@@ -479,7 +481,10 @@ def wrk_door(door: Door, url: str, connections: int, seconds: int, tmp: Path) ->
         args += ["-H", f"Authorization: Bearer {door.secret}"]
     if script is not None:
         args += ["-s", str(script)]
-    output = subprocess.run([*args, url + door.path], capture_output=True, text=True, check=True).stdout
+    ran = subprocess.run([*args, url + door.path], capture_output=True, text=True)
+    if ran.returncode != 0:
+        raise RuntimeError(f"{door.name}: wrk exited {ran.returncode}: {(ran.stderr or ran.stdout).strip()[-500:]}")
+    output = ran.stdout
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if non2xx:
         raise RuntimeError(f"{door.name}: {non2xx.group(1)} non-2xx answers")
@@ -536,6 +541,10 @@ def doors(tmp: Path, seconds: int, rounds: int) -> None:
                 for door in table:
                     results.setdefault((door.name, c), []).append(wrk_door(door, urls[door.server], c, seconds, tmp))
             print(f"  doors: round {round_ + 1}/{rounds} done, load average {load()}", flush=True)
+    except Exception:
+        for log in sorted(tmp.glob("server-*.log")):  # why a door failed is in its server's log
+            print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+        raise
     finally:
         for process, _url in servers.values():
             stop(process)
