@@ -19,6 +19,7 @@ from tests.conftest import SECRET_KEY, Account
 from tokensmith import metrics, secrets
 from tokensmith.api.app import create_app
 from tokensmith.api.fastpath import HANDOFF, Handoff, HotDoors
+from tokensmith.clock import FrozenClock
 from tokensmith.config import Settings
 from tokensmith.db.models import Token
 
@@ -204,12 +205,13 @@ def test_the_route_receives_what_the_fast_path_worked_out():
         await send({"type": "http.response.body", "body": b""})
 
     class State:
-        class context:  # stands in for AppContext: only its proxies and verifier are read
+        class context:  # stands in for AppContext: only its proxies, clock and verifier are read
             trusted_proxies = ()
+            clock = FrozenClock()
 
             class verifier:
                 @staticmethod
-                def recall(_secret):
+                def recall(_secret, _now):
                     return None  # a miss
 
     route.state = State  # type: ignore[attr-defined]

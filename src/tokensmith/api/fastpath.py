@@ -33,6 +33,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
@@ -108,6 +109,7 @@ class Call:
     client: str  # the client's address (X-Forwarded-For from trusted proxies only)
     body: bytes
     started: float
+    now: datetime  # the clock's, read once for the whole request
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -174,7 +176,7 @@ def api_caller(call: Call, scope: str | None) -> Identity | None:
     secret = bearer(call.header(b"authorization"))
     if secret is None:
         return None
-    identity = call.context.verifier.recall(secret)
+    identity = call.context.verifier.recall(secret, call.now)
     if identity is None or (scope is not None and scope not in identity.scopes):
         return None
     return identity if call.context.addresses.known(identity.token_id, call.client) else None
@@ -188,7 +190,7 @@ def forward_auth(call: Call) -> Answer | None:
     authorization = call.header(b"authorization")
     secret = bearer(authorization)
     verifier = call.context.verifier
-    identity = verifier.recall(secret) if secret is not None else None
+    identity = verifier.recall(secret, call.now) if secret is not None else None
     if identity is None:
         # The route answers (lookup, refusal, counting) with what was worked out here.
         client = call.scope.get("client")
@@ -197,7 +199,7 @@ def forward_auth(call: Call) -> Answer | None:
         call.scope[HANDOFF] = Handoff(authorization, call.client, keys)
         call.scope.setdefault("state", {})["client_ip"] = call.client  # api.guard.request_ip reads it here
         return None
-    verifier.note_use(identity, call.client)
+    verifier.note_use(identity, call.client, call.now)
     observe(DOOR, call)
     return ok_answer(identity)
 
@@ -213,7 +215,7 @@ def whoami(call: Call) -> Answer | None:
         if body is None:
             return None
         answer = identity.wire[WHOAMI_ANSWER] = json_answer(body)
-    call.context.verifier.note_use(identity, call.client)
+    call.context.verifier.note_use(identity, call.client, call.now)
     observe("api", call)
     return cast(Answer, answer)
 
@@ -234,11 +236,11 @@ def introspect(call: Call) -> Answer | None:
     if caller is None:
         return None
     verifier = call.context.verifier
-    subject = verifier.recall(form["token"])
+    subject = verifier.recall(form["token"], call.now)
     if subject is None:
         return None
-    verifier.note_use(caller, call.client)
-    verifier.note_use(subject, call.client)
+    verifier.note_use(caller, call.client, call.now)
+    verifier.note_use(subject, call.client, call.now)
     observe("api", call)
     observe("introspection", call)
     if subject.org_id != caller.org_id:
@@ -257,7 +259,7 @@ def review_token(call: Call) -> Answer | None:
         return None
     context = call.context
     context.verifier.hear_changes()  # a credential revoked by another worker is forgotten first
-    caller = context.webhook_callers.recall(credential, context.secret_key, context.clock.now())
+    caller = context.webhook_callers.recall(credential, context.secret_key, call.now)
     if caller is None or not caller.names(cluster_ref):
         return None
     try:
@@ -266,7 +268,7 @@ def review_token(call: Call) -> Answer | None:
         return None
     if review.audiences is not None and caller.token_audience not in review.audiences:
         return None  # a refusal: audited by the route
-    identity = context.verifier.recall(review.token)
+    identity = context.verifier.recall(review.token, call.now)
     if identity is None or caller.cluster_id not in identity.cluster_ids or tokenreview.SCOPE not in identity.scopes:
         return None
     # The answer depends on the review only through its version and whether audiences were asked for.
@@ -279,7 +281,8 @@ def review_token(call: Call) -> Answer | None:
         if verdict.reason is not None:
             return None
         answer = identity.wire[key] = json_answer(encode_json(verdict.answer))
-    context.verifier.note_use(identity, None)  # as the route's verify(): the API server is not the token's user
+    # As the route's verify(): the API server is not the token's user.
+    context.verifier.note_use(identity, None, call.now)
     observe("tokenreview-credential", call)
     observe("tokenreview", call)
     return cast(Answer, answer)
@@ -307,10 +310,10 @@ def verify_signature(call: Call) -> Answer | None:
     except ValidationError:
         return None  # the route's 422
     verdict = context.access_key_cache.verify_cached(caller.org_id, request.method, request.path, request.query,
-                                                     request.headers, request.bodySha256, context.clock.now())
+                                                     request.headers, request.bodySha256, call.now)
     if verdict is None or (not verdict.valid and client_key is not None):
         return None
-    context.verifier.note_use(caller, call.client)
+    context.verifier.note_use(caller, call.client, call.now)
     observe("api", call)
     metrics.observe_verification(S3_DOOR, "ok" if verdict.valid else "invalid", time.perf_counter() - call.started)
     owner = verdict.owner if verdict.valid and verdict.streaming is None else None
@@ -366,6 +369,7 @@ class HotDoors:
         self.body_timeout = body_timeout
         # Never more than the body limit below would let through (an operator may set it lower).
         self.max_body = min(max_body, MAX_HOT_BODY)
+        self._context: AppContext | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hot = door_of(scope["method"], scope["path"]) if scope["type"] == "http" else None
@@ -377,7 +381,7 @@ class HotDoors:
         headers: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:  # the first of each, as Starlette's headers.get() reads them
             headers.setdefault(key, value)
-        context: AppContext = self._state(scope).context
+        context = self._context or self._context_of(scope)
         peer = scope.get("client")
         forwarded_for = headers.get(b"x-forwarded-for")
         client = client_ip(peer[0] if peer else "unknown",
@@ -400,7 +404,7 @@ class HotDoors:
                 await send(rest)
                 return
             receive = replay(body, receive)
-        answer = door(Call(scope, headers, context, client, body, started))
+        answer = door(Call(scope, headers, context, client, body, started, context.clock.now()))
         if answer is None:
             await self.app(scope, receive, send)
             return
@@ -426,7 +430,9 @@ class HotDoors:
                 if not message.get("more_body", False):
                     return b"".join(chunks)
 
-    def _state(self, scope: Scope) -> Any:
-        """The application's state: through the scope inside Starlette, or the wrapped app's own outermost."""
+    def _context_of(self, scope: Scope) -> AppContext:
+        """The application's context (api/context.py), found once: through the scope inside Starlette,
+        or the wrapped app's own state outermost. It is made with the app and never replaced."""
         app = scope.get("app")
-        return cast(Any, app if app is not None else self.app).state
+        self._context = cast(Any, app if app is not None else self.app).state.context
+        return self._context

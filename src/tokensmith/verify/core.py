@@ -130,8 +130,9 @@ class Verifier:
         _digest, cached = self._from_cache(secret)
         return None if cached is None else self._accept(cached, client_ip)
 
-    def recall(self, secret: str) -> Identity | None:
-        """The cached, unexpired identity behind ``secret``, or None; never raises, notes no use.
+    def recall(self, secret: str, now: datetime | None = None) -> Identity | None:
+        """The cached identity behind ``secret``, unexpired at ``now`` (default: the clock's), or None;
+        never raises, notes no use.
 
         For fast paths that may still hand the request to a slow path: a use is noted with
         ``note_use`` only once the fast path answers, so no use is counted twice.
@@ -140,15 +141,15 @@ class Verifier:
             _digest, cached = self._from_cache(secret, count=False)
         except AuthenticationFailed:
             return None
-        if cached is None or is_expired(cached.expires_at, self.clock.now()):
+        if cached is None or is_expired(cached.expires_at, now or self.clock.now()):
             return None
         return cached
 
-    def note_use(self, identity: Identity, client_ip: str | None) -> None:
-        """Note a use of ``identity``'s token now, answered from the cache (last-used time, hourly count,
-        and the cache-hit metric ``recall`` left uncounted; no I/O)."""
+    def note_use(self, identity: Identity, client_ip: str | None, now: datetime | None = None) -> None:
+        """Note a use of ``identity``'s token at ``now`` (default: the clock's), answered from the cache
+        (last-used time, hourly count, and the cache-hit metric ``recall`` left uncounted; no I/O)."""
         metrics.observe_cache(hit=True)
-        self.usage.record(identity.token_id, client_ip, self.clock.now())
+        self.usage.record(identity.token_id, client_ip, now or self.clock.now())
 
     def hear_changes(self) -> None:
         """Apply what other worker processes committed (SQLite), before answering from any cache."""
