@@ -262,3 +262,31 @@ def test_an_interactive_first_start_shows_the_initial_password_once_on_the_termi
         os.close(primary)
     password = (data / "initial-admin-password").read_text().strip()
     assert screen.decode(errors="replace").count(f"Initial admin password: {password}") == 1
+
+
+def test_serve_prepares_the_data_directory_once_before_any_worker_starts(tmp_path, monkeypatch):
+    """With --workers N each worker prepares too: done first, they find it done instead of racing to
+    migrate and to create the first organization (one lost on its UNIQUE name and died at start)."""
+    import uvicorn
+
+    from tokensmith import server as serving
+    from tokensmith.config import Settings
+    from tokensmith.db.database import Database
+    from tokensmith.db.models import User
+
+    data = tmp_path / "data"
+    for name, value in server_env(data).items():
+        monkeypatch.setenv(name, value)
+    seen: dict = {}
+
+    def uvicorn_run(*_args, **kwargs) -> None:  # what the workers would find when they start
+        database = Database(Settings.from_env().database_url)
+        with database.session() as session:
+            seen["users"] = [user.username for user in session.query(User)]
+        database.dispose()
+        seen["workers"] = kwargs["workers"]
+
+    monkeypatch.setattr(uvicorn, "run", uvicorn_run)
+    serving.run("127.0.0.1", free_port(), workers=2)
+    assert seen == {"users": ["admin"], "workers": 2}
+    assert (data / "initial-admin-password").is_file()

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from tokensmith import logs
 from tokensmith.api.app import create_app
-from tokensmith.bootstrap import INITIAL_PASSWORD_FILE, prepare
+from tokensmith.bootstrap import INITIAL_PASSWORD_FILE, Bootstrap, prepare
 from tokensmith.config import Settings
 from tokensmith.kube import tls
 from tokensmith.protocols import HeaderTimeoutH11Protocol, HeaderTimeoutHttpToolsProtocol, HttpToolsProtocol
@@ -24,18 +24,22 @@ def build_app() -> FastAPI:
     settings = Settings.from_env()
     logs.configure(settings.log_format, settings.log_level)  # again: --workers N spawns fresh processes
     boot = prepare(settings)
-    if boot.initial_admin_password is not None:
-        # Kept in a 0600 file. Shown on the screen of an interactive first start only: stdout
-        # redirected to a file or a log collector would keep the password for good.
-        shown = (f"  Initial admin password: {boot.initial_admin_password}\n"
-                 if sys.stdout.isatty() else "")
-        print(
-            f"\n  Created organization 'default' and admin user 'admin'.\n{shown}"
-            f"  The initial admin password is in {settings.data_dir / INITIAL_PASSWORD_FILE} (mode 0600);\n"
-            f"  it must be changed at first sign-in.\n",
-            flush=True,
-        )
+    _announce_first_start(settings, boot)
     return create_app(settings, boot.database, boot.secret_key, background_worker=True, freeze_heap=True)
+
+
+def _announce_first_start(settings: Settings, boot: Bootstrap) -> None:
+    if boot.initial_admin_password is None:
+        return
+    # Kept in a 0600 file. Shown on the screen of an interactive first start only: stdout
+    # redirected to a file or a log collector would keep the password for good.
+    shown = f"  Initial admin password: {boot.initial_admin_password}\n" if sys.stdout.isatty() else ""
+    print(
+        f"\n  Created organization 'default' and admin user 'admin'.\n{shown}"
+        f"  The initial admin password is in {settings.data_dir / INITIAL_PASSWORD_FILE} (mode 0600);\n"
+        f"  it must be changed at first sign-in.\n",
+        flush=True,
+    )
 
 
 def run(host: str, port: int, workers: int = 1, tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
@@ -47,6 +51,12 @@ def run(host: str, port: int, workers: int = 1, tls_cert: Path | None = None, tl
     serving = tls.serving_files(tls_cert or settings.tls_cert, tls_key or settings.tls_key)
     if serving is not None:
         log.info("serving HTTPS with %s", serving.cert)
+    # The data directory, migrations and first admin, once, before any worker starts: with
+    # --workers N every worker would otherwise race to migrate and to create the first organization
+    # (one lost on its UNIQUE name and died at start). Each worker still prepares, finding it done.
+    boot = prepare(settings)
+    _announce_first_start(settings, boot)
+    boot.database.dispose()
     uvicorn.run(
         "tokensmith.server:build_app", factory=True, host=host, port=port, workers=workers,
         proxy_headers=False, server_header=False, log_config=None, log_level=settings.log_level.lower(),
