@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -61,6 +62,7 @@ class ServerProcess:
     process: subprocess.Popen | None = None
     # https: the server was given TOKENSMITH_TLS_CERT/KEY in env; ca_file is the CA to trust it with.
     ca_file: str | None = None
+    options: tuple[str, ...] = ()  # more ``tokensmith serve`` options, e.g. ("--workers", "2")
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,8 +75,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tokensmith", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "tokensmith", "serve", "--port", str(self.port), *self.options],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own: stop() can kill --workers' children too
         )
         wait_for_http(f"{self.url}/openapi.json", timeout=90.0, process=self.process,  # slow on a busy CI box
                       verify=self.ca_file or True)
@@ -86,7 +89,7 @@ class ServerProcess:
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
     def output(self) -> str:
