@@ -99,3 +99,13 @@ def test_serve_on_a_busy_port_says_so_and_exits_4_before_doing_anything(cli, tmp
                                     "or pick another --port"
     assert not data.exists()  # no database, no webhook pass: nothing ran
 
+
+
+def test_the_client_commands_start_without_loading_the_database_layer():
+    """``tokensmith token ...`` and the kubectl exec plugin (run by kubectl on every call) only speak HTTP: the
+    database layer (SQLAlchemy, Alembic, the use cases) is imported by the commands that act on it, not by all."""
+    probe = ("import sys, tokensmith.cli.main; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic', 'fastapi', 'argon2'}), "
+             "sorted(m for m in sys.modules if m.startswith(('tokensmith.usecases', 'tokensmith.db'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[] []"

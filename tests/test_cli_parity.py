@@ -23,7 +23,12 @@ from tests.servers import ServerProcess, admin_password, free_port, server_env
 from tokensmith import secrets
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+# One xdist group per database, not one for the module: each has its own server anyway, and the module is
+# the suite's longest, so the two halves may run on both workers at once.
+@pytest.fixture(scope="module", params=[
+    pytest.param("sqlite", marks=pytest.mark.xdist_group("cli-parity-sqlite")),
+    pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.xdist_group("cli-parity-postgresql")]),
+])
 def server(request, tmp_path_factory):
     data = tmp_path_factory.mktemp("serve") / "data"
     database_url = request.getfixturevalue("own_postgres") if request.param == "postgresql" else None

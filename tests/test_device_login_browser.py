@@ -2,7 +2,8 @@
 approves (or denies) the code in a real headless Chromium; an expired code logs nobody in.
 
 Same browser set-up and screenshots folder as test_console_browser.py; this module runs its own server
-with a short device-code lifetime (TOKENSMITH_DEVICE_CODE_LIFETIME), so expiry is seen in real time.
+with a short device-code lifetime (TOKENSMITH_DEVICE_CODE_LIFETIME), and for the expiry test a second one
+on the same data directory whose codes expire within seconds, so expiry is seen in real time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.servers import ServerProcess, free_port, server_env, wait_for_http
 pytestmark = pytest.mark.browser
 
 LIFETIME = 45  # seconds a code waits for approval on this module's server
+SHORT_LIFETIME = 2  # seconds a code waits on the short-lived server (the CLI polls every 5 s)
 TOKENSMITH = str(Path(sys.executable).parent / "tokensmith")
 PROMPT = re.compile(r"open (\S+) and enter the code ([A-Z]{4}-[A-Z]{4})")
 COMPLETE = re.compile(r"\(or open (\S+)\)")
@@ -42,6 +44,20 @@ shot = shared.shot
 def server(tmp_path_factory, browser) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("device-login") / "data"
     proc = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_DEVICE_CODE_LIFETIME=str(LIFETIME)))
+    try:
+        proc.start()
+    except TimeoutError:  # a heavily loaded machine: give a still-running server more time
+        wait_for_http(f"{proc.url}/openapi.json", timeout=120, process=proc.process)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def short_lived_server(server) -> Iterator[ServerProcess]:
+    """A second server on the same data directory (database, secret key, so the admin's console session too)
+    whose codes expire after SHORT_LIFETIME: the expiry test waits that long, not the main server's LIFETIME."""
+    proc = ServerProcess(server.data_dir, free_port(),
+                         server_env(server.data_dir, TOKENSMITH_DEVICE_CODE_LIFETIME=str(SHORT_LIFETIME)))
     try:
         proc.start()
     except TimeoutError:  # a heavily loaded machine: give a still-running server more time
@@ -77,11 +93,11 @@ def web_login(server, tmp_path) -> Iterator:
     require(os.access(TOKENSMITH, os.X_OK), f"the tokensmith CLI at {TOKENSMITH}")
     started: list[subprocess.Popen[str]] = []
 
-    def start() -> WebLogin:
+    def start(against: ServerProcess = server) -> WebLogin:
         config = tmp_path / f"cli-{len(started)}" / "config.toml"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
         env["TOKENSMITH_CONFIG"] = str(config)
-        process = subprocess.Popen([TOKENSMITH, "login", "--web", "--url", server.url], env=env, text=True,
+        process = subprocess.Popen([TOKENSMITH, "login", "--web", "--url", against.url], env=env, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         started.append(process)
         assert process.stderr is not None
@@ -129,8 +145,9 @@ def test_login_web_denied_in_the_browser_logs_nobody_in(web_login, page):
     assert not login.config.exists()
 
 
-def test_login_web_with_an_expired_code_logs_nobody_in_and_the_code_cannot_be_approved(web_login, page):
-    login = web_login()
+def test_login_web_with_an_expired_code_logs_nobody_in_and_the_code_cannot_be_approved(web_login, page,
+                                                                                     short_lived_server):
+    login = web_login(short_lived_server)
     code, err = login.finish()
     assert code == 3
     assert "expired" in err

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
-from sqlalchemy.engine import make_url
 
 from tokensmith.cli.client import CliError
 from tokensmith.cli.output import err
@@ -24,6 +23,8 @@ allow_init = False  # set by `tokensmith admin --init`
 
 
 def _sqlite_file(settings: Settings) -> Path:
+    from sqlalchemy.engine import make_url
+
     name = make_url(settings.database_url).database
     return Path(name) if name and name != ":memory:" else settings.data_dir / DATABASE_FILE
 
@@ -57,6 +58,8 @@ def where() -> str:
     settings = Settings.from_env()
     if settings.is_sqlite:
         return f"data directory {settings.data_dir}"
+    from sqlalchemy.engine import make_url
+
     return f"data directory {settings.data_dir}, database {make_url(settings.database_url).render_as_string()}"
 
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,7 +25,9 @@ from tokensmith.cli.output import err, expiry_text, out, print_json, tokens_tabl
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import kubeconfig
 from tokensmith.tokens import expiration
-from tokensmith.usecases import Actor, UnitOfWork
+
+if TYPE_CHECKING:
+    from tokensmith.usecases import UnitOfWork
 
 app = typer.Typer(help="Self-hosted API access tokens. Shell completion: tokensmith --install-completion.",
                   no_args_is_help=True, add_completion=True)
@@ -424,7 +426,7 @@ def admin_create_user(
 ) -> None:
     """Create a user; prints a generated password unless --password-stdin is given."""
     from tokensmith.accounts.passwords import generate_password
-    from tokensmith.usecases import users
+    from tokensmith.usecases import Actor, users
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with _operator_unit() as uow:
@@ -449,7 +451,7 @@ def admin_create_token(
 ) -> None:
     """Create a token for a user; prints the secret alone on stdout."""
     from tokensmith.scopes import default_scopes
-    from tokensmith.usecases import tokens
+    from tokensmith.usecases import Actor, tokens
     from tokensmith.usecases.tokens import TokenRequest
 
     with _operator_unit() as uow:
