@@ -294,11 +294,15 @@ def exchange_grant(ctx: AppContext, who: RequestContext, fields: Mapping[str, st
     return GrantAnswer(200, body)
 
 
+def render_grant(answer: GrantAnswer) -> Response:
+    """A token endpoint answer on the wire: JSON, never stored by any cache (RFC 6749 §5.1)."""
+    return JSONResponse(answer.body, status_code=answer.status, headers={**NO_STORE, **answer.headers})
+
+
 def token_exchange_grant(request: Request, fields: Mapping[str, str]) -> Response:
     """The token exchange grant of ``POST /v1/oauth2/token`` (``api/routes/oauth_token.GRANTS``), run in a
-    worker thread: ``exchange_grant`` as a Starlette response."""
-    answer = exchange_grant(context_of(request), request_context(request), fields)
-    return JSONResponse(answer.body, status_code=answer.status, headers={**NO_STORE, **answer.headers})
+    worker thread, for the forms ``api/exchange_door.py`` leaves to the route."""
+    return render_grant(exchange_grant(context_of(request), request_context(request), fields))
 
 
 # --- STS AssumeRoleWithWebIdentity ----------------------------------------------------------------
