@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
 from tokensmith.clock import FrozenClock
@@ -66,3 +66,25 @@ def test_a_write_left_uncommitted_is_released_when_the_session_closes(sqlite):
     threading.Thread(target=lambda: (_add_org(sqlite, "y"), done.set())).start()
     started = time.monotonic()
     assert done.wait(5) and time.monotonic() - started < 5
+
+
+def test_the_next_writer_never_finds_sqlites_write_lock_still_held(sqlite):
+    """The lock is handed on once SQLite has committed: with SQLite's own waiting turned off
+    (busy_timeout 0), no writer ever meets its write lock ("database is locked")."""
+    sqlite.dispose()
+    event.listen(sqlite.engine, "connect", lambda dbapi, _record: dbapi.execute("PRAGMA busy_timeout=0"))
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(30):
+                _add_org(sqlite, f"o{n}-{i}")
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []

@@ -20,6 +20,8 @@ _INVISIBLE = frozenset(
 
 
 def _bad_characters(text: str, allowed: set[str]) -> bool:
+    if text.isprintable():  # no Cc, Cs, Zl or Zp character (nor any other unprintable one): checked in C
+        return False
     return any(unicodedata.category(c) in _FORBIDDEN_IN_NAMES and c not in allowed for c in text)
 
 

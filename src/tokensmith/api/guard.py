@@ -388,12 +388,18 @@ def check_subject(request: Request, door: str, secret: str, verify: Callable[[st
 
 
 def guarded_exchange(request: Request, door: str, exchange: Callable[[], T], refused: type[Exception]) -> T:
+    """``guard_exchange`` for the client of ``request``."""
+    return guard_exchange(limiter_of(request), request_ip(request), door, exchange, refused)
+
+
+def guard_exchange(limiter: FailureLimiter, client_ip: str, door: str, exchange: Callable[[], T],
+                   refused: type[Exception]) -> T:
     """An exchange door (RFC 8693, STS): the presented JWT is the client's credential.
 
     A client over its limit is refused before ``exchange`` runs; each refusal (``refused``) counts one
     failure against the client's address, like a wrong bearer token at the API.
     """
-    limiter, key, started = limiter_of(request), ip_key(request_ip(request)), time.perf_counter()
+    key, started = ip_key(client_ip), time.perf_counter()
     try:
         limiter.check_local(key)
         result = exchange()

@@ -17,6 +17,10 @@ The order (outermost first) and why:
    problem of ``api/problems.py``) and FastAPI's own outer layers sit. A marker, not a middleware.
 5. ``BodyLimit`` - the body ceiling (413) and read timeout (408), before authentication and parsing
    (``api/bodylimit.py``); requests without a body pass straight through.
+6. ``TokenExchangeDoor`` - the RFC 8693 token exchange as plain ASGI (``api/exchange_door.py``): a
+   plain form's exchange runs the grant's one implementation without the router and FastAPI's form
+   parsing; every other request passes straight through. Below the body limit, so its body is
+   bounded; above it all the layers that give its answers their headers, as to the route's.
 
 Below the list: Starlette's ``ExceptionMiddleware`` (the problem handlers), then the router.
 """
@@ -31,6 +35,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith.api.bodylimit import BodyLimit
+from tokensmith.api.exchange_door import TOKEN_PATH, TokenExchangeDoor
 from tokensmith.api.fastpath import HotDoors, door_of
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS, ResponseHeaders
 from tokensmith.api.tls import TrustedTls
@@ -89,6 +94,7 @@ def stack(settings: Settings) -> list[Middleware | str]:
         Middleware(ResponseHeaders, edit=security_headers),
         SERVER_ERRORS,
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_seconds),
+        Middleware(TokenExchangeDoor),
     ]
 
 
@@ -109,10 +115,11 @@ class TokensmithAPI(FastAPI):
         self.user_middleware.extend(inside)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A hot door goes straight to the stack (whose outermost layer answers it): FastAPI's own
+        """A hot door (and the token endpoint) goes straight to the stack: FastAPI's own
         ``__call__`` checks its telemetry configuration on every request, which tokensmith does not use
         and which costs the hot path as much as its whole verification."""
-        if scope["type"] == "http" and door_of(scope["method"], scope["path"]) is not None:
+        if scope["type"] == "http" and (door_of(scope["method"], scope["path"]) is not None
+                                        or scope["path"] == TOKEN_PATH):
             scope["app"] = self
             if self.middleware_stack is None:
                 self.middleware_stack = self.build_middleware_stack()

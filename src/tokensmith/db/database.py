@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,34 +48,68 @@ def _create_private_sqlite_file(url: str) -> None:
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 
 
+class _SqliteConnection(sqlite3.Connection):
+    """A SQLite connection that hands this process's writer lock on once SQLite has committed.
+
+    SQLAlchemy announces a commit (its ``commit`` event) *before* it commits: a lock handed on
+    there let the next writer in while this connection still held SQLite's write lock, and that
+    writer slept in SQLite's busy handler (1 ms and up; about once per token exchange at
+    concurrency 8). Handed on here, after the commit or rollback itself, the next writer finds the
+    database free.
+    """
+
+    writer_lock: threading.RLock | None = None  # held by this connection's open write transaction
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.hand_on()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.hand_on()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.hand_on()
+
+    def hand_on(self) -> None:
+        lock, self.writer_lock = self.writer_lock, None
+        if lock is not None:
+            lock.release()
+
+
 def _serialize_sqlite_writers(engine: Engine) -> None:
     """One write transaction at a time per process, waiting in line on a lock.
 
     SQLite allows one writer anyway; without this, concurrent writers of this process wait in
     SQLite's busy handler, which sleeps in steps of up to 100 ms, so a burst of writes (token
     exchanges at concurrency 8) turns into a tail latency of hundreds of milliseconds. The lock is
-    taken at a transaction's first write and released when it ends (commit, rollback, or the
-    connection's return to the pool). Re-entrant: a thread that opens a second session to record
-    an audit event apart still gets SQLite's own wait, as before.
+    taken at a transaction's first write and released when it ends: after its commit or rollback
+    (``_SqliteConnection``), or when the connection goes back to the pool or closes. Re-entrant:
+    a thread that opens a second session to record an audit event apart still gets SQLite's own
+    wait, as before.
     """
     lock = threading.RLock()
 
-    def before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def before(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        connection = cursor.connection
         # Bounded: should a holder ever fail to release, writers fall back to SQLite's own waiting.
-        if not conn.info.get(_HOLDS) and statement.lstrip()[:6].upper() in _WRITES and lock.acquire(timeout=10):
-            conn.info[_HOLDS] = True
+        if (isinstance(connection, _SqliteConnection) and connection.writer_lock is None
+                and statement.lstrip()[:6].upper() in _WRITES and lock.acquire(timeout=10)):
+            connection.writer_lock = lock
 
-    def release(info: dict[str, Any]) -> None:
-        if info.pop(_HOLDS, False):
-            lock.release()
+    def checkin(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, _SqliteConnection):
+            dbapi_connection.hand_on()
 
     event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "commit", lambda conn: release(conn.info))
-    event.listen(engine, "rollback", lambda conn: release(conn.info))
-    event.listen(engine.pool, "checkin", lambda _dbapi, record: release(record.info))
-
-
-_HOLDS = "tokensmith.sqlite_writer"
+    event.listen(engine.pool, "checkin", checkin)
 
 
 def _check_connections_on_checkout(engine: Engine) -> None:
@@ -118,8 +153,8 @@ def make_engine(url: str) -> Engine:
     # digest), and exception text can reach a log line; statements alone are enough to debug.
     if url.startswith("sqlite"):
         _create_private_sqlite_file(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
-                               hide_parameters=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10,
+                                                  "factory": _SqliteConnection}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         _serialize_sqlite_writers(engine)
         return engine

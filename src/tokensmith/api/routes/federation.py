@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 from xml.sax.saxutils import escape
@@ -19,15 +20,15 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tokensmith.api.auth import Context, acting, request_context
-from tokensmith.api.context import context_of
-from tokensmith.api.guard import guarded_exchange
+from tokensmith.api.context import AppContext, context_of
+from tokensmith.api.guard import guard_exchange, guarded_exchange
 from tokensmith.api.routes.tokens import created_out
 from tokensmith.api.schemas import CreatedTokenOut, TokenCreate, problem_responses
 from tokensmith.api.schemas import Request as RequestBody
 from tokensmith.db.models import TrustPolicy, User
 from tokensmith.federation.policies import DEFAULT_LIFETIME, DEFAULT_MAX_TOKEN_AGE, MAX_LIFETIME, PolicyRequest
 from tokensmith.ratelimit import RateLimited
-from tokensmith.usecases import Actor, federation
+from tokensmith.usecases import Actor, RequestContext, federation
 from tokensmith.usecases.federation import ExchangeRefused
 from tokensmith.usecases.tokens import TokenRequest
 
@@ -222,11 +223,6 @@ def _form_fields(form: Any) -> dict[str, str]:
     return fields
 
 
-def oauth_error(error: str, description: str, status: int = 400, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": error, "error_description": description}, status_code=status,
-                        headers={**NO_STORE, **(headers or {})})
-
-
 # POST /v1/oauth2/token's form (api/routes/oauth_token.py): the token exchange's fields, and the
 # device-code grant's (grant_type, device_code, client_id).
 _FORM_CONTENT: Final = "application/x-www-form-urlencoded"
@@ -244,46 +240,69 @@ TOKEN_FORM_SCHEMA: Final = {"requestBody": {"required": True, "content": {_FORM_
     }}}}}}
 
 
-def token_exchange_grant(request: Request, fields: Mapping[str, str]) -> Response:
+@dataclass(frozen=True, slots=True)
+class GrantAnswer:
+    """A token endpoint answer before it is put on the wire: status, JSON body, headers beyond ``NO_STORE``."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _error(error: str, description: str, status: int = 400, headers: Mapping[str, str] | None = None) -> GrantAnswer:
+    return GrantAnswer(status, {"error": error, "error_description": description}, headers or {})
+
+
+def exchange_grant(ctx: AppContext, who: RequestContext, fields: Mapping[str, str]) -> GrantAnswer:
     """RFC 8693 token exchange: a workload's OIDC token (GitHub Actions, Kubernetes, ...) for a short-lived token.
 
-    A grant of ``POST /v1/oauth2/token`` (``api/routes/oauth_token.GRANTS``), run in a worker thread.
-    Unauthenticated: the subject token is the credential. It must satisfy a trust policy
-    (docs/federation.md); refusals are RFC 6749 JSON errors naming what did not match.
+    Blocking (a thread's work). Unauthenticated: the subject token is the credential. It must satisfy
+    a trust policy (docs/federation.md); refusals are RFC 6749 JSON errors naming what did not match.
+    The one implementation behind both ways in: the ``POST /v1/oauth2/token`` route
+    (``token_exchange_grant``) and the plain-ASGI door for well-formed forms (``api/exchange_door.py``).
     """
-    ctx = context_of(request)
     subject_token = fields.get("subject_token", "").strip()
     if not subject_token:
-        return oauth_error("invalid_request", "subject_token is required")
+        return _error("invalid_request", "subject_token is required")
     if fields.get("subject_token_type") not in (JWT_TYPE, ID_TOKEN_TYPE):
-        return oauth_error("invalid_request", f"subject_token_type must be {JWT_TYPE}")
+        return _error("invalid_request", f"subject_token_type must be {JWT_TYPE}")
     if fields.get("requested_token_type", ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
-        return oauth_error("invalid_request", f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
+        return _error("invalid_request", f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
     scope = fields.get("scope")
     scopes = scope.split() if scope is not None and scope.strip() else None
     kubeconfig = fields.get("kubeconfig", "false").strip().lower() in ("1", "true", "yes")
-    actor = Actor.anonymous(request_context(request))
+    actor = Actor.anonymous(who)
 
     def run() -> federation.Exchanged:
         with ctx.unit_of_work() as uow:
             return federation.exchange_token(uow, actor, subject_token, scopes=scopes, kubeconfig=kubeconfig)
 
     try:
-        exchanged = guarded_exchange(request, "oauth2", run, ExchangeRefused)
+        exchanged = guard_exchange(ctx.limiter, who.client_ip or "unknown", "oauth2", run, ExchangeRefused)
     except RateLimited as limited:
-        return oauth_error("invalid_request", limited.detail, 429, {"Retry-After": str(limited.retry_after)})
+        return _error("invalid_request", limited.detail, 429, {"Retry-After": str(limited.retry_after)})
     except ExchangeRefused as refused:
         if refused.kind == "request":
-            error = "invalid_scope" if refused.field == "scope" else "invalid_request"
-            return oauth_error(error, refused.reason)
-        return oauth_error("invalid_grant", refused.reason)
+            return _error("invalid_scope" if refused.field == "scope" else "invalid_request", refused.reason)
+        return _error("invalid_grant", refused.reason)
     body: dict[str, Any] = {
         "access_token": exchanged.secret, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer",
         "expires_in": exchanged.expires_in, "scope": " ".join(exchanged.scopes),
     }
     if exchanged.kubeconfig is not None:
         body["kubeconfig"] = exchanged.kubeconfig.text
-    return JSONResponse(body, headers=NO_STORE)
+    return GrantAnswer(200, body)
+
+
+def render_grant(answer: GrantAnswer) -> Response:
+    """A token endpoint answer on the wire: JSON, never stored by any cache (RFC 6749 §5.1)."""
+    return JSONResponse(answer.body, status_code=answer.status, headers={**NO_STORE, **answer.headers})
+
+
+def token_exchange_grant(request: Request, fields: Mapping[str, str]) -> Response:
+    """The token exchange grant of ``POST /v1/oauth2/token`` (``api/routes/oauth_token.GRANTS``), run in a
+    worker thread, for the forms ``api/exchange_door.py`` leaves to the route."""
+    return render_grant(exchange_grant(context_of(request), request_context(request), fields))
 
 
 # --- STS AssumeRoleWithWebIdentity ----------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""The RFC 8693 token exchange as plain ASGI: ``POST /v1/oauth2/token``, grant type token-exchange.
+
+Through FastAPI an exchange paid for the route machinery around it (the router's matching, the
+request object, Starlette's multipart-capable form parser, dependency solving, the grant dispatch)
+about as much CPU as for the exchange itself (docs/performance.md, "Workload identity federation").
+This door reads a plain urlencoded form with ``urllib.parse`` and hands it to the one implementation
+of the grant, ``api.routes.federation.exchange_grant`` (the use case, the rate limit, the audit,
+the RFC 6749 errors), in one worker-thread hop, and sends its answer rendered by the same function
+the route uses (``render_grant``). It decides nothing: what to answer is ``exchange_grant``'s.
+
+Anything else goes on to the route, unchanged: other grant types, other content types, a form
+``urllib`` would not read exactly as Starlette does (``;`` separators, a field without ``=``, an
+empty field), a body that is not ASCII.
+
+Position: inside the body limit (``api/middleware.stack``), so the body is already read and bounded
+(413, 408), and inside the security headers, HSTS and the server-error layers, which treat its
+answers as they treat the route's.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tokensmith.api.bodylimit import replay
+from tokensmith.api.routes.federation import TOKEN_EXCHANGE, exchange_grant, render_grant
+from tokensmith.ratelimit import client_ip
+from tokensmith.usecases import RequestContext
+
+TOKEN_PATH: Final = "/v1/oauth2/token"  # noqa: S105 - a path
+FORM: Final = b"application/x-www-form-urlencoded"
+
+
+def plain_form(body: bytes) -> dict[str, str] | None:
+    """The fields of a plain urlencoded form (the first of each name), read as Starlette reads them;
+    None for anything Starlette might read differently (the route then reads it)."""
+    if b";" in body:  # older python-multipart versions also split fields on ";", urllib does not
+        return None
+    try:
+        # Starlette unquotes with unquote_plus (UTF-8, errors replaced), as parse_qsl does.
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    return fields
+
+
+class TokenExchangeDoor:
+    """Answers well-formed token exchange forms at ``POST /v1/oauth2/token``; anything else goes on to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != TOKEN_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:  # the first of each, as Starlette's headers.get() reads them
+            headers.setdefault(key, value)
+        if headers.get(b"content-type", b"").partition(b";")[0].strip().lower() != FORM:
+            await self.app(scope, receive, send)
+            return
+        body, disconnected = await _body(receive)
+        if disconnected:
+            return  # nobody is left to answer
+        fields = plain_form(body)
+        if fields is None or fields.get("grant_type") != TOKEN_EXCHANGE:
+            await self.app(scope, replay(body, receive), send)
+            return
+        context = scope["app"].state.context  # the composition root (api/context.py)
+        peer = scope.get("client")
+        forwarded_for = headers.get(b"x-forwarded-for")
+        user_agent = headers.get(b"user-agent")
+        who = RequestContext(
+            client_ip=client_ip(peer[0] if peer else "unknown",
+                                forwarded_for.decode("latin-1") if forwarded_for is not None else None,
+                                context.trusted_proxies),
+            user_agent=user_agent.decode("latin-1") if user_agent is not None else None)
+        answer = await run_in_threadpool(exchange_grant, context, who, fields)
+        await render_grant(answer)(scope, receive, send)
+
+
+async def _body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole body (the body limit above has read and bounded it already) and whether the client left."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"", True
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
