@@ -44,6 +44,13 @@ def test_reserved_and_non_ascii_query_characters_are_encoded_as_botocore_does(qu
     assert computed == sent
 
 
+def test_query_escapes_are_read_as_what_they_encode_as_aws_reads_them():
+    # %41 is A, %2f is %2F: parameters are decoded, then encoded the one canonical way.
+    headers = signed("GET", "/b", KEY_ID, SECRET)["headers"]
+    request = sigv4.parse("GET", "/b", "prefix=%41b%2fc&marker=%7e%7E&x=a%3Db&y=%2F%20", headers)
+    assert "\nmarker=~~&prefix=Ab%2Fc&x=a%3Db&y=%2F%20\n" in request.canonical_request
+
+
 def test_a_presigned_url_with_more_parameters_is_recomputed():
     payload = presigned("GET", "/bucket/object?response-content-disposition=attachment%3B%20filename%3Dx.pdf",
                         KEY_ID, SECRET)

@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from tokensmith.errors import InvalidInput
@@ -46,11 +46,16 @@ _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
 _SIGNED_HEADERS = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+(?:;[a-z0-9!#$%&'*+.^_`|~-]+)*")  # _HEADER_NAME;...
 _PERCENT_SPLIT = re.compile(r"(%[0-9A-Fa-f]{2})")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~/]*")  # nothing for _canonical_uri to change
-_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")  # nothing for quote(..., safe="-_.~") to change
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")  # what quote(..., safe="-_.~") leaves as it is
 # quote(text, safe="-_.~") of ASCII text as one str.translate (quote calls a function per character);
 # every ASCII character is in the table, so translate never looks one up in vain.
 _QUOTE_ASCII = [chr(c) if _UNRESERVED.fullmatch(chr(c)) else f"%{c:02X}" for c in range(128)]
 _DATE = re.compile(r"\d{8}")
+# A query parameter of unreserved characters only, name[=value]: its own decoding and encoding.
+_PLAIN_PARAM = re.compile(r"[A-Za-z0-9\-._~]*(?:=[A-Za-z0-9\-._~]*)?")
+# "%XX" -> the character, for every escape of an ASCII byte (hex digits of either case, as unquote reads them).
+_ASCII_ESCAPES = {f"{a}{b}": chr(byte) for byte in range(128) for a in {f"{byte:02x}"[0], f"{byte:02X}"[0]}
+                  for b in {f"{byte:02x}"[1], f"{byte:02X}"[1]}}
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 # Header names as sent -> their checked lower-case form. A gateway sends the same few names with
@@ -64,8 +69,8 @@ class MalformedRequest(InvalidInput):
     """The verify request itself is not a SigV4 request we can check (422)."""
 
 
-@dataclass(frozen=True)
-class Credential:
+# Tuples rather than frozen dataclasses: as immutable, built several times cheaper (once per request).
+class Credential(NamedTuple):
     access_key_id: str
     date: str  # YYYYMMDD
     region: str
@@ -76,8 +81,7 @@ class Credential:
         return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
-@dataclass(frozen=True)
-class SignedRequest:
+class SignedRequest(NamedTuple):
     """A parsed SigV4 request, ready to be checked against a secret key."""
 
     credential: Credential
@@ -109,7 +113,7 @@ def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Sig
         raise MalformedRequest("path must start with '/' (the request path as sent, percent-encoded)", "path")
     lowered = _lower_headers(headers)
     params = _parse_query(query)
-    names = {k for k, _ in params}
+    names = {param[0] for param in params}
     if "authorization" in lowered:
         if "X-Amz-Signature" in names:
             raise MalformedRequest("a request carries either an Authorization header or X-Amz-Signature, not both")
@@ -250,19 +254,43 @@ def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return lowered
 
 
-def _parse_query(query: str) -> list[tuple[str, str]]:
-    """Decoded (name, value) pairs of a raw query string."""
-    pairs = []
+# (name, value) decoded, and as the canonical query encodes them.
+Param = tuple[str, str, str, str]
+
+
+def _parse_query(query: str) -> list[Param]:
+    """The parameters of a raw query string: each decoded, and encoded for the canonical query."""
+    params = []
     for part in query.lstrip("?").split("&"):
         if not part:
             continue
         name, _, value = part.partition("=")
+        if _PLAIN_PARAM.fullmatch(part):  # nothing to decode or encode (most parameters)
+            params.append((name, value, name, value))
+            continue
         try:
-            pairs.append((unquote(name, errors="strict") if "%" in name else name,
-                          unquote(value, errors="strict") if "%" in value else value))
+            decoded_name = _unquote(name) if "%" in name else name
+            decoded_value = _unquote(value) if "%" in value else value
         except UnicodeDecodeError:
             raise MalformedRequest("query string is not valid percent-encoded UTF-8", "query") from None
-    return pairs
+        params.append((decoded_name, decoded_value, _encode(decoded_name), _encode(decoded_value)))
+    return params
+
+
+def _unquote(text: str) -> str:
+    """``unquote(text, errors="strict")``; a split and a lookup per escape when they are all of ASCII bytes
+    (a presigned URL's: unquote's general way costs as much as the rest of the parse)."""
+    if text.isascii():
+        parts = text.split("%")
+        decoded = [parts[0]]
+        for part in parts[1:]:
+            char = _ASCII_ESCAPES.get(part[:2])
+            if char is None:
+                break  # an escape that is not a whole one, or of a byte >= 0x80: unquote's
+            decoded += (char, part[2:])
+        else:
+            return "".join(decoded)
+    return unquote(text, errors="strict")
 
 
 def _canonical_uri(path: str) -> str:
@@ -276,14 +304,14 @@ def _canonical_uri(path: str) -> str:
 
 
 def _encode(text: str) -> str:
-    if _UNRESERVED.fullmatch(text):
-        return text
+    """quote(text, safe="-_.~"): ASCII text as one translate."""
     return text.translate(_QUOTE_ASCII) if text.isascii() else quote(text, safe="-_.~")
 
 
-def _canonical_query(params: list[tuple[str, str]], exclude: str | None = None) -> str:
-    encoded = sorted((_encode(k), _encode(v)) for k, v in params if k != exclude)
-    return "&".join(f"{k}={v}" for k, v in encoded)
+def _canonical_query(params: list[Param], exclude: str | None = None) -> str:
+    """The encoded parameters sorted by name, then value (but the one named ``exclude``)."""
+    encoded = sorted([(param[2], param[3]) for param in params if param[0] != exclude])
+    return "&".join([f"{name}={value}" for name, value in encoded])
 
 
 def _canonical_headers(signed: list[str], headers: Mapping[str, str]) -> str:
@@ -340,7 +368,7 @@ def _parse_amz_date(text: str | None, where: str) -> datetime:
 
 
 def _parse_header_signed(
-    method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+    method: str, path: str, params: list[Param], headers: dict[str, str]
 ) -> SignedRequest:
     match = _AUTHORIZATION.fullmatch(headers["authorization"].strip())
     if match is None and re.match(r"AWS\s+[^\s:]+:", headers["authorization"].strip()):
@@ -366,10 +394,10 @@ def _parse_header_signed(
 
 
 def _parse_presigned(
-    method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+    method: str, path: str, params: list[Param], headers: dict[str, str]
 ) -> SignedRequest:
     values: dict[str, str] = {}
-    for name, value in params:
+    for name, value, _, _ in params:
         if name.startswith("X-Amz-"):
             if name in values:
                 raise MalformedRequest(f"query parameter {name} is repeated", "query")
