@@ -20,9 +20,10 @@ from tokensmith.config import Settings
 from tokensmith.db.changes import Changes
 from tokensmith.db.database import Database
 from tokensmith.objectstore import sigv4
-from tokensmith.objectstore.keycache import MAX_SCOPES_PER_KEY, AccessKeyCache, KeyFacts, KeyRefresher
+from tokensmith.objectstore.keycache import MAX_SCOPES_PER_KEY, AccessKeyCache, KeyFacts
 from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.objectstore.verdict import KeyOwner
+from tokensmith.refresher import Refresher
 
 VERIFY = "/v1/object-storage/verify"
 KEYS = "/v1/object-storage/access-keys"
@@ -383,7 +384,8 @@ def test_the_background_refresh_reads_the_key_and_keeps_it_cached(client, admin,
                          cache).refresh_cached(key["accessKeyId"])
     renewed = cache._entries[key["accessKeyId"]]
     assert renewed is not entry and not renewed.refreshing and renewed.fresh_until > entry.fresh_until
-    assert renewed.signing_keys == entry.signing_keys and renewed.facts == entry.facts
+    assert renewed.signing_keys == entry.signing_keys
+    assert renewed.facts is entry.facts  # unchanged: the same owner, with the answers encoded for it
 
 
 def test_the_background_refresh_of_a_key_revoked_unheard_drops_it(client, admin, key, alice, database):
@@ -407,7 +409,7 @@ def test_the_refresher_reads_on_its_own_thread_and_stops():
         read.append((key_id, threading.current_thread().name))
         done.set()
 
-    refresher = KeyRefresher(record)
+    refresher = Refresher(record, "tokensmith-access-key-refresh")
     refresher.submit("TSMP0000000000000001")
     assert done.wait(5)
     refresher.stop()
@@ -422,12 +424,12 @@ def test_a_failing_refresh_leaves_the_refresher_running(caplog):
             raise RuntimeError("database gone")
         done.set()
 
-    refresher = KeyRefresher(read)
+    refresher = Refresher(read, "tokensmith-access-key-refresh")
     refresher.submit("bad")
     refresher.submit("good")
     assert done.wait(5)
     refresher.stop()
-    assert "access key refresh failed: RuntimeError" in caplog.text
+    assert "a refresh failed: RuntimeError" in caplog.text
 
 
 def test_an_expired_key_is_refused_from_memory():

@@ -27,9 +27,10 @@ from tokensmith.kube.callers import WebhookCallerCache
 from tokensmith.kube.denials import DenialLog
 from tokensmith.net.outbound import IPNetwork, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
-from tokensmith.objectstore.keycache import AccessKeyCache, KeyRefresher
+from tokensmith.objectstore.keycache import AccessKeyCache
 from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.ratelimit import FailureLimiter, Limits, parse_networks
+from tokensmith.refresher import Refresher
 from tokensmith.tokens.service import TokenService
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
 from tokensmith.verify.cache import VerificationCache
@@ -83,8 +84,8 @@ class AppContext:
         unsubscribe_keys = database.changes.subscribe(access_key_cache.invalidate)
         access_key_cache.poll = verifier.hear_changes
         # A busy key's entry is renewed in the background before it expires (no wave of misses).
-        key_refresher = KeyRefresher(lambda key_id: _refresh_access_key(database, clock, keyring, access_key_cache,
-                                                                        key_id))
+        key_refresher = Refresher(lambda key_id: _refresh_access_key(database, clock, keyring, access_key_cache,
+                                                                     key_id), "tokensmith-access-key-refresh")
         access_key_cache.refresh = key_refresher.submit
         # Trust policy snapshots are dropped on every change this process commits or hears of; before
         # each exchange, other workers on the same SQLite file are asked, as before each verification.

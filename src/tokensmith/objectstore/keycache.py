@@ -31,7 +31,7 @@ Refusals are not remembered: a dead, unknown or other organization's key always 
 (one query), where failures are counted.
 
 Renewed before it expires: a key answered in the last quarter of its entry's life is read again in
-the background (``refresh``, set by the composition root: ``KeyRefresher``) while its answers keep
+the background (``refresh``, set by the composition root: tokensmith/refresher.py) while its answers keep
 coming from memory, and the entry lives on from that read. Without it, every request in flight when
 a busy key's entry expired missed at once (32 gateways' requests: 32 reads and decryptions on the
 slow way, a stall of every answer behind them, once per ``ttl``). The read is the miss's own (the
@@ -41,8 +41,6 @@ entry dropped or refilled meanwhile is left as it is. A refresh that fails leave
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,12 +51,10 @@ from typing import Final
 from tokensmith.db.changes import Changes
 from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.verdict import KeyOwner, Verdict, judge, refuse_unsignable
+from tokensmith.refresher import REFRESH_AHEAD
 from tokensmith.tokens.expiration import is_expired
 
-log = logging.getLogger("tokensmith.objectstore")
 MAX_TTL: Final = 60.0
-# A key answered when less than this part of its entry's life is left is read again in the background.
-REFRESH_AHEAD: Final = 0.25
 # Scopes (day/region/service) remembered per key: today's and yesterday's in a couple of regions.
 MAX_SCOPES_PER_KEY: Final = 4
 EXPIRED_KEY: Final = "access key expired"
@@ -108,7 +104,7 @@ class AccessKeyCache:
         # set by the composition root to the verifier's feed, None elsewhere.
         self.poll: Callable[[], None] | None = None
         # Reads a key again in the background (``renewal``, then ``renew``); must not block. Set by
-        # the composition root (KeyRefresher.submit); None: entries just expire.
+        # the composition root (Refresher.submit); None: entries just expire.
         self.refresh: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
@@ -214,7 +210,8 @@ class AccessKeyCache:
                 return
             self._remove(key_id)
             if facts is not None:
-                self._add(facts, renewal.signing_keys)
+                # Unchanged facts: the same owner, with the answers encoded for it (KeyOwner.wire).
+                self._add(renewal.facts if facts == renewal.facts else facts, renewal.signing_keys)
 
     def _add(self, facts: KeyFacts, signing_keys: dict[str, bytes]) -> None:
         key_id = facts.owner.access_key_id
@@ -266,34 +263,3 @@ class AccessKeyCache:
                 if not ids:
                     del index[owner_id]
 
-
-class KeyRefresher:
-    """Runs ``AccessKeyCache.refresh`` requests one after another on a thread of its own (started on
-    the first), so the event loop that asked never waits for a database read."""
-
-    def __init__(self, read: Callable[[str], None]) -> None:
-        self._read = read
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, key_id: str) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tokensmith-access-key-refresh", daemon=True)
-                self._thread.start()
-        self._queue.put(key_id)
-
-    def stop(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while (key_id := self._queue.get()) is not None:
-            try:
-                self._read(key_id)
-            except Exception as exc:  # the entry expires as it would have; the next request reads the key
-                log.warning("access key refresh failed: %s", type(exc).__name__)
