@@ -6,6 +6,7 @@ That a cached answer equals the uncached one, case by case, is tests/test_object
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,7 @@ from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.keycache import MAX_SCOPES_PER_KEY, AccessKeyCache, KeyFacts
 from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.objectstore.verdict import KeyOwner
+from tokensmith.refresher import Refresher
 
 VERIFY = "/v1/object-storage/verify"
 KEYS = "/v1/object-storage/access-keys"
@@ -300,6 +302,134 @@ def test_cached_keys_are_forgotten_after_the_ttl():
     now[0] = 30.0
     assert cache.answer(1, request, None, datetime.now(UTC)) is None
     assert len(cache) == 0
+
+
+# --- renewed before it expires -------------------------------------------------------------------
+
+
+def cached_request(now: list[float], refreshes: list[str]) -> tuple[AccessKeyCache, sigv4.SignedRequest]:
+    """A cache (ttl 40 s, clock ``now``) holding key 1, whose refresh requests land in ``refreshes``."""
+    cache = AccessKeyCache(ttl=40, monotonic=lambda: now[0])
+    cache.refresh = refreshes.append
+    request = sigv4.parse(**get({"accessKeyId": facts(1).owner.access_key_id, "secretKey": "s" * 40}))
+    cache.put(facts(1), request.credential.scope, sigv4.signing_key("s" * 40, request.credential), cache.generation)
+    return cache, request
+
+
+def test_a_key_answered_in_the_last_quarter_of_its_entrys_life_is_read_again_once_meanwhile_answered():
+    now, refreshes = [0.0], []
+    cache, request = cached_request(now, refreshes)
+    now[0] = 29.9
+    assert cache.answer(1, request, None, datetime.now(UTC)).valid
+    assert refreshes == []
+    now[0] = 30.0
+    assert cache.answer(1, request, None, datetime.now(UTC)).valid
+    assert cache.answer(1, request, None, datetime.now(UTC)).valid
+    assert refreshes == [facts(1).owner.access_key_id]
+
+
+def test_a_renewed_entry_lives_a_whole_ttl_from_its_read_with_the_scopes_derived_so_far():
+    now, refreshes = [0.0], []
+    cache, request = cached_request(now, refreshes)
+    now[0] = 35.0
+    cache.answer(1, request, None, datetime.now(UTC))
+    renewal = cache.renewal(facts(1).owner.access_key_id)
+    assert renewal is not None
+    cache.renew(renewal, facts(1))
+    now[0] = 74.0
+    assert cache.answer(1, request, None, datetime.now(UTC)).valid
+    assert refreshes == [facts(1).owner.access_key_id] * 2  # 74 s is in the renewed entry's last quarter
+    now[0] = 75.0
+    assert cache.answer(1, request, None, datetime.now(UTC)) is None
+
+
+def test_a_key_its_refresh_finds_dead_is_dropped():
+    now, refreshes = [30.0], []
+    cache, request = cached_request(now, refreshes)
+    now[0] = 60.0
+    cache.answer(1, request, None, datetime.now(UTC))
+    renewal = cache.renewal(facts(1).owner.access_key_id)
+    assert renewal is not None
+    cache.renew(renewal, None)
+    assert len(cache) == 0
+
+
+def test_a_refresh_that_raced_an_invalidation_stores_nothing():
+    now, refreshes = [0.0], []
+    cache, request = cached_request(now, refreshes)
+    now[0] = 35.0
+    cache.answer(1, request, None, datetime.now(UTC))
+    renewal = cache.renewal(facts(1).owner.access_key_id)
+    assert renewal is not None
+    cache.invalidate(Changes(access_key_ids={facts(1).owner.access_key_id}))
+    cache.renew(renewal, facts(1))
+    assert len(cache) == 0
+
+
+def test_a_key_not_answered_near_its_end_is_not_read_again_and_expires():
+    now, refreshes = [0.0], []
+    cache, request = cached_request(now, refreshes)
+    now[0] = 40.0
+    assert cache.answer(1, request, None, datetime.now(UTC)) is None
+    assert refreshes == [] and len(cache) == 0
+
+
+def test_the_background_refresh_reads_the_key_and_keeps_it_cached(client, admin, key, alice, database):
+    cache = cache_of(client)
+    assert verify(client, admin, get(key))["valid"] is True
+    entry = cache._entries[key["accessKeyId"]]
+    entry.refreshing = True  # as ``answer`` leaves it when it asks for a refresh
+    with database.session() as session:
+        AccessKeyService(session, client.app.state.context.clock, client.app.state.context.keyring,
+                         cache).refresh_cached(key["accessKeyId"])
+    renewed = cache._entries[key["accessKeyId"]]
+    assert renewed is not entry and not renewed.refreshing and renewed.fresh_until > entry.fresh_until
+    assert renewed.signing_keys == entry.signing_keys
+    assert renewed.facts is entry.facts  # unchanged: the same owner, with the answers encoded for it
+
+
+def test_the_background_refresh_of_a_key_revoked_unheard_drops_it(client, admin, key, alice, database):
+    cache = cache_of(client)
+    assert verify(client, admin, get(key))["valid"] is True
+    cache._entries[key["accessKeyId"]].refreshing = True
+    with database.engine.begin() as connection:  # a write no change hub hears of (a lost notification)
+        connection.exec_driver_sql("UPDATE access_keys SET revoked_at = CURRENT_TIMESTAMP WHERE access_key_id = "
+                                   f"'{key['accessKeyId']}'")
+    with database.session() as session:
+        AccessKeyService(session, client.app.state.context.clock, client.app.state.context.keyring,
+                         cache).refresh_cached(key["accessKeyId"])
+    assert key["accessKeyId"] not in cache._entries
+
+
+def test_the_refresher_reads_on_its_own_thread_and_stops():
+    read: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def record(key_id: str) -> None:
+        read.append((key_id, threading.current_thread().name))
+        done.set()
+
+    refresher = Refresher(record, "tokensmith-access-key-refresh")
+    refresher.submit("TSMP0000000000000001")
+    assert done.wait(5)
+    refresher.stop()
+    assert read == [("TSMP0000000000000001", "tokensmith-access-key-refresh")]
+
+
+def test_a_failing_refresh_leaves_the_refresher_running(caplog):
+    done = threading.Event()
+
+    def read(key_id: str) -> None:
+        if key_id == "bad":
+            raise RuntimeError("database gone")
+        done.set()
+
+    refresher = Refresher(read, "tokensmith-access-key-refresh")
+    refresher.submit("bad")
+    refresher.submit("good")
+    assert done.wait(5)
+    refresher.stop()
+    assert "a refresh failed: RuntimeError" in caplog.text
 
 
 def test_an_expired_key_is_refused_from_memory():

@@ -1,8 +1,9 @@
 """The verification cache: fast repeats, invalidation on any change, bounded memory, replicas."""
 
+import threading
 import time
 import tracemalloc
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, update
@@ -10,11 +11,12 @@ from sqlalchemy import event, update
 from tests.conftest import SECRET_KEY
 from tokensmith import secrets
 from tokensmith.accounts.service import AccountService
+from tokensmith.db.changes import Changes
 from tokensmith.db.database import Database
 from tokensmith.db.models import Token, User
 from tokensmith.errors import AuthenticationFailed
 from tokensmith.verify.cache import VerificationCache
-from tokensmith.verify.core import Verifier
+from tokensmith.verify.core import Identity, Verifier
 
 
 @pytest.fixture
@@ -185,6 +187,84 @@ def test_cached_entries_expire_after_the_ttl(database, clock, alice):
     verifier.verify(alice.secret)
     assert len(selects) >= 1
     verifier.close()
+
+
+# --- renewed before it expires -------------------------------------------------------------------
+
+
+def test_a_caller_verified_in_the_last_quarter_of_its_entrys_life_is_looked_up_again_in_the_background(
+        database, clock, alice):
+    now = [0.0]
+    verifier = Verifier(database, SECRET_KEY, clock, VerificationCache(ttl=40, monotonic=lambda: now[0]))
+    looked_up = threading.Event()
+    renew = verifier._renew
+    verifier.refresher._read = lambda digest: (renew(digest), looked_up.set())
+    verifier.verify(alice.secret)
+    now[0] = 30.0
+    selects = count_selects(database)
+    assert verifier.verify(alice.secret).username == "alice"  # answered from memory meanwhile
+    assert looked_up.wait(5)
+    assert len(selects) == 1  # the background lookup
+    now[0] = 69.0  # past the first entry's end, within the renewed one's
+    assert verifier.verify(alice.secret).username == "alice"
+    verifier.close()
+
+
+def test_a_renewal_keeps_the_same_identity_when_nothing_changed(database, clock, alice):
+    now = [0.0]
+    verifier = Verifier(database, SECRET_KEY, clock, VerificationCache(ttl=40, monotonic=lambda: now[0]))
+    verifier.refresher.submit = lambda digest: None  # renewed by hand below
+    first = verifier.verify(alice.secret)
+    now[0] = 35.0
+    verifier.verify(alice.secret)
+    verifier._renew(secrets.digest(alice.secret, SECRET_KEY))
+    now[0] = 70.0
+    assert verifier.verify(alice.secret) is first  # with the answers the doors encoded for it
+    verifier.close()
+
+
+def test_a_renewal_of_a_token_revoked_unheard_drops_it(database, clock, alice):
+    now = [0.0]
+    verifier = Verifier(database, SECRET_KEY, clock, VerificationCache(ttl=40, monotonic=lambda: now[0]))
+    verifier.cache.refresh = lambda digest: None  # renewed by hand below
+    verifier.verify(alice.secret)
+    now[0] = 35.0
+    verifier.verify(alice.secret)
+    with database.engine.begin() as connection:  # Core: no session events, as if a notice were lost
+        connection.execute(update(Token.__table__).values(revoked_at=clock.now()))
+    verifier._renew(secrets.digest(alice.secret, SECRET_KEY))
+    assert len(verifier.cache) == 0
+    verifier.close()
+
+
+def an_identity() -> Identity:
+    return Identity(token_id=1, token_public_id="tok_1", token_name="t", user_id=1, user_public_id="usr_1",
+                    username="alice", org_id=1, org_public_id="org_1", org_name="default", is_admin=False,
+                    created_at=datetime.now(UTC), expires_at=None, cluster_ids=frozenset(), scopes=frozenset())
+
+
+def test_a_renewal_that_raced_an_invalidation_stores_nothing():
+    now = [0.0]
+    cache = VerificationCache(ttl=40, monotonic=lambda: now[0])
+    cache.refresh = lambda digest: None
+    identity = an_identity()
+    cache.put("d", identity, cache.generation)
+    now[0] = 35.0
+    cache.get("d")
+    renewal = cache.renewal("d")
+    assert renewal is not None
+    cache.invalidate(Changes(digests={"d"}))
+    cache.renew("d", renewal, identity)
+    assert len(cache) == 0
+
+
+def test_an_entry_not_used_near_its_end_is_not_looked_up_again_and_expires():
+    now, asked = [0.0], []
+    cache = VerificationCache(ttl=40, monotonic=lambda: now[0])
+    cache.refresh = asked.append
+    cache.put("d", an_identity(), cache.generation)
+    now[0] = 40.0
+    assert cache.get("d") is None and asked == []
 
 
 def test_the_sweep_drops_tokens_revoked_behind_the_orms_back(verifier, database, alice, clock):

@@ -28,7 +28,9 @@ from tokensmith.kube.denials import DenialLog
 from tokensmith.net.outbound import IPNetwork, OutboundPolicy
 from tokensmith.objectstore.crypto import KeyRing, LazyKeyRing
 from tokensmith.objectstore.keycache import AccessKeyCache
+from tokensmith.objectstore.service import AccessKeyService
 from tokensmith.ratelimit import FailureLimiter, Limits, parse_networks
+from tokensmith.refresher import Refresher
 from tokensmith.tokens.service import TokenService
 from tokensmith.usecases.base import UnitOfWork, UnitsOfWork
 from tokensmith.verify.cache import VerificationCache
@@ -81,6 +83,10 @@ class AppContext:
         # each answer through ``poll``) and other replicas' (PostgreSQL LISTEN/NOTIFY).
         unsubscribe_keys = database.changes.subscribe(access_key_cache.invalidate)
         access_key_cache.poll = verifier.hear_changes
+        # A busy key's entry is renewed in the background before it expires (no wave of misses).
+        key_refresher = Refresher(lambda key_id: _refresh_access_key(database, clock, keyring, access_key_cache,
+                                                                     key_id), "tokensmith-access-key-refresh")
+        access_key_cache.refresh = key_refresher.submit
         # Trust policy snapshots are dropped on every change this process commits or hears of; before
         # each exchange, other workers on the same SQLite file are asked, as before each verification.
         unwatch = federation.policies.watch(database.changes, verifier.hear_changes)
@@ -96,7 +102,7 @@ class AppContext:
                               settings=settings, outbound=outbound, federation=federation),
             webhook_callers=webhook_callers,
         )
-        context.shutdown_hooks.extend((unsubscribe, unsubscribe_keys, unwatch))
+        context.shutdown_hooks.extend((unsubscribe, unsubscribe_keys, unwatch, key_refresher.stop))
         return context
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
@@ -114,6 +120,12 @@ class AppContext:
                 clusters=ClusterService(session, self.clock),
                 vpcs=VpcService(session, self.clock),
             )
+
+
+def _refresh_access_key(database: Database, clock: Clock, keyring: KeyRing, cache: AccessKeyCache,
+                        key_id: str) -> None:
+    with database.session() as session:
+        AccessKeyService(session, clock, keyring, cache).refresh_cached(key_id)
 
 
 def context_of(connection: HTTPConnection) -> AppContext:

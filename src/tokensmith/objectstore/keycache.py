@@ -29,6 +29,14 @@ what it read before it.
 
 Refusals are not remembered: a dead, unknown or other organization's key always takes the slow way
 (one query), where failures are counted.
+
+Renewed before it expires: a key answered in the last quarter of its entry's life is read again in
+the background (``refresh``, set by the composition root: tokensmith/refresher.py) while its answers keep
+coming from memory, and the entry lives on from that read. Without it, every request in flight when
+a busy key's entry expired missed at once (32 gateways' requests: 32 reads and decryptions on the
+slow way, a stall of every answer behind them, once per ``ttl``). The read is the miss's own (the
+key's row, its owner's, its token's, with the same liveness checks); a key found dead is dropped. An
+entry dropped or refilled meanwhile is left as it is. A refresh that fails leaves the entry to expire.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from typing import Final
 from tokensmith.db.changes import Changes
 from tokensmith.objectstore import sigv4
 from tokensmith.objectstore.verdict import KeyOwner, Verdict, judge, refuse_unsignable
+from tokensmith.refresher import REFRESH_AHEAD
 from tokensmith.tokens.expiration import is_expired
 
 MAX_TTL: Final = 60.0
@@ -66,8 +75,14 @@ class KeyFacts:
 class _Entry:
     facts: KeyFacts
     fresh_until: float
+    refresh_at: float
     # credential scope ("20261123/us-east-1/s3/aws4_request") -> its derived signing key.
     signing_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    refreshing: bool = False  # handed to ``refresh`` once; a renewal is a new entry
+
+
+# What a background refresh renews: the entry as it was when the refresh was asked for.
+Renewal = _Entry
 
 
 class AccessKeyCache:
@@ -88,6 +103,9 @@ class AccessKeyCache:
         # Hears other worker processes on the same SQLite file before answering (verify/feed.py);
         # set by the composition root to the verifier's feed, None elsewhere.
         self.poll: Callable[[], None] | None = None
+        # Reads a key again in the background (``renewal``, then ``renew``); must not block. Set by
+        # the composition root (Refresher.submit); None: entries just expire.
+        self.refresh: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -119,14 +137,19 @@ class AccessKeyCache:
         """``verify_cached`` for an already parsed request."""
         if self.poll is not None:
             self.poll()
-        entry = self._entries.get(request.credential.access_key_id)
+        key_id = request.credential.access_key_id
+        entry = self._entries.get(key_id)
         if entry is None:
             return None
-        if self._monotonic() >= entry.fresh_until:
-            with self._lock:
-                if self._entries.get(request.credential.access_key_id) is entry:
-                    self._remove(request.credential.access_key_id)
-            return None
+        now_monotonic = self._monotonic()
+        if now_monotonic >= entry.refresh_at:
+            if now_monotonic >= entry.fresh_until:
+                with self._lock:
+                    if self._entries.get(key_id) is entry:
+                        self._remove(key_id)
+                return None
+            if not entry.refreshing and self.refresh is not None:
+                self._ask_refresh(key_id, entry)
         facts = entry.facts
         if facts.org_id != org_id:
             return None  # "unknown access key", answered (and counted) the slow way
@@ -139,6 +162,14 @@ class AccessKeyCache:
         if signing_key is None:
             return None
         return judge(facts.owner, signing_key, request, body_sha256, now)
+
+    def _ask_refresh(self, key_id: str, entry: _Entry) -> None:
+        with self._lock:
+            if entry.refreshing or self._entries.get(key_id) is not entry:
+                return
+            entry.refreshing = True
+        assert self.refresh is not None
+        self.refresh(key_id)
 
     # --- filling ---------------------------------------------------------------------------------
 
@@ -160,10 +191,35 @@ class AccessKeyCache:
                 del keys[next(iter(keys))]
             while len(self._entries) >= self.max_size:
                 self._remove(next(iter(self._entries)))
-            self._entries[key_id] = _Entry(facts, self._monotonic() + self.ttl, keys)
-            if facts.token_id is not None:
-                self._by_token.setdefault(facts.token_id, set()).add(key_id)
-            self._by_user.setdefault(facts.user_id, set()).add(key_id)
+            self._add(facts, keys)
+
+    def renewal(self, key_id: str) -> Renewal | None:
+        """The entry a background refresh of ``key_id`` renews, read before the key's row; None when
+        there is none to renew (dropped meanwhile)."""
+        entry = self._entries.get(key_id)
+        return entry if entry is not None and entry.refreshing else None
+
+    def renew(self, renewal: Renewal, facts: KeyFacts | None) -> None:
+        """After a background read of the key: live (``facts``), its entry lives on from now, with the
+        scopes derived so far (a key id's secret never changes); dead (None), it is dropped. Unless
+        the entry was dropped or replaced since ``renewal`` (an invalidation: what was read may be
+        older than it)."""
+        key_id = renewal.facts.owner.access_key_id
+        with self._lock:
+            if self._entries.get(key_id) is not renewal:
+                return
+            self._remove(key_id)
+            if facts is not None:
+                # Unchanged facts: the same owner, with the answers encoded for it (KeyOwner.wire).
+                self._add(renewal.facts if facts == renewal.facts else facts, renewal.signing_keys)
+
+    def _add(self, facts: KeyFacts, signing_keys: dict[str, bytes]) -> None:
+        key_id = facts.owner.access_key_id
+        now = self._monotonic()
+        self._entries[key_id] = _Entry(facts, now + self.ttl, now + self.ttl * (1 - REFRESH_AHEAD), signing_keys)
+        if facts.token_id is not None:
+            self._by_token.setdefault(facts.token_id, set()).add(key_id)
+        self._by_user.setdefault(facts.user_id, set()).add(key_id)
 
     # --- forgetting ------------------------------------------------------------------------------
 
@@ -206,3 +262,4 @@ class AccessKeyCache:
                 ids.discard(key_id)
                 if not ids:
                     del index[owner_id]
+

@@ -238,11 +238,29 @@ class AccessKeyService:
             signing_key = sigv4.signing_key(self.secret_of(key), request.credential)
         except DecryptionError:
             return Verdict(False, "access key cannot be decrypted with the configured encryption keys")
-        facts = KeyFacts(KeyOwner(key.access_key_id, key.user.username, key.user.organization.name),
-                         org_id=key.org_id, user_id=key.user_id, token_id=key.token_id, expires_at=key.expires_at)
+        facts = self._facts(key)
         if self.cache is not None:
             self.cache.put(facts, request.credential.scope, signing_key, generation)
         return judge(facts.owner, signing_key, request, body_sha256, now)
+
+    def refresh_cached(self, key_id: str) -> None:
+        """Read a cached key again before its entry expires (objectstore/keycache.py ``refresh``): the
+        same read and liveness checks as a miss, no decryption (the derived keys stay good)."""
+        assert self.cache is not None
+        renewal = self.cache.renewal(key_id)  # before the read: a change after it drops the entry
+        if renewal is None:
+            return
+        key = self.session.scalar(select(AccessKey).where(AccessKey.access_key_id == key_id,
+                                                          AccessKey.org_id == renewal.facts.org_id))
+        if self._key_state(key, self.clock.now()) is not None:
+            self.cache.renew(renewal, None)
+            return
+        assert key is not None
+        self.cache.renew(renewal, self._facts(key))
+
+    def _facts(self, key: AccessKey) -> KeyFacts:
+        return KeyFacts(KeyOwner(key.access_key_id, key.user.username, key.user.organization.name),
+                        org_id=key.org_id, user_id=key.user_id, token_id=key.token_id, expires_at=key.expires_at)
 
     def _key_state(self, key: AccessKey | None, now: datetime) -> str | None:
         """Why ``key`` cannot sign anything now, or None if it is live."""

@@ -12,8 +12,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from tokensmith.errors import InvalidInput
@@ -43,21 +43,34 @@ _AUTHORIZATION = re.compile(
 )
 _METHOD = re.compile(r"[A-Z]{1,20}")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_SIGNED_HEADERS = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+(?:;[a-z0-9!#$%&'*+.^_`|~-]+)*")  # _HEADER_NAME;...
 _PERCENT_SPLIT = re.compile(r"(%[0-9A-Fa-f]{2})")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~/]*")  # nothing for _canonical_uri to change
-_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")  # nothing for quote(..., safe="-_.~") to change
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-._~]*")  # what quote(..., safe="-_.~") leaves as it is
+# quote(text, safe="-_.~") of ASCII text as one str.translate (quote calls a function per character);
+# every ASCII character is in the table, so translate never looks one up in vain.
+_QUOTE_ASCII = [chr(c) if _UNRESERVED.fullmatch(chr(c)) else f"%{c:02X}" for c in range(128)]
+_DATE = re.compile(r"\d{8}")
+# A query parameter of unreserved characters only, name[=value]: its own decoding and encoding.
+_PLAIN_PARAM = re.compile(r"[A-Za-z0-9\-._~]*(?:=[A-Za-z0-9\-._~]*)?")
+# "%XX" -> the character, for every escape of an ASCII byte (hex digits of either case, as unquote reads them).
+_ASCII_ESCAPES = {f"{a}{b}": chr(byte) for byte in range(128) for a in {f"{byte:02x}"[0], f"{byte:02X}"[0]}
+                  for b in {f"{byte:02x}"[1], f"{byte:02X}"[1]}}
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
-_WHITESPACE = re.compile(r"\s+")
-_LINE_BREAK_OR_NUL = re.compile("[\r\n\0]")
+# Header names as sent -> their checked lower-case form. A gateway sends the same few names with
+# every request; remembering them saves a strip, a lower and a pattern match per header (hot path).
+# Bounded: past it, names are checked each time, as before.
+_KNOWN_NAMES: dict[str, str] = {}
+_KNOWN_NAMES_MAX = 512
 
 
 class MalformedRequest(InvalidInput):
     """The verify request itself is not a SigV4 request we can check (422)."""
 
 
-@dataclass(frozen=True)
-class Credential:
+# Tuples rather than frozen dataclasses: as immutable, built several times cheaper (once per request).
+class Credential(NamedTuple):
     access_key_id: str
     date: str  # YYYYMMDD
     region: str
@@ -68,8 +81,7 @@ class Credential:
         return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
-@dataclass(frozen=True)
-class SignedRequest:
+class SignedRequest(NamedTuple):
     """A parsed SigV4 request, ready to be checked against a secret key."""
 
     credential: Credential
@@ -101,7 +113,7 @@ def parse(method: str, path: str, query: str, headers: Mapping[str, str]) -> Sig
         raise MalformedRequest("path must start with '/' (the request path as sent, percent-encoded)", "path")
     lowered = _lower_headers(headers)
     params = _parse_query(query)
-    names = {k for k, _ in params}
+    names = {param[0] for param in params}
     if "authorization" in lowered:
         if "X-Amz-Signature" in names:
             raise MalformedRequest("a request carries either an Authorization header or X-Amz-Signature, not both")
@@ -129,7 +141,8 @@ def signature(key: bytes, request: SignedRequest) -> str:
     Verification works from the derived key, not the secret: objectstore/keycache.py keeps the
     derived keys of the keys in use, so a cached check never needs the secret key.
     """
-    return hmac.new(key, request.string_to_sign().encode(), hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot C path, the same value as hmac.new(...).hexdigest().
+    return hmac.digest(key, request.string_to_sign().encode(), "sha256").hex()
 
 
 def signature_matches(key: bytes, request: SignedRequest) -> bool:
@@ -224,31 +237,60 @@ def _hmac(key: bytes, text: str) -> bytes:
 
 
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    lowered: dict[str, list[str]] = {}
+    lowered: dict[str, str] = {}
     for name, value in headers.items():
-        key = name.strip().lower()
-        if not _HEADER_NAME.fullmatch(key):
-            raise MalformedRequest(f"header name {name[:40]!r} is not a valid HTTP header name", "headers")
-        if _LINE_BREAK_OR_NUL.search(value):
+        key = _KNOWN_NAMES.get(name)
+        if key is None:
+            key = name.strip().lower()
+            if not _HEADER_NAME.fullmatch(key):
+                raise MalformedRequest(f"header name {name[:40]!r} is not a valid HTTP header name", "headers")
+            if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
+                _KNOWN_NAMES[name] = key
+        if "\n" in value or "\r" in value or "\0" in value:
             raise MalformedRequest(f"header {key} contains a line break or NUL", "headers")
-        lowered.setdefault(key, []).append(value)
-    # Repeated names (differing in case in the JSON object) combine as HTTP does: comma-separated.
-    return {k: ",".join(v) for k, v in lowered.items()}
+        # Repeated names (differing in case in the JSON object) combine as HTTP does: comma-separated.
+        combined = lowered.get(key)
+        lowered[key] = value if combined is None else f"{combined},{value}"
+    return lowered
 
 
-def _parse_query(query: str) -> list[tuple[str, str]]:
-    """Decoded (name, value) pairs of a raw query string."""
-    pairs = []
+# (name, value) decoded, and as the canonical query encodes them.
+Param = tuple[str, str, str, str]
+
+
+def _parse_query(query: str) -> list[Param]:
+    """The parameters of a raw query string: each decoded, and encoded for the canonical query."""
+    params = []
     for part in query.lstrip("?").split("&"):
         if not part:
             continue
         name, _, value = part.partition("=")
+        if _PLAIN_PARAM.fullmatch(part):  # nothing to decode or encode (most parameters)
+            params.append((name, value, name, value))
+            continue
         try:
-            pairs.append((unquote(name, errors="strict") if "%" in name else name,
-                          unquote(value, errors="strict") if "%" in value else value))
+            decoded_name = _unquote(name) if "%" in name else name
+            decoded_value = _unquote(value) if "%" in value else value
         except UnicodeDecodeError:
             raise MalformedRequest("query string is not valid percent-encoded UTF-8", "query") from None
-    return pairs
+        params.append((decoded_name, decoded_value, _encode(decoded_name), _encode(decoded_value)))
+    return params
+
+
+def _unquote(text: str) -> str:
+    """``unquote(text, errors="strict")``; a split and a lookup per escape when they are all of ASCII bytes
+    (a presigned URL's: unquote's general way costs as much as the rest of the parse)."""
+    if text.isascii():
+        parts = text.split("%")
+        decoded = [parts[0]]
+        for part in parts[1:]:
+            char = _ASCII_ESCAPES.get(part[:2])
+            if char is None:
+                break  # an escape that is not a whole one, or of a byte >= 0x80: unquote's
+            decoded += (char, part[2:])
+        else:
+            return "".join(decoded)
+    return unquote(text, errors="strict")
 
 
 def _canonical_uri(path: str) -> str:
@@ -262,12 +304,14 @@ def _canonical_uri(path: str) -> str:
 
 
 def _encode(text: str) -> str:
-    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="-_.~")
+    """quote(text, safe="-_.~"): ASCII text as one translate."""
+    return text.translate(_QUOTE_ASCII) if text.isascii() else quote(text, safe="-_.~")
 
 
-def _canonical_query(params: list[tuple[str, str]], exclude: str | None = None) -> str:
-    encoded = sorted((_encode(k), _encode(v)) for k, v in params if k != exclude)
-    return "&".join(f"{k}={v}" for k, v in encoded)
+def _canonical_query(params: list[Param], exclude: str | None = None) -> str:
+    """The encoded parameters sorted by name, then value (but the one named ``exclude``)."""
+    encoded = sorted([(param[2], param[3]) for param in params if param[0] != exclude])
+    return "&".join([f"{name}={value}" for name, value in encoded])
 
 
 def _canonical_headers(signed: list[str], headers: Mapping[str, str]) -> str:
@@ -275,14 +319,16 @@ def _canonical_headers(signed: list[str], headers: Mapping[str, str]) -> str:
     for name in signed:
         if name not in headers:
             raise MalformedRequest(f"signed header {name!r} is missing from headers", "headers")
-        lines.append(f"{name}:{_WHITESPACE.sub(' ', headers[name].strip())}\n")
+        # Trimmed, each inner run of whitespace made one space: str.split's whitespace is exactly
+        # the \s of a str pattern, so this is re.sub(r"\s+", " ", value.strip()) without a pattern run.
+        lines.append(f"{name}:{' '.join(headers[name].split())}\n")
     return "".join(lines)
 
 
 def _parse_signed_headers(text: str) -> list[str]:
-    signed = text.split(";")
-    if not all(_HEADER_NAME.fullmatch(n) for n in signed):
+    if not _SIGNED_HEADERS.fullmatch(text):
         raise MalformedRequest("SignedHeaders must be lower-case header names separated by ';'", "headers")
+    signed = text.split(";")
     if "host" not in signed:
         raise MalformedRequest("SignedHeaders must include host", "headers")
     return signed
@@ -290,7 +336,7 @@ def _parse_signed_headers(text: str) -> list[str]:
 
 def _parse_credential(text: str) -> Credential:
     parts = text.split("/")
-    if len(parts) != 5 or parts[4] != "aws4_request" or not re.fullmatch(r"\d{8}", parts[1]) \
+    if len(parts) != 5 or parts[4] != "aws4_request" or not _DATE.fullmatch(parts[1]) \
             or not all(parts[:4]):
         raise MalformedRequest(
             "Credential must be <access key id>/<YYYYMMDD>/<region>/<service>/aws4_request", "headers"
@@ -298,21 +344,31 @@ def _parse_credential(text: str) -> Credential:
     return Credential(parts[0], parts[1], parts[2], parts[3])
 
 
+# The signing time parsed last: a gateway under load asks about many requests signed in the same second.
+_last_amz_date: tuple[str, datetime] = ("", datetime.min.replace(tzinfo=UTC))
+
+
 def _parse_amz_date(text: str | None, where: str) -> datetime:
+    global _last_amz_date
+    last = _last_amz_date  # one read: another thread may replace it meanwhile
+    if text == last[0]:
+        return last[1]
     if text is None:
         raise MalformedRequest(f"{where} is required (the signing time, e.g. 20261123T200000Z)", "headers")
     try:
         if not _AMZ_DATE.fullmatch(text):
             raise ValueError
         # strptime(text, "%Y%m%dT%H%M%SZ") without its per-call pattern machinery (a hot path)
-        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]), int(text[11:13]),
-                        int(text[13:15]), tzinfo=UTC)
+        parsed = datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]), int(text[11:13]),
+                          int(text[13:15]), tzinfo=UTC)
     except ValueError:
         raise MalformedRequest(f"{where} must look like 20261123T200000Z", "headers") from None
+    _last_amz_date = (text, parsed)
+    return parsed
 
 
 def _parse_header_signed(
-    method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+    method: str, path: str, params: list[Param], headers: dict[str, str]
 ) -> SignedRequest:
     match = _AUTHORIZATION.fullmatch(headers["authorization"].strip())
     if match is None and re.match(r"AWS\s+[^\s:]+:", headers["authorization"].strip()):
@@ -338,10 +394,10 @@ def _parse_header_signed(
 
 
 def _parse_presigned(
-    method: str, path: str, params: list[tuple[str, str]], headers: dict[str, str]
+    method: str, path: str, params: list[Param], headers: dict[str, str]
 ) -> SignedRequest:
     values: dict[str, str] = {}
-    for name, value in params:
+    for name, value, _, _ in params:
         if name.startswith("X-Amz-"):
             if name in values:
                 raise MalformedRequest(f"query parameter {name} is repeated", "query")

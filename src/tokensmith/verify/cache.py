@@ -8,6 +8,11 @@
 
 Expiry is *not* decided here: the verifier checks it against the clock on every call.
 A generation counter stops a lookup that raced an invalidation from caching its stale answer.
+
+A positive entry answered in the last quarter of its life is looked up again in the background
+(``refresh``: the verifier's, tokensmith/refresher.py) while it keeps answering; the lookup renews
+it for a whole ``ttl`` (or drops it: no live token any more). So a busy caller (a gateway's token
+asking once per request) never expires under load: every request in flight would miss at once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from tokensmith.db.changes import Changes
+from tokensmith.refresher import REFRESH_AHEAD
 
 if TYPE_CHECKING:
     from tokensmith.verify.core import Identity
@@ -36,10 +42,16 @@ class _Unknown:
 UNKNOWN: Final = _Unknown()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Entry:
     identity: Identity
     fresh_until: float
+    refresh_at: float
+    refreshing: bool = False  # handed to ``refresh`` once; a renewal is a new entry
+
+
+# What a background lookup renews: the entry as it was when the lookup was asked for.
+Renewal = _Entry
 
 
 class VerificationCache:
@@ -64,6 +76,9 @@ class VerificationCache:
         self._by_user: dict[int, set[str]] = {}
         self._lock = threading.Lock()
         self.generation = 0
+        # Looks a digest up again in the background (``renewal``, then ``renew``); must not block.
+        # Set by the verifier; None: entries just expire.
+        self.refresh: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._positive)
@@ -78,7 +93,11 @@ class VerificationCache:
         entry = self._positive.get(digest)
         now = self._monotonic()
         if entry is not None:
+            if now < entry.refresh_at:
+                return entry.identity
             if now < entry.fresh_until:
+                if not entry.refreshing and self.refresh is not None:
+                    self._ask_refresh(digest, entry)
                 return entry.identity
             self._drop(digest)
             return None
@@ -99,12 +118,42 @@ class VerificationCache:
             self._remove(digest)
             while len(self._positive) >= self.max_size:
                 self._remove(next(iter(self._positive)))
-            self._positive[digest] = _Entry(identity, self._monotonic() + self.ttl)
-            self._by_token.setdefault(identity.token_id, set()).add(digest)
-            if identity.parent_token_id is not None:
-                # A change to the parent (a revoked CLI login) must drop its derived tokens at once.
-                self._by_token.setdefault(identity.parent_token_id, set()).add(digest)
-            self._by_user.setdefault(identity.user_id, set()).add(digest)
+            self._add(digest, identity)
+
+    def renewal(self, digest: str) -> Renewal | None:
+        """The entry a background lookup of ``digest`` renews, read before the lookup; None when there
+        is none to renew (dropped meanwhile)."""
+        entry = self._positive.get(digest)
+        return entry if entry is not None and entry.refreshing else None
+
+    def renew(self, digest: str, renewal: Renewal, identity: Identity | None) -> None:
+        """After a background lookup: a live ``identity`` is cached a whole ``ttl`` from now; None (no
+        live token) drops the entry. Unless the entry was dropped or replaced since ``renewal`` (an
+        invalidation: what was looked up may be older than it)."""
+        with self._lock:
+            if self._positive.get(digest) is not renewal:
+                return
+            self._remove(digest)
+            if identity is not None:
+                # Unchanged: the same identity, with the answers encoded for it (Identity.wire).
+                self._add(digest, renewal.identity if identity == renewal.identity else identity)
+
+    def _ask_refresh(self, digest: str, entry: _Entry) -> None:
+        with self._lock:
+            if entry.refreshing or self._positive.get(digest) is not entry:
+                return
+            entry.refreshing = True
+        assert self.refresh is not None
+        self.refresh(digest)
+
+    def _add(self, digest: str, identity: Identity) -> None:
+        now = self._monotonic()
+        self._positive[digest] = _Entry(identity, now + self.ttl, now + self.ttl * (1 - REFRESH_AHEAD))
+        self._by_token.setdefault(identity.token_id, set()).add(digest)
+        if identity.parent_token_id is not None:
+            # A change to the parent (a revoked CLI login) must drop its derived tokens at once.
+            self._by_token.setdefault(identity.parent_token_id, set()).add(digest)
+        self._by_user.setdefault(identity.user_id, set()).add(digest)
 
     def put_unknown(self, digest: str, generation: int) -> None:
         """Remember that ``digest`` matched no live token (briefly; the set is small and bounded)."""

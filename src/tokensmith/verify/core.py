@@ -27,6 +27,7 @@ from tokensmith.clock import Clock
 from tokensmith.db.database import Database
 from tokensmith.db.models import Organization, Token, User, token_clusters
 from tokensmith.errors import AuthenticationFailed
+from tokensmith.refresher import Refresher
 from tokensmith.tokens.expiration import is_expired
 from tokensmith.verify.background import Background
 from tokensmith.verify.cache import UNKNOWN, VerificationCache
@@ -110,6 +111,9 @@ class Verifier:
         self._unsubscribe = database.changes.subscribe(self.cache.invalidate)
         self.feed = _change_feed(database)
         self.background = Background(database, self.cache, self.usage, clock, feed=self.feed)
+        # A busy caller's entry is looked up again in the background before it expires.
+        self.refresher = Refresher(self._renew, "tokensmith-verify-refresh")
+        self.cache.refresh = self.refresher.submit
 
     def verify(self, secret: str, client_ip: str | None = None) -> Identity:
         """The identity behind ``secret``; raises AuthenticationFailed ("token expired" or "invalid token")."""
@@ -236,6 +240,12 @@ class Verifier:
             parent_token_id=first.parent_token_id,
         )
 
+    def _renew(self, digest: str) -> None:
+        """The background lookup of a cached digest before its entry expires (verify/cache.py)."""
+        renewal = self.cache.renewal(digest)  # before the lookup: a change after it drops the entry
+        if renewal is not None:
+            self.cache.renew(digest, renewal, self.lookup(digest))
+
     def _rows(self, digest: str, now: datetime) -> Sequence[Any]:
         with self.database.single_read() as connection:
             return connection.execute(_LOOKUP, {"digest": digest, "now": now}).all()
@@ -246,11 +256,13 @@ class Verifier:
 
     def stop(self) -> None:
         """Stop the background work and write every pending last-used time (server shutdown)."""
+        self.refresher.stop()
         self.background.stop()
 
     def close(self) -> None:
         """Stop receiving this process's invalidations (a Verifier being thrown away)."""
         self._unsubscribe()
+        self.refresher.stop()
         if self.feed is not None:
             self.feed.close()
 
