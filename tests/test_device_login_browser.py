@@ -40,14 +40,18 @@ admin_context = shared.admin_context
 shot = shared.shot
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, browser) -> Iterator[ServerProcess]:
-    data = tmp_path_factory.mktemp("device-login") / "data"
-    proc = ServerProcess(data, free_port(), server_env(data, TOKENSMITH_DEVICE_CODE_LIFETIME=str(LIFETIME)))
+def _started(proc: ServerProcess) -> ServerProcess:
     try:
         proc.start()
     except TimeoutError:  # a heavily loaded machine: give a still-running server more time
         wait_for_http(f"{proc.url}/openapi.json", timeout=120, process=proc.process)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, browser) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("device-login") / "data"
+    proc = _started(ServerProcess(data, free_port(), server_env(data, TOKENSMITH_DEVICE_CODE_LIFETIME=str(LIFETIME))))
     yield proc
     proc.stop()
 
@@ -56,12 +60,8 @@ def server(tmp_path_factory, browser) -> Iterator[ServerProcess]:
 def short_lived_server(server) -> Iterator[ServerProcess]:
     """A second server on the same data directory (database, secret key, so the admin's console session too)
     whose codes expire after SHORT_LIFETIME: the expiry test waits that long, not the main server's LIFETIME."""
-    proc = ServerProcess(server.data_dir, free_port(),
-                         server_env(server.data_dir, TOKENSMITH_DEVICE_CODE_LIFETIME=str(SHORT_LIFETIME)))
-    try:
-        proc.start()
-    except TimeoutError:  # a heavily loaded machine: give a still-running server more time
-        wait_for_http(f"{proc.url}/openapi.json", timeout=120, process=proc.process)
+    proc = _started(ServerProcess(server.data_dir, free_port(),
+                                  server_env(server.data_dir, TOKENSMITH_DEVICE_CODE_LIFETIME=str(SHORT_LIFETIME))))
     yield proc
     proc.stop()
 

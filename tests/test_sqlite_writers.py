@@ -28,22 +28,27 @@ def _add_org(database: Database, name: str) -> None:
         session.add(Organization(public_id=f"org_{name}", name=name, created_at=FrozenClock().now()))
 
 
-def test_concurrent_write_transactions_all_commit(sqlite):
+def _write_concurrently(database: Database, writers: int, each: int) -> list[BaseException]:
+    """``writers`` threads each adding ``each`` organizations; the exceptions they met."""
     failures: list[BaseException] = []
 
     def writer(n: int) -> None:
         try:
-            for i in range(20):
-                _add_org(sqlite, f"o{n}-{i}")
+            for i in range(each):
+                _add_org(database, f"o{n}-{i}")
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert failures == []
+    return failures
+
+
+def test_concurrent_write_transactions_all_commit(sqlite):
+    assert _write_concurrently(sqlite, writers=8, each=20) == []
     with sqlite.session() as session:
         assert session.scalar(select(func.count()).select_from(Organization)) == 160
 
@@ -73,18 +78,4 @@ def test_the_next_writer_never_finds_sqlites_write_lock_still_held(sqlite):
     (busy_timeout 0), no writer ever meets its write lock ("database is locked")."""
     sqlite.dispose()
     event.listen(sqlite.engine, "connect", lambda dbapi, _record: dbapi.execute("PRAGMA busy_timeout=0"))
-    failures: list[BaseException] = []
-
-    def writer(n: int) -> None:
-        try:
-            for i in range(30):
-                _add_org(sqlite, f"o{n}-{i}")
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert failures == []
+    assert _write_concurrently(sqlite, writers=8, each=30) == []
