@@ -7,7 +7,10 @@ console and the domain packages (audit) all ask, and none of them owns the answe
 
 from __future__ import annotations
 
+import ipaddress
+
 from starlette.requests import Request
+from starlette.types import Scope
 
 from tokensmith.ratelimit import client_ip
 
@@ -25,3 +28,21 @@ def request_ip(request: Request) -> str:
         known = client_ip(peer(request), request.headers.get("x-forwarded-for"), trusted)
         request.state.client_ip = known
     return known
+
+
+def first_headers(scope: Scope) -> dict[bytes, bytes]:
+    """A raw ASGI request's headers, the first of each name, as Starlette's ``headers.get()`` reads them
+    (for the plain-ASGI doors, which build no ``Request``)."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name, value)
+    return headers
+
+
+def scope_ip(scope: Scope, headers: dict[bytes, bytes],
+             trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> str:
+    """``request_ip`` for a raw ASGI request whose ``first_headers`` are ``headers``."""
+    client = scope.get("client")
+    forwarded_for = headers.get(b"x-forwarded-for")
+    return client_ip(client[0] if client else "unknown",
+                     forwarded_for.decode("latin-1") if forwarded_for is not None else None, trusted)

@@ -53,6 +53,20 @@ def refusal_message(status: int, detail: str) -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
+async def whole_body(receive: Receive) -> bytes | None:
+    """The whole body as the server delivers it, or None if the client went away first (nobody is
+    left to answer). For doors whose body is already bounded: by the declared length the server's
+    parser enforces, or by ``BodyLimit`` above them."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 def replay(body: bytes, receive: Receive) -> Receive:
     """``receive`` for the app below: the body already read, as one message, then whatever the client
     sends next (only ``http.disconnect`` is left to hear)."""

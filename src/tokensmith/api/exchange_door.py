@@ -25,9 +25,9 @@ from urllib.parse import parse_qsl
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokensmith.api.bodylimit import replay
+from tokensmith.api.bodylimit import replay, whole_body
 from tokensmith.api.routes.federation import TOKEN_EXCHANGE, exchange_grant, render_grant
-from tokensmith.ratelimit import client_ip
+from tokensmith.clientaddress import first_headers, scope_ip
 from tokensmith.usecases import RequestContext
 
 TOKEN_PATH: Final = "/v1/oauth2/token"  # noqa: S105 - a path
@@ -60,39 +60,21 @@ class TokenExchangeDoor:
         if scope["type"] != "http" or scope["path"] != TOKEN_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers: dict[bytes, bytes] = {}
-        for key, value in scope["headers"]:  # the first of each, as Starlette's headers.get() reads them
-            headers.setdefault(key, value)
+        headers = first_headers(scope)
         if headers.get(b"content-type", b"").partition(b";")[0].strip().lower() != FORM:
             await self.app(scope, receive, send)
             return
-        body, disconnected = await _body(receive)
-        if disconnected:
-            return  # nobody is left to answer
+        body = await whole_body(receive)  # read and bounded by the body limit above
+        if body is None:
+            return  # the client went away: nobody is left to answer
         fields = plain_form(body)
         if fields is None or fields.get("grant_type") != TOKEN_EXCHANGE:
             await self.app(scope, replay(body, receive), send)
             return
         context = scope["app"].state.context  # the composition root (api/context.py)
-        peer = scope.get("client")
-        forwarded_for = headers.get(b"x-forwarded-for")
         user_agent = headers.get(b"user-agent")
-        who = RequestContext(
-            client_ip=client_ip(peer[0] if peer else "unknown",
-                                forwarded_for.decode("latin-1") if forwarded_for is not None else None,
-                                context.trusted_proxies),
-            user_agent=user_agent.decode("latin-1") if user_agent is not None else None)
+        who = RequestContext(client_ip=scope_ip(scope, headers, context.trusted_proxies),
+                             user_agent=user_agent.decode("latin-1") if user_agent is not None else None)
         answer = await run_in_threadpool(exchange_grant, context, who, fields)
         await render_grant(answer)(scope, receive, send)
 
-
-async def _body(receive: Receive) -> tuple[bytes, bool]:
-    """The whole body (the body limit above has read and bounded it already) and whether the client left."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", True
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), False

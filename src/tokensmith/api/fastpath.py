@@ -43,15 +43,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith import metrics
 from tokensmith.api.answers import INACTIVE, identity_headers, introspection
-from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, replay, timeout_detail
+from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, replay, timeout_detail, whole_body
 from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, client_key_of, proxy_subject_keys
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
 from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # S3 verify's answer is the route's
 from tokensmith.api.tls import HSTS, forwarded_https
+from tokensmith.clientaddress import first_headers, scope_ip
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import tokenreview
 from tokensmith.protocols import ENCODED_HEADERS, EncodedHeaders
-from tokensmith.ratelimit import client_ip
 from tokensmith.verify.core import Identity
 
 if TYPE_CHECKING:
@@ -152,7 +152,6 @@ def json_answer(body: bytes) -> Answer:
 
 
 _INACTIVE = json_answer(encode_json(INACTIVE))
-WHOAMI_ANSWER = (WHOAMI_PATH, Answer)  # the route keeps whoami's body under WHOAMI_PATH; its Answer here
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -209,12 +208,9 @@ def whoami(call: Call) -> Answer | None:
     identity = api_caller(call, None)
     if identity is None:
         return None
-    answer = identity.wire.get(WHOAMI_ANSWER)
+    answer = identity.wire.get(WHOAMI_PATH)  # made by the route on the identity's first call
     if answer is None:
-        body = identity.wire.get(WHOAMI_PATH)  # rendered by the route on the identity's first call
-        if body is None:
-            return None
-        answer = identity.wire[WHOAMI_ANSWER] = json_answer(body)
+        return None
     call.context.verifier.note_use(identity, call.client, call.now)
     observe("api", call)
     return cast(Answer, answer)
@@ -347,10 +343,6 @@ def door_of(method: str, path: str) -> tuple[str, Door] | None:
     return door
 
 
-class _Disconnected(Exception):
-    """The client went away before its body was read: nobody is left to answer."""
-
-
 def _names_a_valid_client(call: Call) -> bool:
     """No Tokensmith-Client-Address, or one that is an IP address (else the route answers 422)."""
     try:
@@ -378,15 +370,9 @@ class HotDoors:
             return
         name, door = hot
         started = time.perf_counter()
-        headers: dict[bytes, bytes] = {}
-        for key, value in scope["headers"]:  # the first of each, as Starlette's headers.get() reads them
-            headers.setdefault(key, value)
+        headers = first_headers(scope)
         context = self._context or self._context_of(scope)
-        peer = scope.get("client")
-        forwarded_for = headers.get(b"x-forwarded-for")
-        client = client_ip(peer[0] if peer else "unknown",
-                           forwarded_for.decode("latin-1") if forwarded_for is not None else None,
-                           context.trusted_proxies)
+        client = scope_ip(scope, headers, context.trusted_proxies)
         body = b""
         if scope["method"] == "POST":
             declared = headers.get(b"content-length", b"")
@@ -394,16 +380,17 @@ class HotDoors:
                 await self.app(scope, receive, send)  # bodies it cannot read cheaply: the route's
                 return
             try:
-                body = await self._read(receive)
-            except _Disconnected:
-                return
+                async with asyncio.timeout(self.body_timeout):
+                    read = await whole_body(receive)  # exactly Content-Length bytes: the server's parser
             except TimeoutError:  # what the body limit answers, with what every API answer carries
                 start, rest = refusal_message(408, timeout_detail(self.body_timeout))
                 start["headers"] = [*start["headers"], *_SECURITY_RAW]
                 await send(start)
                 await send(rest)
                 return
-            receive = replay(body, receive)
+            if read is None:
+                return  # the client went away: nobody is left to answer
+            body, receive = read, replay(read, receive)
         answer = door(Call(scope, headers, context, client, body, started, context.clock.now()))
         if answer is None:
             await self.app(scope, receive, send)
@@ -416,19 +403,6 @@ class HotDoors:
                     ENCODED_HEADERS: answer.encoded})
         await send({"type": "http.response.body", "body": answer.body, "more_body": False} if answer.body
                    else _EMPTY_BODY)
-
-    async def _read(self, receive: Receive) -> bytes:
-        """The whole body, within the body timeout (TimeoutError). Its size is the declared one: the
-        server's HTTP parser delivers exactly Content-Length bytes."""
-        chunks: list[bytes] = []
-        async with asyncio.timeout(self.body_timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Disconnected
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
 
     def _context_of(self, scope: Scope) -> AppContext:
         """The application's context (api/context.py), found once: through the scope inside Starlette,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from tokensmith.api.auth import CallerActor, Context, request_context
-from tokensmith.api.fastpath import WHOAMI_PATH, encode_json
+from tokensmith.api.fastpath import WHOAMI_PATH, encode_json, json_answer
 from tokensmith.api.guard import guarded_password
 from tokensmith.api.routes.tokens import created_out
 from tokensmith.api.schemas import (
@@ -35,9 +35,9 @@ def whoami(caller: CallerActor, ctx: Context, request: Request) -> WhoAmI:
             organization=OrgOut(id=identity.org_public_id, name=identity.org_name),
             token=TokenOut.of(token, ctx.clock.now()),
         )
-    # The fast path answers this identity's next calls with these bytes while it stays cached (any
+    # The fast path answers this identity's next calls with this answer while it stays cached (any
     # change to the token, its user or its clusters drops it); last_used_at is minute-precise anyway.
-    identity.wire[WHOAMI_PATH] = encode_json(out.model_dump(mode="json"))
+    identity.wire[WHOAMI_PATH] = json_answer(encode_json(out.model_dump(mode="json")))
     return out
 
 
