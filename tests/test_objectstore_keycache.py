@@ -474,3 +474,19 @@ def test_a_payload_without_access_keys_reads_as_none_changed():
 
 def test_a_payload_with_only_token_changes_is_what_older_versions_wrote():
     assert Changes(token_ids={1}).to_payload() == '{"t": [1], "u": [], "d": []}'
+
+
+def test_the_refresher_reads_a_key_asked_for_twice_while_it_waits_once():
+    release, reads = threading.Event(), []
+
+    def read(key: str) -> None:
+        reads.append(key)
+        release.wait(5)
+
+    refresher = Refresher(read, "test-refresher")
+    for _ in range(3):
+        refresher.submit("busy")  # asked by several requests (threads) before the first read ends
+    refresher.submit("other")
+    release.set()
+    refresher.stop()
+    assert reads == ["busy", "other"]

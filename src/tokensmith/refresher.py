@@ -21,7 +21,8 @@ REFRESH_AHEAD = 0.25
 
 class Refresher:
     """Runs ``read(key)`` for each submitted key, one after another, on a thread of its own (started on
-    the first), so the event loop that submitted never waits for a database read."""
+    the first), so the event loop that submitted never waits for a database read. A key already
+    waiting or being read is not taken again: the caches may ask from several threads at once."""
 
     def __init__(self, read: Callable[[str], None], name: str) -> None:
         self._read = read
@@ -29,9 +30,13 @@ class Refresher:
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._pending: set[str] = set()  # submitted and not yet read
 
     def submit(self, key: str) -> None:
         with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
@@ -50,3 +55,6 @@ class Refresher:
                 self._read(key)
             except Exception as exc:  # the entry expires as it would have; the next request reads it
                 log.warning("%s: a refresh failed: %s", self._name, type(exc).__name__)
+            finally:
+                with self._lock:
+                    self._pending.discard(key)

@@ -149,7 +149,8 @@ class AccessKeyCache:
                         self._remove(key_id)
                 return None
             if not entry.refreshing and self.refresh is not None:
-                self._ask_refresh(key_id, entry)
+                entry.refreshing = True  # once per entry (the refresher takes a key once)
+                self.refresh(key_id)
         facts = entry.facts
         if facts.org_id != org_id:
             return None  # "unknown access key", answered (and counted) the slow way
@@ -162,14 +163,6 @@ class AccessKeyCache:
         if signing_key is None:
             return None
         return judge(facts.owner, signing_key, request, body_sha256, now)
-
-    def _ask_refresh(self, key_id: str, entry: _Entry) -> None:
-        with self._lock:
-            if entry.refreshing or self._entries.get(key_id) is not entry:
-                return
-            entry.refreshing = True
-        assert self.refresh is not None
-        self.refresh(key_id)
 
     # --- filling ---------------------------------------------------------------------------------
 

@@ -97,7 +97,8 @@ class VerificationCache:
                 return entry.identity
             if now < entry.fresh_until:
                 if not entry.refreshing and self.refresh is not None:
-                    self._ask_refresh(digest, entry)
+                    entry.refreshing = True  # once per entry (the refresher takes a key once)
+                    self.refresh(digest)
                 return entry.identity
             self._drop(digest)
             return None
@@ -137,14 +138,6 @@ class VerificationCache:
             if identity is not None:
                 # Unchanged: the same identity, with the answers encoded for it (Identity.wire).
                 self._add(digest, renewal.identity if identity == renewal.identity else identity)
-
-    def _ask_refresh(self, digest: str, entry: _Entry) -> None:
-        with self._lock:
-            if entry.refreshing or self._positive.get(digest) is not entry:
-                return
-            entry.refreshing = True
-        assert self.refresh is not None
-        self.refresh(digest)
 
     def _add(self, digest: str, identity: Identity) -> None:
         now = self._monotonic()
