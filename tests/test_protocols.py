@@ -28,10 +28,12 @@ class Wire(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
@@ -49,19 +51,26 @@ class Wire(asyncio.Transport):
         pass
 
 
-def answering(encoded: bool, headers: list[tuple[bytes, bytes]] = HEADERS):
+def answering(encoded: bool, headers: list[tuple[bytes, bytes]] = HEADERS, parts: tuple[bytes, ...] = (b"{}",)):
     async def app(scope: dict, receive: Any, send: Any) -> None:
         start: dict[str, Any] = {"type": "http.response.start", "status": 200, "headers": headers}
         if encoded:
             start[ENCODED_HEADERS] = EncodedHeaders.of(headers)
         await send(start)
-        await send({"type": "http.response.body", "body": b"{}", "more_body": False})
+        for number, part in enumerate(parts, start=1):
+            await send({"type": "http.response.body", "body": part, "more_body": number < len(parts)})
     return app
 
 
 def served(app: Any, request: bytes, access_log: bool = False) -> tuple[bytes, bool]:
     """The bytes the protocol writes answering ``request`` with ``app``, and whether it closed."""
-    async def serve() -> tuple[bytes, bool]:
+    written, closed, _writes = served_in_writes(app, request, access_log)
+    return written, closed
+
+
+def served_in_writes(app: Any, request: bytes, access_log: bool = False) -> tuple[bytes, bool, int]:
+    """``served``, and how many writes the protocol made."""
+    async def serve() -> tuple[bytes, bool, int]:
         config = Config(app, http=HeaderTimeoutHttpToolsProtocol, lifespan="off", access_log=access_log,
                         server_header=False, date_header=False)
         config.load()
@@ -71,11 +80,11 @@ def served(app: Any, request: bytes, access_log: bool = False) -> tuple[bytes, b
         protocol.connection_made(wire)
         protocol.data_received(request)
         for _ in range(100):
-            if wire.written.endswith(b"{}"):
+            if wire.written.endswith(b"{}") or wire.closed:
                 break
             await asyncio.sleep(0)
         protocol.connection_lost(None)
-        return bytes(wire.written), wire.closed
+        return bytes(wire.written), wire.closed, wire.writes
     return asyncio.run(serve())
 
 
@@ -86,6 +95,30 @@ def served(app: Any, request: bytes, access_log: bool = False) -> tuple[bytes, b
 ], ids=["keep-alive", "connection-close", "http-1.0"])
 def test_an_encoded_answer_is_written_byte_for_byte_as_uvicorn_writes_its_headers(request_bytes):
     assert served(answering(encoded=True), request_bytes) == served(answering(encoded=False), request_bytes)
+
+
+def test_an_encoded_answer_goes_out_head_and_body_in_one_write():
+    _written, _closed, writes = served_in_writes(answering(encoded=True), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert writes == 1
+
+
+@pytest.mark.parametrize(("request_bytes", "parts"), [
+    (b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", (b"{}",)),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", (b"{", b"}")),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", (b"{", b"}")),
+], ids=["head-request", "body-in-parts", "body-in-parts-connection-close"])
+def test_an_encoded_answer_uvicorn_would_write_otherwise_is_written_as_uvicorn_writes_it(request_bytes, parts):
+    assert (served(answering(encoded=True, parts=parts), request_bytes)
+            == served(answering(encoded=False, parts=parts), request_bytes))
+
+
+def test_an_encoded_answer_with_a_body_longer_than_its_length_is_refused_as_uvicorn_refuses_it():
+    headers = [(b"content-length", b"1"), (b"content-type", b"application/json")]
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    encoded = served(answering(encoded=True, headers=headers), request)
+    assert encoded == served(answering(encoded=False, headers=headers), request)
+    assert encoded[1]  # the connection is closed, not left with a wrong answer on it
+    assert not encoded[0].endswith(b"{}")
 
 
 def test_an_encoded_answer_is_actually_written_from_its_block():
