@@ -364,6 +364,44 @@ def test_a_body_that_does_not_arrive_in_time_is_the_body_limits_408(app, admin, 
     assert (b"x-frame-options", b"DENY") in sent[0]["headers"] and b"did not arrive" in sent[1]["body"]
 
 
+def test_a_body_the_server_says_it_holds_is_read_without_a_deadline_of_the_fast_paths_own(client, app, admin, alice):
+    """tokensmith's server protocol says when the whole body is in memory (protocols.BODY_RECEIVED):
+    the fast path then arms no timer (the server's own read deadline has done its work)."""
+    import asyncio
+
+    from tokensmith.api.fastpath import HotDoors
+    from tokensmith.protocols import BODY_RECEIVED
+
+    body = f"token={alice.secret}".encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    slow_then_fast("introspection", lambda: client.post("/v1/oauth2/introspect", headers={**admin.headers, **form},
+                                                        content=body))  # the caller is cached now
+    before = fast_answers("introspection")
+
+    async def run() -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            await asyncio.sleep(0.2)  # longer than the deadline below: only no deadline lets it through
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/oauth2/introspect", "scheme": "http",
+                 "headers": [(b"content-length", str(len(body)).encode()),
+                             (b"content-type", b"application/x-www-form-urlencoded"),
+                             (b"authorization", f"Bearer {admin.secret}".encode())],
+                 "client": ("testclient", 50000), "app": app,  # the address the client above used
+                 "extensions": {BODY_RECEIVED: lambda: True}}
+        await HotDoors(app, body_timeout=0.05)(scope, receive, send)
+        return sent
+
+    sent = asyncio.run(run())
+    assert fast_answers("introspection") == before + 1
+    assert sent[0]["status"] == 200 and b'"active":true' in sent[1]["body"].replace(b" ", b"")
+
+
 # --- S3 SigV4 verify -------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from tokensmith.api.fastpath import Answer
-from tokensmith.protocols import ENCODED_HEADERS, EncodedHeaders, HeaderTimeoutHttpToolsProtocol
+from tokensmith.protocols import BODY_RECEIVED, ENCODED_HEADERS, EncodedHeaders, HeaderTimeoutHttpToolsProtocol
 
 HEADERS = [(b"content-length", b"2"), (b"content-type", b"application/json"), (b"X-Tokensmith-User", b"alice"),
            (b"cache-control", b"no-store")]
@@ -154,3 +154,23 @@ def test_an_answer_with_one_more_header_encodes_it_like_the_others():
     assert answer.encoded == EncodedHeaders.of(answer.headers)
     with pytest.raises(ValueError):
         answer.with_header(b"x-bad", b"\n")
+
+
+def body_received_when_called(request: bytes) -> bool:
+    """What the scope's ``BODY_RECEIVED`` says when the app first runs, after ``request`` arrived."""
+    said: list[bool] = []
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        said.append(scope["extensions"][BODY_RECEIVED]())
+        await answering(encoded=False)(scope, receive, send)
+
+    served(app, request)
+    return said[0]
+
+
+def test_the_server_says_a_whole_body_is_in_memory():
+    assert body_received_when_called(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+
+
+def test_the_server_says_a_body_still_arriving_is_not_in_memory():
+    assert not body_received_when_called(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello")

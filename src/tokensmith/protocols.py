@@ -12,7 +12,7 @@ import asyncio
 import functools
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -33,13 +33,17 @@ except ImportError:  # uvicorn without its [standard] extra: h11 only
 
 from tokensmith.config import Settings
 
-__all__ = ["ENCODED_HEADERS", "EncodedHeaders", "HeaderTimeoutH11Protocol", "HeaderTimeoutHttpToolsProtocol",
-           "HttpToolsProtocol"]
+__all__ = ["BODY_RECEIVED", "ENCODED_HEADERS", "EncodedHeaders", "HeaderTimeoutH11Protocol",
+           "HeaderTimeoutHttpToolsProtocol", "HttpToolsProtocol"]
 
 # An extension key of an ASGI ``http.response.start`` message: the same headers as its "headers",
 # checked and encoded once (``EncodedHeaders``). Servers that do not know it ignore it, as ASGI
 # asks of unknown keys, and send "headers"; ours writes the encoded block as it is.
 ENCODED_HEADERS = "tokensmith.encoded_headers"
+# An extension of an HTTP scope (in ``scope["extensions"]``): a callable that says whether the
+# request's whole body is already in the server's memory, so that ``receive()`` returns it at once
+# and a door reading it needs no deadline of its own (asyncio.timeout costs a timer per request).
+BODY_RECEIVED = "tokensmith.body_received"
 
 
 
@@ -144,6 +148,11 @@ class _EncodedHeadersCycle(RequestResponseCycle):
 
     _held_head: bytes | None = None
 
+    def body_received(self) -> bool:
+        """Whether the whole request body is in memory (``BODY_RECEIVED``): uvicorn has parsed the
+        end of the request, and the app has not taken its body yet or takes it now."""
+        return not self.more_body and not self.disconnected
+
     async def send(self, message: Any) -> None:
         head = self._held_head
         if head is not None:
@@ -198,8 +207,11 @@ class HeaderTimeoutHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):  # typ
         super().on_headers_complete()
         # uvicorn makes the cycle here and starts its ASGI task, which first runs on the next turn of
         # the event loop: the cycle is ours before it sends anything.
-        if type(self.cycle) is RequestResponseCycle:
-            self.cycle.__class__ = _EncodedHeadersCycle
+        cycle = self.cycle
+        if type(cycle) is RequestResponseCycle:
+            cycle.__class__ = _EncodedHeadersCycle
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[BODY_RECEIVED] = cast(_EncodedHeadersCycle, cycle).body_received
 
 
 class HeaderTimeoutH11Protocol(_HeaderDeadline, H11Protocol):  # type: ignore[misc]

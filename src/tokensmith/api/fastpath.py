@@ -51,7 +51,7 @@ from tokensmith.api.tls import HSTS, forwarded_https
 from tokensmith.clientaddress import first_headers, scope_ip
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import tokenreview
-from tokensmith.protocols import ENCODED_HEADERS, EncodedHeaders
+from tokensmith.protocols import BODY_RECEIVED, ENCODED_HEADERS, EncodedHeaders
 from tokensmith.verify.core import Identity
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ _SECURITY_RAW = [(name, value) for name, value in _COMMON_RAW if name != b"cache
 _HSTS_RAW = (b"strict-transport-security", HSTS.encode("latin-1"))
 _JSON_TYPE = (b"content-type", b"application/json")
 _EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
+_NO_EXTENSIONS: dict[str, Any] = {}
 
 
 def encode_json(content: Any) -> bytes:
@@ -379,15 +380,19 @@ class HotDoors:
             if not declared.isdigit() or int(declared) > self.max_body or b"transfer-encoding" in headers:
                 await self.app(scope, receive, send)  # bodies it cannot read cheaply: the route's
                 return
-            try:
-                async with asyncio.timeout(self.body_timeout):
-                    read = await whole_body(receive)  # exactly Content-Length bytes: the server's parser
-            except TimeoutError:  # what the body limit answers, with what every API answer carries
-                start, rest = refusal_message(408, timeout_detail(self.body_timeout))
-                start["headers"] = [*start["headers"], *_SECURITY_RAW]
-                await send(start)
-                await send(rest)
-                return
+            received = scope.get("extensions", _NO_EXTENSIONS).get(BODY_RECEIVED)
+            if received is not None and received():
+                read = await whole_body(receive)  # in the server's memory already: nothing to wait for
+            else:
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        read = await whole_body(receive)  # exactly Content-Length bytes: the server's parser
+                except TimeoutError:  # what the body limit answers, with what every API answer carries
+                    start, rest = refusal_message(408, timeout_detail(self.body_timeout))
+                    start["headers"] = [*start["headers"], *_SECURITY_RAW]
+                    await send(start)
+                    await send(rest)
+                    return
             if read is None:
                 return  # the client went away: nobody is left to answer
             body, receive = read, replay(read, receive)
