@@ -366,7 +366,7 @@ def test_a_body_that_does_not_arrive_in_time_is_the_body_limits_408(app, admin, 
 
 def test_a_body_the_server_says_it_holds_is_read_without_a_deadline_of_the_fast_paths_own(client, app, admin, alice):
     """tokensmith's server protocol says when the whole body is in memory (protocols.BODY_RECEIVED):
-    the fast path then arms no timer (the server's own read deadline has done its work)."""
+    the fast path then arms no timer (there is nothing left to wait for)."""
     import asyncio
 
     from tokensmith.api.fastpath import HotDoors
