@@ -398,15 +398,7 @@ class Door:
 Result = tuple[float, float, float]  # req/s, p50 ms, p99 ms
 
 
-def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
-    """A child process's start-up step that keeps it on ``cpus`` (None: wherever the kernel likes)."""
-    if cpus is None:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-def start(args: list[str], db_url: str, data_dir: Path, ready: str,
-          cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+def start(args: list[str], db_url: str, data_dir: Path, ready: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
     env.update(TOKENSMITH_DATA_DIR=str(data_dir), TOKENSMITH_DATABASE_URL=db_url,
@@ -414,7 +406,7 @@ def start(args: list[str], db_url: str, data_dir: Path, ready: str,
     # The server's own log, to read when a door fails (wrk's error alone does not say why).
     with open(data_dir.parent / f"server-{port}.log", "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "bench.server", "--port", str(port), *args],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinned(cpus))
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + ready, timeout=120, process=process)
     return process, url
@@ -482,15 +474,14 @@ async def prepare_doors_async(api: httpx.AsyncClient, admin: str) -> list[Door]:
     return doors_table(cluster, subject.json()["secret"], credential, key, admin)
 
 
-def wrk_door(door: Door, url: str, connections: int, seconds: int, tmp: Path,
-             cpus: set[int] | None = None) -> Result:
+def wrk_door(door: Door, url: str, connections: int, seconds: int, tmp: Path) -> Result:
     script = door.script(tmp)
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if door.secret:
         args += ["-H", f"Authorization: Bearer {door.secret}"]
     if script is not None:
         args += ["-s", str(script)]
-    ran = subprocess.run([*args, url + door.path], capture_output=True, text=True, preexec_fn=pinned(cpus))
+    ran = subprocess.run([*args, url + door.path], capture_output=True, text=True)
     if ran.returncode != 0:
         raise RuntimeError(f"{door.name}: wrk exited {ran.returncode}: {(ran.stderr or ran.stdout).strip()[-500:]}")
     output = ran.stdout
@@ -520,17 +511,12 @@ def load() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def doors(tmp: Path, seconds: int, rounds: int, pin: bool = False) -> None:
+def doors(tmp: Path, seconds: int, rounds: int) -> None:
     """Every door, cached path, against a raw ASGI app on the same uvicorn/httptools/uvloop stack.
 
     Rounds are interleaved (each round runs every door at c=1, then at c=32) and each figure is the
     median over the rounds, so a busy neighbour slows every door alike and the ratios stay readable.
-    With ``pin``, each one-worker server runs on the first core and wrk on the last: the kernel
-    no longer moves them onto one core now and then, which lands in everyone's p99 alike (the
-    ``--workers 2`` server keeps both cores, as it must, and shares them with wrk).
     """
-    last = (os.cpu_count() or 1) - 1
-    server_cpus, client_cpus = ({0}, {last}) if pin and last > 0 else (None, None)
     if shutil.which("wrk") is None:
         row("doors", "skipped: install wrk (apt-get install -y wrk)", "-")
         return
@@ -540,8 +526,8 @@ def doors(tmp: Path, seconds: int, rounds: int, pin: bool = False) -> None:
     admin, _ = seed(database)
     database.dispose()
     started_load = load()
-    servers = {"raw": start(["--app", "raw"], db_url, tmp / "data-raw", "/", server_cpus),
-               "one": start([], db_url, tmp / "data-one", "/v1/bench/noop", server_cpus),
+    servers = {"raw": start(["--app", "raw"], db_url, tmp / "data-raw", "/"),
+               "one": start([], db_url, tmp / "data-one", "/v1/bench/noop"),
                "two": start(["--workers", "2"], db_url, tmp / "data-two", "/v1/bench/noop")}
     try:
         urls = {name: url for name, (_process, url) in servers.items()}
@@ -553,8 +539,7 @@ def doors(tmp: Path, seconds: int, rounds: int, pin: bool = False) -> None:
         for round_ in range(rounds):
             for c in (1, 32):
                 for door in table:
-                    results.setdefault((door.name, c), []).append(
-                        wrk_door(door, urls[door.server], c, seconds, tmp, client_cpus))
+                    results.setdefault((door.name, c), []).append(wrk_door(door, urls[door.server], c, seconds, tmp))
             print(f"  doors: round {round_ + 1}/{rounds} done, load average {load()}", flush=True)
     except Exception:
         for log in sorted(tmp.glob("server-*.log")):  # why a door failed is in its server's log
@@ -566,8 +551,7 @@ def doors(tmp: Path, seconds: int, rounds: int, pin: bool = False) -> None:
     med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in results.items()}
     ceiling = med[(table[0].name, 32)][0]
     one_worker = med[("forward-auth GET /v1/auth/verify", 32)][0]
-    pinning = f"; one-worker servers on core 0, wrk on core {last}" if server_cpus else ""
-    print(f"\nDoors, cached path, medians of {rounds} interleaved rounds of {seconds} s (wrk -t1, loopback{pinning});"
+    print(f"\nDoors, cached path, medians of {rounds} interleaved rounds of {seconds} s (wrk -t1, loopback);"
           f" load average (1, 5, 15 min) {started_load} at start, {load()} at end; {os.cpu_count()} cores.\n")
     print("| door | c=1 req/s | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p50 ms | c=32 p99 ms "
           "| ratio to raw ASGI (c=32) | target |")
@@ -662,8 +646,6 @@ def main() -> None:
     parser.add_argument("--only", default="doors,inproc,asgi,memory,scale,propagation",
                         help="sections: doors, inproc, asgi, memory, http (the old per-stack no-op comparison), "
                              "scale, propagation")
-    parser.add_argument("--pin", action="store_true",
-                        help="doors: one-worker servers on the first core, wrk on the last (steadier p99)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     stacks = [s for s in args.stacks.split(",") if s != "granian" or _has("granian")]
@@ -671,7 +653,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tsm-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if "doors" in only:
-            doors(tmp, args.seconds, args.rounds, args.pin)
+            doors(tmp, args.seconds, args.rounds)
         if "inproc" in only:
             in_process(tmp)
             s3_in_process(tmp)
