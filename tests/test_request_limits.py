@@ -48,6 +48,52 @@ def test_a_body_under_the_limit_still_reaches_the_route(client):
     assert response.status_code == 401
 
 
+def _through_body_limit(body: bytes, in_memory: bool, max_bytes: int = MiB, chunked: bool = False) -> list[dict]:
+    """What ``BodyLimit`` (0.05 s deadline) sends for ``body``, delivered after 0.2 s, when the server
+    says (or does not say) that the whole body is in its memory; the app below answers 200."""
+    import asyncio
+
+    from tokensmith.api.bodylimit import BodyLimit
+    from tokensmith.protocols import BODY_RECEIVED
+
+    async def app(scope: dict, receive, send) -> None:
+        message = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": message["body"]})
+
+    async def run() -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            await asyncio.sleep(0.2)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        framing = (b"transfer-encoding", b"chunked") if chunked else (b"content-length", str(len(body)).encode())
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": [framing],
+                 "extensions": {BODY_RECEIVED: lambda: in_memory}}
+        await BodyLimit(app, max_bytes=max_bytes, timeout=0.05)(scope, receive, send)
+        return sent
+
+    return asyncio.run(run())
+
+
+def test_a_body_the_server_says_it_holds_is_read_without_the_deadline():
+    sent = _through_body_limit(b"hello", in_memory=True)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"hello"
+
+
+def test_a_body_the_server_does_not_hold_yet_is_read_under_the_deadline():
+    assert _through_body_limit(b"hello", in_memory=False)[0]["status"] == 408
+
+
+def test_a_body_the_server_holds_is_still_counted_against_the_limit():
+    # Chunked: no declared length to refuse up front, so the limit is the count of what arrived.
+    assert _through_body_limit(b"x" * 100, in_memory=True, max_bytes=10, chunked=True)[0]["status"] == 413
+
+
 # --- a real server ---------------------------------------------------------------------------
 
 

@@ -16,11 +16,15 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tokensmith.protocols import BODY_RECEIVED
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_NO_EXTENSIONS: dict[str, Any] = {}
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
@@ -35,6 +39,14 @@ class _Refused(Exception):
 
 class _Disconnected(Exception):
     pass
+
+
+def body_in_memory(scope: Scope) -> bool:
+    """Whether the server says the request's whole body is already in its memory (tokensmith's own
+    server does: ``protocols.BODY_RECEIVED``), so reading it waits for nothing and needs no deadline
+    (``asyncio.timeout`` arms and cancels a timer per request)."""
+    received = scope.get("extensions", _NO_EXTENSIONS).get(BODY_RECEIVED)
+    return received is not None and bool(received())
 
 
 def timeout_detail(seconds: float) -> str:
@@ -103,7 +115,14 @@ class BodyLimit:
                 # No body at all (most GETs, the verification doors): nothing to count or wait for.
                 await self.app(scope, receive, send)
                 return
-            body = await self._read(receive)
+            if body_in_memory(scope):
+                body = await self._count(receive)
+            else:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        body = await self._count(receive)
+                except TimeoutError:
+                    raise _Refused(408, timeout_detail(self.timeout)) from None
         except _Disconnected:
             return  # the client went away mid-body: nobody is left to answer
         except _Refused as refused:
@@ -129,23 +148,20 @@ class BodyLimit:
                 chunked = True
         return declared, chunked
 
-    async def _read(self, receive: Receive) -> bytes:
-        """The whole body, at most ``max_bytes``; raises _Refused past the limit or the deadline."""
+    async def _count(self, receive: Receive) -> bytes:
+        """The whole body, at most ``max_bytes``; raises _Refused past the limit, _Disconnected if the
+        client goes away first. The deadline is the caller's."""
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise _Disconnected
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise _Refused(413, self._too_large())
-                    if chunk:
-                        chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        return b"".join(chunks)
-        except TimeoutError:
-            raise _Refused(408, timeout_detail(self.timeout)) from None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _Refused(413, self._too_large())
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)

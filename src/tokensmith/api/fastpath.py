@@ -43,7 +43,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokensmith import metrics
 from tokensmith.api.answers import INACTIVE, identity_headers, introspection
-from tokensmith.api.bodylimit import DEFAULT_BODY_TIMEOUT_SECONDS, refusal_message, replay, timeout_detail, whole_body
+from tokensmith.api.bodylimit import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    body_in_memory,
+    refusal_message,
+    replay,
+    timeout_detail,
+    whole_body,
+)
 from tokensmith.api.guard import CLIENT_ADDRESS_HEADER, SubjectKeys, client_key_of, proxy_subject_keys
 from tokensmith.api.headers import API_CSP, SECURITY_HEADERS
 from tokensmith.api.routes.objectstore import VerifyRequest, VerifyResult  # S3 verify's answer is the route's
@@ -51,7 +58,7 @@ from tokensmith.api.tls import HSTS, forwarded_https
 from tokensmith.clientaddress import first_headers, scope_ip
 from tokensmith.errors import InvalidInput
 from tokensmith.kube import tokenreview
-from tokensmith.protocols import BODY_RECEIVED, ENCODED_HEADERS, EncodedHeaders
+from tokensmith.protocols import ENCODED_HEADERS, EncodedHeaders
 from tokensmith.verify.core import Identity
 
 if TYPE_CHECKING:
@@ -80,7 +87,6 @@ _SECURITY_RAW = [(name, value) for name, value in _COMMON_RAW if name != b"cache
 _HSTS_RAW = (b"strict-transport-security", HSTS.encode("latin-1"))
 _JSON_TYPE = (b"content-type", b"application/json")
 _EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
-_NO_EXTENSIONS: dict[str, Any] = {}
 
 
 def encode_json(content: Any) -> bytes:
@@ -380,8 +386,7 @@ class HotDoors:
             if not declared.isdigit() or int(declared) > self.max_body or b"transfer-encoding" in headers:
                 await self.app(scope, receive, send)  # bodies it cannot read cheaply: the route's
                 return
-            received = scope.get("extensions", _NO_EXTENSIONS).get(BODY_RECEIVED)
-            if received is not None and received():
+            if body_in_memory(scope):
                 read = await whole_body(receive)  # in the server's memory already: nothing to wait for
             else:
                 try:
