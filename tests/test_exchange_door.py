@@ -8,7 +8,10 @@ other grants and other content types go to the route.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -211,3 +214,48 @@ def test_the_doors_answer_behind_a_trusted_tls_proxy_carries_hsts_like_the_route
     with database.session() as session:
         addresses = session.scalars(select(AuditEvent.client_ip).where(AuditEvent.action == "token.exchanged")).all()
         assert addresses == ["192.0.2.7", "192.0.2.7"]  # the forwarded client, from the trusted proxy
+
+
+def _on_thread(calls: list[str]) -> str:
+    calls.append(threading.current_thread().name)
+    return calls[-1]
+
+
+def test_an_exchange_runs_on_the_doors_own_threads():
+    door = exchange_door.TokenExchangeDoor(app=None)  # type: ignore[arg-type]
+    calls: list[str] = []
+    assert asyncio.run(door.run(_on_thread, calls)).startswith("token-exchange")
+
+
+def test_an_exchange_waiting_for_the_doors_busy_threads_runs_on_the_shared_pool():
+    door = exchange_door.TokenExchangeDoor(app=None, threads=1, spill_after=0.05)  # type: ignore[arg-type]
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def hold() -> None:
+        started.set()
+        release.wait(30)
+
+    async def both() -> str:
+        stuck = asyncio.ensure_future(door.run(hold))  # holds the door's one thread
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+        try:
+            return await door.run(_on_thread, calls)
+        finally:
+            release.set()
+            await stuck
+
+    assert not asyncio.run(both()).startswith("token-exchange")
+    assert len(calls) == 1
+
+
+def test_an_exchange_already_running_when_it_is_slow_is_awaited_not_run_again():
+    door = exchange_door.TokenExchangeDoor(app=None, threads=1, spill_after=0.01)  # type: ignore[arg-type]
+    calls: list[str] = []
+
+    def slow() -> str:
+        time.sleep(0.2)  # longer than spill_after: the door must not run it a second time
+        return _on_thread(calls)
+
+    assert asyncio.run(door.run(slow)).startswith("token-exchange")
+    assert len(calls) == 1

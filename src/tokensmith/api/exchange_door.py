@@ -12,6 +12,14 @@ Anything else goes on to the route, unchanged: other grant types, other content 
 ``urllib`` would not read exactly as Starlette does (``;`` separators, a field without ``=``, an
 empty field), a body that is not ASCII.
 
+The grant runs on the door's own two threads (``EXCHANGE_THREADS``), not on the shared pool
+through anyio: at concurrency 8 the shared pool ran eight exchanges at once, which then took turns
+at the GIL and at the one SQLite write lock (futex wake-ups, forced GIL drops); two threads keep
+one exchange on the CPU while the other writes. An exchange that waits ``SPILL_AFTER`` for one of
+them (both held up by an issuer slow to serve its keys, say) goes to the shared pool instead, so a
+stuck exchange never holds up the others for longer than that (docs/performance.md, "Workload
+identity federation").
+
 Position: inside the body limit (``api/middleware.stack``), so the body is already read and bounded
 (413, 408), and inside the security headers, HSTS and the server-error layers, which treat its
 answers as they treat the route's.
@@ -19,7 +27,10 @@ answers as they treat the route's.
 
 from __future__ import annotations
 
-from typing import Final
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +43,9 @@ from tokensmith.usecases import RequestContext
 
 TOKEN_PATH: Final = "/v1/oauth2/token"  # noqa: S105 - a path
 FORM: Final = b"application/x-www-form-urlencoded"
+EXCHANGE_THREADS: Final = 2
+SPILL_AFTER: Final = 0.25  # seconds an exchange waits for one of the door's threads before it takes the shared pool
+T = TypeVar("T")
 
 
 def plain_form(body: bytes) -> dict[str, str] | None:
@@ -53,8 +67,10 @@ def plain_form(body: bytes) -> dict[str, str] | None:
 class TokenExchangeDoor:
     """Answers well-formed token exchange forms at ``POST /v1/oauth2/token``; anything else goes on to ``app``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, threads: int = EXCHANGE_THREADS, spill_after: float = SPILL_AFTER) -> None:
         self.app = app
+        self.spill_after = spill_after
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="token-exchange")  # started on first use
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != TOKEN_PATH or scope["method"] != "POST":
@@ -75,6 +91,17 @@ class TokenExchangeDoor:
         user_agent = headers.get(b"user-agent")
         who = RequestContext(client_ip=scope_ip(scope, headers, context.trusted_proxies),
                              user_agent=user_agent.decode("latin-1") if user_agent is not None else None)
-        answer = await run_in_threadpool(exchange_grant, context, who, fields)
+        answer = await self.run(exchange_grant, context, who, fields)
         await render_grant(answer)(scope, receive, send)
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` on one of the door's threads; on the shared pool if none takes it within ``spill_after``."""
+        queued = self._threads.submit(fn, *args)
+        result = asyncio.wrap_future(queued)
+        try:
+            return await asyncio.wait_for(asyncio.shield(result), self.spill_after)
+        except TimeoutError:
+            if queued.cancel():  # still waiting for a thread: run it elsewhere
+                return await run_in_threadpool(fn, *args)
+            return await result  # running: it is only slow
 

@@ -91,12 +91,13 @@ token_clusters = Table(
 class Token(Base):
     __tablename__ = "tokens"
     # The sweep of expired federated tokens (tokensmith.federation) reads this range. Only rotated
-    # tokens have a previous digest: its index leaves out the NULLs (migration 0017 says why).
+    # tokens have a previous digest, only revoked ones a revocation time, only derived ones a
+    # parent: those indexes leave out the NULLs (migrations 0017 and 0018 say why).
     __table_args__ = (
         Index("ix_tokens_federated_expiry", "federated_issuer", "expires_at"),
-        Index("ix_tokens_previous_secret_digest", "previous_secret_digest",
-              postgresql_where=text("previous_secret_digest IS NOT NULL"),
-              sqlite_where=text("previous_secret_digest IS NOT NULL")),
+        *(Index(f"ix_tokens_{column}", column, postgresql_where=text(f"{column} IS NOT NULL"),
+                sqlite_where=text(f"{column} IS NOT NULL"))
+          for column in ("previous_secret_digest", "revoked_at", "parent_token_id")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -111,7 +112,7 @@ class Token(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_ip: Mapped[str | None] = mapped_column(String(64))
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Space-separated scope names; NULL means "all of the owner's" (see tokensmith.scopes).
     scopes: Mapped[str | None] = mapped_column(Text)
     # Rotation: the replaced secret keeps working until previous_grace_until (exclusive).
@@ -120,7 +121,7 @@ class Token(Base):
     # A short-lived token derived from another (a cluster credential from the CLI's login): it is
     # refused once its parent is revoked, expired or gone, so revoking the login ends them all.
     parent_token_id: Mapped[int | None] = mapped_column(
-        ForeignKey("tokens.id", ondelete="CASCADE"), index=True, default=None)
+        ForeignKey("tokens.id", ondelete="CASCADE"), default=None)
     # Set on tokens minted by a workload identity exchange: who the external workload was.
     federated_issuer: Mapped[str | None] = mapped_column(String(2048))
     federated_subject: Mapped[str | None] = mapped_column(String(1000))
