@@ -339,6 +339,49 @@ def console(client, database: Database, clock: FrozenClock):
     return sign_in
 
 
+# --- the browser -------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator:
+    """One headless Chromium (Debian's, driven by Playwright) per xdist worker: launching one took seconds of a
+    loaded 2-core box for each browser module. Modules use it through ``browser``, each in contexts of its own
+    (cookies, storage, permissions and downloads are per context), so nothing carries from one module to
+    the next."""
+    require(os.path.exists(CHROMIUM), f"browser tests need Debian's chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "browser tests need Playwright for Python (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        _playwright_loop_running(launched, True)  # the last test of the worker's run may be any test
+        launched.close()
+
+
+def _playwright_loop_running(browser, running: bool) -> None:
+    """Playwright's sync API runs its event loop in a greenlet and, between calls, leaves this thread marked as
+    running that loop. Only a browser module may see that mark: with it, ``asyncio.run`` in any other test on the
+    worker fails ("cannot be called from a running event loop"), and without it Playwright's own next call fails.
+    """
+    import asyncio
+
+    asyncio._set_running_loop(browser._loop if running else None)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium) -> Iterator:
+    """The worker's Chromium for one module's tests (see ``chromium``)."""
+    _playwright_loop_running(chromium, True)
+    yield chromium
+    _playwright_loop_running(chromium, False)
+
+
 # --- the real Kubernetes API server -----------------------------------------------------------
 
 

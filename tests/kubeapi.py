@@ -241,7 +241,7 @@ class KubeApiServer:
                         return
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.2)
+                time.sleep(0.01)
         raise TimeoutError(f"kube-apiserver not ready within {timeout} s:\n{self.log('kube-apiserver')}")
 
     def _wait_aggregated(self, timeout: float) -> None:
@@ -252,7 +252,7 @@ class KubeApiServer:
                          for name in ("view", "edit", "admin")]
                 if all(role.get("rules") for role in roles):
                     return
-                time.sleep(0.2)
+                time.sleep(0.01)
         raise TimeoutError(f"the aggregated roles stayed empty:\n{self.log('kube-controller-manager')}")
 
     def log(self, name: str) -> str:

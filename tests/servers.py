@@ -50,7 +50,7 @@ def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | N
                     return
                 except httpx.HTTPError:
                     pass
-            time.sleep(0.05)
+            time.sleep(0.01)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 

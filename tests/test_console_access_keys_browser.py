@@ -16,9 +16,9 @@ from tests import test_console_browser as ui
 from tests.s3sign import signed
 
 pytestmark = pytest.mark.browser
-# The console browser tests' fixtures, so this module gets its own server, browser and signed-in admin.
-browser, server, admin_password, admin_context, admin_page = (
-    ui.browser, ui.server, ui.admin_password, ui.admin_context, ui.admin_page)
+# The console browser tests' fixtures, so this module gets its own server and signed-in admin (and contexts
+# of its own in the worker's Chromium, tests/conftest.py's ``browser``).
+server, admin_password, admin_context, admin_page = ui.server, ui.admin_password, ui.admin_context, ui.admin_page
 create_token, shot = ui.create_token, ui.shot
 
 

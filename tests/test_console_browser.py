@@ -1,8 +1,8 @@
 """The console in a real headless Chromium (Playwright) against a real ``tokensmith serve``.
 
-One server and one browser for the module (per xdist worker); tests share the admin, whose first
-password is changed once, and do not depend on each other's data. Screenshots land in
-test-artifacts/console/.
+One server for the module and the worker's Chromium (tests/conftest.py's ``browser``); tests share the
+admin, whose first password is changed once, and do not depend on each other's data. Screenshots land
+in test-artifacts/console/.
 """
 
 from __future__ import annotations
@@ -23,25 +23,9 @@ from tests.servers import ServerProcess, free_port, server_env, wait_for_http
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
 ADMIN_PASSWORD = "a-new-admin-password"
 MOBILE = {"width": 375, "height": 812}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    require(os.path.exists(CHROMIUM), "browser tests need Debian's chromium at /usr/bin/chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "browser tests need Playwright for Python (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from tests.conftest import SECRET_KEY
 from tests.servers import free_port
-from tests.test_console_browser import ARTIFACTS, browser, new_page, shot  # noqa: F401 - the module's Chromium
+from tests.test_console_browser import ARTIFACTS, new_page, shot
 from tokensmith.accounts.service import AccountService
 from tokensmith.api.app import create_app
 from tokensmith.clock import FrozenClock
@@ -43,7 +43,7 @@ class InProcessServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, sqlite_template, browser) -> Iterator[InProcessServer]:  # noqa: F811
+def server(tmp_path_factory, sqlite_template, browser) -> Iterator[InProcessServer]:
     import uvicorn
 
     root = tmp_path_factory.mktemp("expiry-browser")
@@ -79,7 +79,7 @@ def make_token(server: InProcessServer, user: User, name: str, expiration: str =
         return TokenService(session, server.clock, SECRET_KEY).create(user, name, expiration=expiration)
 
 
-def signed_in_page(browser, server: InProcessServer, user: User):  # noqa: F811
+def signed_in_page(browser, server: InProcessServer, user: User):
     with server.database.session() as session:
         session_id = SessionService(session, server.clock, SECRET_KEY).start(user)
     page = new_page(browser, server)
@@ -97,7 +97,7 @@ def option_labels(select) -> list[str]:
     return [label.strip() for label in select.locator("option").all_inner_texts()]
 
 
-def test_a_90_day_policy_hides_one_year_and_never_in_the_new_token_dialog(browser, server):  # noqa: F811
+def test_a_90_day_policy_hides_one_year_and_never_in_the_new_token_dialog(browser, server):
     page = signed_in_page(browser, server, make_user(server, "ninety", max_lifetime_days=90))
     page.locator("#create-token").click()
     picker = page.locator("#create-dialog").get_by_label("Expiration")
@@ -111,7 +111,7 @@ def test_a_90_day_policy_hides_one_year_and_never_in_the_new_token_dialog(browse
     page.context.close()
 
 
-def test_without_a_policy_the_dialog_offers_every_choice(browser, server):  # noqa: F811
+def test_without_a_policy_the_dialog_offers_every_choice(browser, server):
     page = signed_in_page(browser, server, make_user(server, "open"))
     page.locator("#create-token").click()
     picker = page.locator("#create-dialog").get_by_label("Expiration")
@@ -119,7 +119,7 @@ def test_without_a_policy_the_dialog_offers_every_choice(browser, server):  # no
     page.context.close()
 
 
-def test_extend_from_the_expires_soon_banner(browser, server):  # noqa: F811
+def test_extend_from_the_expires_soon_banner(browser, server):
     user = make_user(server, "banner", max_lifetime_days=90)
     soon = make_token(server, user, "nightly", expiration="2d").token.public_id
     page = signed_in_page(browser, server, user)
@@ -139,7 +139,7 @@ def test_extend_from_the_expires_soon_banner(browser, server):  # noqa: F811
     page.context.close()
 
 
-def test_rotate_dialog_sets_a_new_expiry(browser, server):  # noqa: F811
+def test_rotate_dialog_sets_a_new_expiry(browser, server):
     user = make_user(server, "rotator")
     token = make_token(server, user, "rotate me", expiration="8h").token.public_id
     page = signed_in_page(browser, server, user)
@@ -153,7 +153,7 @@ def test_rotate_dialog_sets_a_new_expiry(browser, server):  # noqa: F811
     page.context.close()
 
 
-def test_the_usage_chart_shows_a_token_used_over_several_hours(browser, server):  # noqa: F811
+def test_the_usage_chart_shows_a_token_used_over_several_hours(browser, server):
     user = make_user(server, "usage")
     created = make_token(server, user, "busy")
     headers = {"Authorization": f"Bearer {created.secret}"}
@@ -178,7 +178,7 @@ def test_the_usage_chart_shows_a_token_used_over_several_hours(browser, server):
     page.context.close()
 
 
-def test_a_token_nobody_used_for_weeks_says_so(browser, server):  # noqa: F811
+def test_a_token_nobody_used_for_weeks_says_so(browser, server):
     user = make_user(server, "idle")
     idle = make_token(server, user, "forgotten", expiration="1y").token.public_id
     server.clock.advance(timedelta(days=21))

@@ -15,8 +15,8 @@ from tests.pki import make_pki
 
 pytestmark = pytest.mark.browser
 
-# The module-scoped server, browser and signed-in admin of test_console_browser, one set per module.
-browser = shared.browser
+# The module-scoped server and signed-in admin of test_console_browser, one set per module (the browser is
+# the worker's Chromium, tests/conftest.py's ``browser``).
 server = shared.server
 admin_password = shared.admin_password
 admin_context = shared.admin_context

@@ -34,7 +34,6 @@ TOKENSMITH = str(Path(sys.executable).parent / "tokensmith")
 PROMPT = re.compile(r"open (\S+) and enter the code ([A-Z]{4}-[A-Z]{4})")
 COMPLETE = re.compile(r"\(or open (\S+)\)")
 
-browser = shared.browser
 admin_password = shared.admin_password  # resolved against this module's server
 admin_context = shared.admin_context
 shot = shared.shot

@@ -14,7 +14,6 @@ from tests import test_console_browser as shared
 
 pytestmark = pytest.mark.browser
 
-browser = shared.browser
 server = shared.server
 
 

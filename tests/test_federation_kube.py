@@ -4,7 +4,8 @@
 trust policy holding the server's JWKS inline (as for an air-gapped cluster, taken with
 ``kubectl get --raw /openid/v1/jwks``) turns it into a short-lived token of a service account.
 
-The API server is the session's (tests/conftest.py's real_kube, tests/kubeapi.py).
+The API server is the session's (tests/conftest.py's real_kube, tests/kubeapi.py); the CLI test talks to the
+session's tokensmith too (names it makes are its own), the other to an in-process app.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from tests.conftest import LOOPBACK_NETWORKS
 from tests.kubeapi import SA_ISSUER, KubeApiServer, RealCluster
 from tests.kubeapi import kubectl as kubectl_binary
-from tests.servers import admin_password, free_port
+from tests.servers import admin_password
 from tokensmith.config import Settings
 from tokensmith.net.outbound import parse_networks
 
@@ -81,41 +82,36 @@ def test_kubectl_create_token_is_exchanged_for_a_tokensmith_token_with_the_jwks_
 
 
 @pytest.mark.kubectl
-def test_one_cli_command_registers_the_clusters_issuer_from_kubectl(apiserver, tmp_path):
+def test_one_cli_command_registers_the_clusters_issuer_from_kubectl(real_kube: RealCluster, tmp_path):
     """``tokensmith trust-policy create --from-kubectl``: issuer and JWKS from the current context."""
-    from tests.servers import ServerProcess, server_env
+    apiserver, server = real_kube.kube, real_kube.server  # the session's tokensmith: starting one costs seconds
+    binary, kubeconfig = kubectl_binary(), apiserver.admin_kubeconfig
+    bin_dir = tmp_path / "bin"  # `kubectl` on PATH: the version that matches this API server
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").symlink_to(binary)
+    env = {**server.env, "XDG_CONFIG_HOME": str(tmp_path / "config"), "KUBECONFIG": str(kubeconfig),
+           "KUBECACHEDIR": str(tmp_path / "kube-cache"), "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "SSL_CERT_FILE": str(server.ca_file)}
 
-    data = tmp_path / "data"
-    server = ServerProcess(data, free_port(), server_env(data)).start()
-    try:
-        binary, kubeconfig = kubectl_binary(), apiserver.admin_kubeconfig
-        bin_dir = tmp_path / "bin"  # `kubectl` on PATH: the version that matches this API server
-        bin_dir.mkdir()
-        (bin_dir / "kubectl").symlink_to(binary)
-        env = {**server.env, "XDG_CONFIG_HOME": str(tmp_path / "config"), "KUBECONFIG": str(kubeconfig),
-               "KUBECACHEDIR": str(tmp_path / "kube-cache"), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    def cli(*args: str, input: str | None = None) -> str:
+        done = subprocess.run([sys.executable, "-m", "tokensmith", *args], env=env, input=input,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
-        def cli(*args: str, input: str | None = None) -> str:
-            done = subprocess.run([sys.executable, "-m", "tokensmith", *args], env=env, input=input,
-                                  capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr
-            return done.stdout
-
-        password = admin_password(server.url, data)
-        cli("login", "--url", server.url, "--username", "admin", input=password + "\n")
-        cli("service-account", "create", "ci-runner")
-        created = cli("trust-policy", "create", "cluster-ci", "--service-account", "ci-runner", "--from-kubectl",
-                      "--audience", "tokensmith", "--subject", "system:serviceaccount:default:*",
-                      "--scope", "tokens:read")
-        assert "AWS_ROLE_ARN=arn:tokensmith:iam::default:role/cluster-ci" in created
-        [policy] = json.loads(cli("trust-policy", "list", "--json"))
-        assert policy["issuer"] == SA_ISSUER and policy["inline_jwks"] is True
-        name = f"runner-{uuid.uuid4().hex[:6]}"
-        kubectl(apiserver, "create", "serviceaccount", name, "--namespace", "default")
-        token = kubectl(apiserver, "create", "token", name, "--namespace", "default", "--audience",
-                        "tokensmith").strip()
-        answer = httpx.post(f"{server.url}/v1/oauth2/token", data={"grant_type": GRANT, "subject_token": token,
-                                                                    "subject_token_type": JWT_TYPE})
-        assert answer.status_code == 200, answer.text
-    finally:
-        server.stop()
+    password = admin_password(server.url, server.data_dir, verify=real_kube.trust())
+    cli("login", "--url", server.url, "--username", "admin", input=password + "\n")
+    cli("service-account", "create", "ci-runner")
+    created = cli("trust-policy", "create", "cluster-ci", "--service-account", "ci-runner", "--from-kubectl",
+                  "--audience", "tokensmith", "--subject", "system:serviceaccount:default:*",
+                  "--scope", "tokens:read")
+    assert "AWS_ROLE_ARN=arn:tokensmith:iam::default:role/cluster-ci" in created
+    [policy] = [p for p in json.loads(cli("trust-policy", "list", "--json")) if p["name"] == "cluster-ci"]
+    assert policy["issuer"] == SA_ISSUER and policy["inline_jwks"] is True
+    name = f"runner-{uuid.uuid4().hex[:6]}"
+    kubectl(apiserver, "create", "serviceaccount", name, "--namespace", "default")
+    token = kubectl(apiserver, "create", "token", name, "--namespace", "default", "--audience",
+                    "tokensmith").strip()
+    answer = httpx.post(f"{server.url}/v1/oauth2/token", verify=real_kube.trust(),
+                        data={"grant_type": GRANT, "subject_token": token, "subject_token_type": JWT_TYPE})
+    assert answer.status_code == 200, answer.text

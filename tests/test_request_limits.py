@@ -186,5 +186,5 @@ def test_connections_beyond_the_bound_are_refused_with_503(bounded_server):
             sock.close()
     deadline = time.monotonic() + 10  # the server notices the closed connections and frees their slots
     while httpx.get(f"{bounded_server.url}/healthz", timeout=10).status_code == 503 and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.01)
     assert httpx.get(f"{bounded_server.url}/healthz", timeout=10).status_code == 200

@@ -60,7 +60,7 @@ def wait_for(condition, timeout=60.0):
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.1)
+        time.sleep(0.01)
     return False
 
 
