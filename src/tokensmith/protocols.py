@@ -46,7 +46,6 @@ ENCODED_HEADERS = "tokensmith.encoded_headers"
 BODY_RECEIVED = "tokensmith.body_received"
 
 
-
 def _line(name: bytes, value: bytes) -> bytes:
     """One header as uvicorn writes it; ValueError for what uvicorn refuses, or a header only the
     server may write (it decides keep-alive and framing)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from tokensmith.protocols import BODY_RECEIVED
 
@@ -24,6 +24,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+T = TypeVar("T")
 _NO_EXTENSIONS: dict[str, Any] = {}
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -41,12 +42,21 @@ class _Disconnected(Exception):
     pass
 
 
-def body_in_memory(scope: Scope) -> bool:
+def _body_in_memory(scope: Scope) -> bool:
     """Whether the server says the request's whole body is already in its memory (tokensmith's own
-    server does: ``protocols.BODY_RECEIVED``), so reading it waits for nothing and needs no deadline
-    (``asyncio.timeout`` arms and cancels a timer per request)."""
+    server does: ``protocols.BODY_RECEIVED``)."""
     received = scope.get("extensions", _NO_EXTENSIONS).get(BODY_RECEIVED)
     return received is not None and bool(received())
+
+
+async def read_within(scope: Scope, seconds: float, read: Callable[[], Awaitable[T]]) -> T:
+    """``read()`` (a reader of the request body) under a deadline of ``seconds`` (TimeoutError past
+    it), unless the server says it holds the whole body already: then reading waits for nothing and
+    arms no timer (``asyncio.timeout`` arms and cancels one per request)."""
+    if _body_in_memory(scope):
+        return await read()
+    async with asyncio.timeout(seconds):
+        return await read()
 
 
 def timeout_detail(seconds: float) -> str:
@@ -115,14 +125,10 @@ class BodyLimit:
                 # No body at all (most GETs, the verification doors): nothing to count or wait for.
                 await self.app(scope, receive, send)
                 return
-            if body_in_memory(scope):
-                body = await self._count(receive)
-            else:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        body = await self._count(receive)
-                except TimeoutError:
-                    raise _Refused(408, timeout_detail(self.timeout)) from None
+            try:
+                body = await read_within(scope, self.timeout, lambda: self._count(receive))
+            except TimeoutError:
+                raise _Refused(408, timeout_detail(self.timeout)) from None
         except _Disconnected:
             return  # the client went away mid-body: nobody is left to answer
         except _Refused as refused:

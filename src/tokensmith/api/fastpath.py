@@ -28,7 +28,6 @@ middlewares, which then never run for a fast answer); its answers are complete o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from tokensmith import metrics
 from tokensmith.api.answers import INACTIVE, identity_headers, introspection
 from tokensmith.api.bodylimit import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
-    body_in_memory,
+    read_within,
     refusal_message,
     replay,
     timeout_detail,
@@ -386,18 +385,15 @@ class HotDoors:
             if not declared.isdigit() or int(declared) > self.max_body or b"transfer-encoding" in headers:
                 await self.app(scope, receive, send)  # bodies it cannot read cheaply: the route's
                 return
-            if body_in_memory(scope):
-                read = await whole_body(receive)  # in the server's memory already: nothing to wait for
-            else:
-                try:
-                    async with asyncio.timeout(self.body_timeout):
-                        read = await whole_body(receive)  # exactly Content-Length bytes: the server's parser
-                except TimeoutError:  # what the body limit answers, with what every API answer carries
-                    start, rest = refusal_message(408, timeout_detail(self.body_timeout))
-                    start["headers"] = [*start["headers"], *_SECURITY_RAW]
-                    await send(start)
-                    await send(rest)
-                    return
+            try:
+                # Exactly Content-Length bytes: the server's parser delivers no more.
+                read = await read_within(scope, self.body_timeout, lambda: whole_body(receive))
+            except TimeoutError:  # what the body limit answers, with what every API answer carries
+                start, rest = refusal_message(408, timeout_detail(self.body_timeout))
+                start["headers"] = [*start["headers"], *_SECURITY_RAW]
+                await send(start)
+                await send(rest)
+                return
             if read is None:
                 return  # the client went away: nobody is left to answer
             body, receive = read, replay(read, receive)
