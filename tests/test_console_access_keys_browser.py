@@ -72,6 +72,7 @@ def test_access_key_path_create_reveal_copy_reload_verify_delete(admin_page, ser
     create_access_key(page, "nightly backup", lifetime="1 hour")
 
     reveal = page.locator("#reveal-dialog")
+    reveal.wait_for()  # the console opens it once the API has answered
     assert reveal.is_visible() and reveal.get_by_text("never shown again").is_visible()
     key_id = page.locator("#access-key-id").input_value()
     assert key_id.startswith("TSMT")

@@ -135,6 +135,7 @@ def test_whole_path_secret_kubeconfig_reload_delete(admin_page, server, tmp_path
     page.keyboard.press("Escape")
     create_token(page, "deploy bot", note="used by CI <b>nightly</b>", expiration="90d")
     reveal = page.locator("#reveal-dialog")
+    reveal.wait_for()  # the console opens it once the API has answered
     assert reveal.is_visible()
     assert reveal.get_by_text("never shown again").is_visible()
     shot(page, "reveal-secret-desktop")
@@ -163,6 +164,7 @@ def test_whole_path_secret_kubeconfig_reload_delete(admin_page, server, tmp_path
     assert row.get_by_text("used by CI <b>nightly</b>").is_visible()  # shown as text
     shot(page, "dashboard-desktop")
     create_token(page, "kube both", kubeconfig_clusters=["alpha=edit", "beta"])
+    reveal.wait_for()
     assert reveal.is_visible()
     page.locator("#kubeconfig-preview").evaluate("el => el.closest('details').open = true")
     shot(page, "reveal-kubeconfig-desktop")
@@ -255,6 +257,7 @@ def test_mobile_screens_at_375_px(browser, server, admin_password):
     shot(page, "create-dialog-mobile")
     page.keyboard.press("Escape")
     create_token(page, "phone token")
+    page.locator("#reveal-dialog").wait_for()
     assert page.locator("#reveal-dialog").is_visible()
     box = page.locator("#copy-secret").bounding_box()
     assert box is not None and box["x"] + box["width"] <= MOBILE["width"]
