@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 
-def _jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
+def public_jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
     public = private_key.public_key()
     if alg.startswith(("RS", "PS")):
         data = RSAAlgorithm.to_jwk(public, as_dict=True)
@@ -87,7 +87,7 @@ class OidcIssuer:
         self.server.server_close()
 
     def jwks(self) -> dict[str, Any]:
-        return {"keys": [_jwk(self.key, self.kid, self.alg)]}
+        return {"keys": [public_jwk(self.key, self.kid, self.alg)]}
 
     def rotate(self) -> None:
         """A new signing key with a new kid; the old one is no longer published."""

@@ -318,7 +318,7 @@ class Exchange:
             try:
                 if source not in verified:
                     try:
-                        verified[source] = verify_signature(token, unverified, self._keys(candidate, unverified.kid))
+                        verified[source] = verify_signature(unverified, self._keys(candidate, unverified.kid))
                     except TokenRejected as exc:
                         verified[source] = exc
                 outcome = verified[source]

@@ -5,6 +5,11 @@
   public key as an HMAC secret never verifies.
 * The signature must verify with one of the issuer's keys (by ``kid``, and the key's own ``alg``
   when it declares one).
+* The token is decoded once (``parse``: PyJWS reads and checks the segments and the header) and its
+  signature then checked over those same bytes with the header's algorithm (PyJWT's ``Algorithm``
+  objects). Decoding it a second time to verify cost about as much again as the RSA check itself:
+  PyJWT checks every base64 character in Python (docs/performance.md, "Workload identity
+  federation").
 * ``exp`` and ``iat`` are required; ``exp``, ``nbf`` and ``iat`` are checked against tokensmith's
   clock with at most ``LEEWAY`` seconds of skew; the token may be at most the policy's maximum
   age old, counted from ``iat``.
@@ -12,22 +17,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import jwt
+from jwt import api_jws
 from jwt.exceptions import PyJWTError
-from jwt.types import Options
 
 from tokensmith.federation.jwks import ALLOWED_ALGORITHMS, KeySet
 
 LEEWAY: Final = 60
 MAX_TOKEN_CHARS: Final = 16 * 1024
-_NO_CLAIM_CHECKS: Final[Options] = {
-    "verify_signature": True, "verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
-    "verify_iss": False, "verify_sub": False, "verify_jti": False,
-}
 
 
 class TokenRejected(Exception):
@@ -48,10 +50,15 @@ class TokenRejected(Exception):
 
 @dataclass(frozen=True)
 class Unverified:
-    """What a token says about itself before its signature is checked: enough to find its keys."""
+    """What a token says about itself before its signature is checked: enough to find its keys.
+
+    ``signing_input`` and ``signature`` are what ``verify_signature`` checks (RFC 7515, section 5.2).
+    """
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
+    signing_input: bytes = b""
+    signature: bytes = b""
 
     @property
     def issuer(self) -> str:
@@ -77,28 +84,41 @@ class Unverified:
 
 def parse(token: str) -> Unverified:
     """The header and claims of a compact JWS, with the algorithm checked; TokenRejected otherwise."""
+    malformed = TokenRejected("the subject token is not a JWT (a compact JWS: header.payload.signature)",
+                              "malformed")
     if not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
-        raise TokenRejected("the subject token is not a JWT (a compact JWS: header.payload.signature)", "malformed")
+        raise malformed
     try:
-        decoded = jwt.decode_complete(token, options={"verify_signature": False})  # one parse for both
-        header, claims = decoded["header"], decoded["payload"]
-    except PyJWTError:
-        raise TokenRejected("the subject token is not a JWT (a compact JWS: header.payload.signature)",
-                            "malformed") from None
+        decoded = api_jws.decode_complete(token, options={"verify_signature": False})
+        claims = json.loads(decoded["payload"])
+        signing_input = token.encode("ascii").rpartition(b".")[0]  # ASCII: PyJWS checked every character
+    except (PyJWTError, ValueError):  # ValueError: not JSON, or not ASCII (UnicodeError included)
+        raise malformed from None
+    header = decoded["header"]
+    # A JWT's payload is always base64url-encoded (RFC 7519, section 7.2): an unencoded payload
+    # (RFC 7797, b64=false) would make the signing input differ from the token's first two segments.
+    if not isinstance(claims, dict) or header.get("b64", True) is not True:
+        raise malformed
     alg = header.get("alg")
     if alg not in ALLOWED_ALGORITHMS:
         shown = alg if isinstance(alg, str) and len(alg) <= 20 else "this algorithm"
         raise TokenRejected(f"alg {shown!r} is not accepted: only RS*, PS*, ES256, ES384 and EdDSA signatures",
                             "malformed")
-    return Unverified(header, claims)
+    return Unverified(header, claims, signing_input, decoded["signature"])
 
 
-def verify_signature(token: str, unverified: Unverified, keys: KeySet) -> dict[str, Any]:
-    """The claims, once the signature verifies with one of ``keys``; TokenRejected otherwise."""
+def verify_signature(unverified: Unverified, keys: KeySet) -> dict[str, Any]:
+    """The claims, once the signature verifies with one of ``keys``; TokenRejected otherwise.
+
+    The algorithm is the header's, already one of ``ALLOWED_ALGORITHMS`` (``parse``); a key of
+    another type (an EC key for RS256) does not verify.
+    """
+    algorithm = jwt.get_algorithm_by_name(unverified.alg)
     for key in keys.candidates(unverified.kid, unverified.alg):
         try:
-            return dict(jwt.decode(token, key.key, algorithms=[unverified.alg], options=_NO_CLAIM_CHECKS))
-        except PyJWTError:
+            if algorithm.verify(unverified.signing_input, algorithm.prepare_key(key.key), unverified.signature):
+                return dict(unverified.claims)
+        except (PyJWTError, TypeError, ValueError):  # the key does not suit this algorithm
             continue
     if not keys.has_kid(unverified.kid):
         raise TokenRejected("the token's key id (kid) is not among the issuer's keys", "signature")
