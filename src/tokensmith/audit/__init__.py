@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from tokensmith import secrets
 from tokensmith.clientaddress import request_ip  # the one rule for who the client is
+from tokensmith.db.driver import DriverStatement
 from tokensmith.db.models import AuditEvent
 
 SUCCESS: Final = "success"
@@ -100,16 +101,17 @@ def append(
 ) -> None:
     """The same event as ``record``, written with one Core INSERT on the session's transaction.
 
-    For hot paths (the token exchange): no ORM object to build, track and flush.
+    For hot paths (the token exchange): no ORM object to build, track and flush, and the INSERT
+    runs on the DBAPI cursor (``db/driver.py``).
     """
-    session.connection().execute(_INSERT_EVENT, _row(
+    _INSERT_EVENT.execute(session.connection(), _row(
         action, at=at, org_id=org_id, actor_user=actor_user, actor_token=actor_token, client_ip=client_ip,
         user_agent=user_agent, target=target, outcome=outcome, details=details))
 
 
 _EVENTS: Final = cast(Table, AuditEvent.__table__)
 # Built once: a statement built per call pays for its construction and its cache key every time.
-_INSERT_EVENT: Final = _EVENTS.insert()
+_INSERT_EVENT: Final = DriverStatement(_EVENTS.insert())
 
 
 def client_of(request: Any) -> tuple[str | None, str | None]:

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from tokensmith import scopes as scope_rules
 from tokensmith import secrets
 from tokensmith.clock import Clock
+from tokensmith.db.driver import DriverStatement
 from tokensmith.db.models import AccessKey, Cluster, Token, TrustPolicy, User, token_clusters
 from tokensmith.errors import InvalidInput
 from tokensmith.federation import claims as claim_rules
@@ -258,18 +259,18 @@ _TOKEN_COLUMNS: Final = ("public_id", "user_id", "org_id", "name", "note", "secr
                          "expires_at", "scopes", "federated_issuer", "federated_subject")
 # One statement: the token row, inserted only if its service account is enabled and its policy
 # still exists now, in the database (the authority; the snapshot may be a moment old).
-_INSERT_TOKEN: Final = insert(_TOKENS).from_select(
+_INSERT_TOKEN: Final = DriverStatement(insert(_TOKENS).from_select(
     list(_TOKEN_COLUMNS),
     select(*(bindparam(c, type_=_TOKENS.c[c].type) for c in _TOKEN_COLUMNS)).where(
         exists().where(_USERS.c.id == bindparam("user_id"), _USERS.c.disabled.is_(False)),
         exists().where(_POLICIES.c.id == bindparam("policy_id"))),
-).returning(_TOKENS.c.id)
+).returning(_TOKENS.c.id))
 # A grant of a cluster deleted meanwhile inserts nothing (rather than failing a foreign key).
-_INSERT_GRANT: Final = insert(token_clusters).from_select(
+_INSERT_GRANT: Final = DriverStatement(insert(token_clusters).from_select(
     ["token_id", "cluster_id", "level"],
     select(bindparam("token_id", type_=_TOKENS.c.id.type), _CLUSTERS.c.id,
            bindparam("level", type_=token_clusters.c.level.type)).where(_CLUSTERS.c.id == bindparam("cluster_id")),
-)
+))
 
 
 class Exchange:
@@ -394,17 +395,17 @@ class Exchange:
         secret = secrets.generate()
         public_id = secrets.public_id("tok")
         connection = self.session.connection()
-        token_id = connection.execute(_INSERT_TOKEN, {
+        token_id = _INSERT_TOKEN.scalar(connection, {
             "public_id": public_id, "user_id": account.id, "org_id": account.org_id, "name": name, "note": note,
             "secret_digest": secrets.digest(secret, self.secret_key), "hint": secrets.hint(secret),
             "created_at": now, "expires_at": expires_at, "scopes": scope_rules.serialize(granted),
             "federated_issuer": match.issuer[:2048], "federated_subject": match.subject, "policy_id": policy.id,
-        }).scalar()
+        })
         if token_id is None:
             self.runtime.policies.clear()  # what this process held was stale
             raise self._stale(policy)
         for cluster_id, level in granted_levels.items():
-            connection.execute(_INSERT_GRANT, {"token_id": token_id, "cluster_id": cluster_id, "level": level})
+            _INSERT_GRANT.execute(connection, {"token_id": token_id, "cluster_id": cluster_id, "level": level})
         return FederatedToken(token_id, public_id, name, expires_at, granted, tuple(granted_levels), secret)
 
     def _stale(self, policy: PolicySnapshot) -> StalePolicy:
