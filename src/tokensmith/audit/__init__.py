@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import Table
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tokensmith import secrets
@@ -86,7 +87,7 @@ def record(
 
 
 def append(
-    session: Session,
+    connection: Connection,
     action: str,
     *,
     at: datetime,
@@ -99,12 +100,12 @@ def append(
     outcome: str = SUCCESS,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """The same event as ``record``, written with one Core INSERT on the session's transaction.
+    """The same event as ``record``, written with one Core INSERT on the connection's transaction.
 
     For hot paths (the token exchange): no ORM object to build, track and flush, and the INSERT
     runs on the DBAPI cursor (``db/driver.py``).
     """
-    _INSERT_EVENT.execute(session.connection(), _row(
+    _INSERT_EVENT.execute(connection, _row(
         action, at=at, org_id=org_id, actor_user=actor_user, actor_token=actor_token, client_ip=client_ip,
         user_agent=user_agent, target=target, outcome=outcome, details=details))
 

@@ -185,15 +185,23 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        session = self._sessions()
+        """One transaction through the ORM: committed when the block ends normally, rolled back on any error."""
+        with self.transaction() as transaction:
+            yield transaction.session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One transaction, opened on first use (``Transaction``): committed when the block ends
+        normally, rolled back on any error."""
+        transaction = Transaction(self._sessions, self.engine)
         try:
-            yield session
-            session.commit()
+            yield transaction
+            transaction.commit()
         except BaseException:
-            session.rollback()
+            transaction.rollback()
             raise
         finally:
-            session.close()
+            transaction.close()
 
     def single_read(self) -> Connection:
         """A connection for ONE read-only statement, as ``with database.single_read() as c: ...``.
@@ -205,6 +213,68 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class Transaction:
+    """One transaction, opened on first use, through the ORM (``session``) or through Core alone (``connection``).
+
+    Almost every unit of work uses the session. The token exchange writes its two rows with Core
+    (db/driver.py) and reads nothing through the ORM on its hot path: a Session around its
+    connection cost it about a third of its time (docs/performance.md, "Workload identity
+    federation"). Whichever is asked for first opens the transaction. A session asked for after the
+    connection joins that connection's transaction and takes control of it
+    (``join_transaction_mode="control_fully"``): its commit and rollback are the transaction's, and
+    its events (the change feed, db/changes.py) fire after the real commit, as for any session.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], engine: Engine) -> None:
+        self._sessions = sessions
+        self._engine = engine
+        self._session: Session | None = None
+        self._connection: Connection | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            if self._connection is None:
+                self._session = self._sessions()
+            else:
+                self._session = self._sessions(bind=self._connection, join_transaction_mode="control_fully")
+        return self._session
+
+    @property
+    def connection(self) -> Connection:
+        """The transaction's connection, for Core statements (the session's, once there is a session)."""
+        if self._session is not None:
+            return self._session.connection()
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            self._connection.begin()
+        return self._connection
+
+    def commit(self) -> None:
+        if self._session is not None:
+            self._session.commit()
+        # A session that joined the connection but ran nothing has not taken its transaction over:
+        # the connection's own writes are still to commit.
+        if self._connection is not None and self._connection.in_transaction():
+            self._connection.commit()
+
+    def rollback(self) -> None:
+        """Roll back what was written so far (SQLite's write lock is free again); the transaction may go on."""
+        if self._session is not None:
+            self._session.rollback()
+        if self._connection is not None and self._connection.in_transaction():
+            self._connection.rollback()
+
+    def close(self) -> None:
+        """Give the connection back (an open transaction rolls back)."""
+        try:
+            if self._session is not None:
+                self._session.close()
+        finally:
+            if self._connection is not None:
+                self._connection.close()
 
 
 def flush_or_conflict(session: Session, conflict: Exception) -> None:

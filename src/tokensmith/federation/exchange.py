@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from tokensmith import scopes as scope_rules
 from tokensmith import secrets
 from tokensmith.clock import Clock
+from tokensmith.db.database import Transaction
 from tokensmith.db.driver import DriverStatement
 from tokensmith.db.models import AccessKey, Cluster, Token, TrustPolicy, User, token_clusters
 from tokensmith.errors import InvalidInput
@@ -274,8 +275,10 @@ _INSERT_GRANT: Final = DriverStatement(insert(token_clusters).from_select(
 
 
 class Exchange:
-    def __init__(self, session: Session, clock: Clock, secret_key: bytes, runtime: FederationRuntime) -> None:
-        self.session = session
+    def __init__(self, transaction: Transaction, clock: Clock, secret_key: bytes, runtime: FederationRuntime) -> None:
+        # The unit of work's transaction: its ORM session opens only when a read needs it (a policy
+        # not cached, the sweep); the token's INSERT goes through its connection (db/driver.py).
+        self.transaction = transaction
         self.clock = clock
         self.secret_key = secret_key
         self.runtime = runtime
@@ -394,7 +397,7 @@ class Exchange:
         assert expires_at is not None
         secret = secrets.generate()
         public_id = secrets.public_id("tok")
-        connection = self.session.connection()
+        connection = self.transaction.connection
         token_id = _INSERT_TOKEN.scalar(connection, {
             "public_id": public_id, "user_id": account.id, "org_id": account.org_id, "name": name, "note": note,
             "secret_digest": secrets.digest(secret, self.secret_key), "hint": secrets.hint(secret),
@@ -407,6 +410,10 @@ class Exchange:
         for cluster_id, level in granted_levels.items():
             _INSERT_GRANT.execute(connection, {"token_id": token_id, "cluster_id": cluster_id, "level": level})
         return FederatedToken(token_id, public_id, name, expires_at, granted, tuple(granted_levels), secret)
+
+    @property
+    def session(self) -> Session:
+        return self.transaction.session
 
     def _stale(self, policy: PolicySnapshot) -> StalePolicy:
         disabled = self.session.scalar(select(User.disabled).where(User.id == policy.account.id))

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tokensmith import audit
@@ -27,7 +28,7 @@ from tokensmith.accounts.service import AccountService
 from tokensmith.clock import Clock
 from tokensmith.clusters.service import ClusterService, VpcService
 from tokensmith.config import Settings
-from tokensmith.db.database import Database
+from tokensmith.db.database import Database, Transaction
 from tokensmith.db.models import AuditEvent
 from tokensmith.federation.exchange import FederationRuntime
 from tokensmith.net.outbound import OutboundPolicy
@@ -44,12 +45,17 @@ class AuditMissing(RuntimeError):
 
 
 class UnitOfWork:
-    """One transaction's session and the domain services over it, plus the audit recorder."""
+    """One transaction and the domain services over it, plus the audit recorder.
 
-    def __init__(self, session: Session, *, clock: Clock, secret_key: bytes, keyring: KeyRing,
+    The transaction opens on first use (db/database.py, ``Transaction``): through ``session`` for
+    nearly every operation, through ``connection`` alone for Core writes on a hot path (the token
+    exchange), which then never pays for an ORM session it does not use.
+    """
+
+    def __init__(self, transaction: Transaction, *, clock: Clock, secret_key: bytes, keyring: KeyRing,
                  settings: Settings, database: Database, outbound: OutboundPolicy | None = None,
                  federation: FederationRuntime | None = None) -> None:
-        self.session = session
+        self.transaction = transaction
         self.clock = clock
         self.secret_key = secret_key
         self.keyring = keyring
@@ -58,11 +64,36 @@ class UnitOfWork:
         self.outbound = outbound or OutboundPolicy()
         self.federation = federation or FederationRuntime(
             self.outbound, allow_loopback_http=settings.allow_loopback_http_issuers)
-        self.accounts = AccountService(session, clock)
-        self.tokens = TokenService(session, clock, secret_key)
-        self.clusters = ClusterService(session, clock)
-        self.vpcs = VpcService(session, clock)
         self.recorded = 0
+
+    @property
+    def session(self) -> Session:
+        return self.transaction.session
+
+    @property
+    def connection(self) -> Connection:
+        """The transaction's connection, for Core statements."""
+        return self.transaction.connection
+
+    def rollback(self) -> None:
+        """Undo what this unit wrote so far (a refusal found after a write); the unit may go on."""
+        self.transaction.rollback()
+
+    @functools.cached_property
+    def accounts(self) -> AccountService:
+        return AccountService(self.session, self.clock)
+
+    @functools.cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self.session, self.clock, self.secret_key)
+
+    @functools.cached_property
+    def clusters(self) -> ClusterService:
+        return ClusterService(self.session, self.clock)
+
+    @functools.cached_property
+    def vpcs(self) -> VpcService:
+        return VpcService(self.session, self.clock)
 
     def record(
         self, actor: Actor, action: str, *, target: str | None = None, details: Mapping[str, Any] | None = None,
@@ -85,7 +116,7 @@ class UnitOfWork:
         """``record``, written as one Core INSERT (no ORM object): for hot paths. Counts the same."""
         self.recorded += 1
         audit.append(
-            self.session, action, at=self.clock.now(), org_id=org_id if org_id is not None else actor.org_id,
+            self.connection, action, at=self.clock.now(), org_id=org_id if org_id is not None else actor.org_id,
             actor_user=actor_user if actor_user is not None else actor.username,
             actor_token=actor.token_public_id, client_ip=actor.request.client_ip,
             user_agent=actor.request.user_agent, target=target, outcome=outcome,
@@ -174,7 +205,7 @@ class UnitsOfWork:
     @contextmanager
     def __call__(self) -> Iterator[UnitOfWork]:
         """One transaction: committed when the block ends normally, rolled back on any error."""
-        with self.database.session() as session:
-            yield UnitOfWork(session, clock=self.clock, secret_key=self.secret_key, keyring=self.keyring,
+        with self.database.transaction() as transaction:
+            yield UnitOfWork(transaction, clock=self.clock, secret_key=self.secret_key, keyring=self.keyring,
                              settings=self.settings, database=self.database, outbound=self.outbound,
                              federation=self.federation)

@@ -49,7 +49,7 @@ def _policies(uow: UnitOfWork) -> TrustPolicyService:
 
 
 def _exchange(uow: UnitOfWork) -> Exchange:
-    return Exchange(uow.session, uow.clock, uow.secret_key, uow.federation)
+    return Exchange(uow.transaction, uow.clock, uow.secret_key, uow.federation)
 
 
 # --- service accounts -------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def _refuse(uow: UnitOfWork, actor: Actor, door: str, subject_token: str, reason
     """Audit a refusal in its own transaction (the exchange's rolls back) and return what to raise."""
     # Roll back first: a refusal after the exchange's first write (a cap, a stale policy) would
     # otherwise wait on SQLite's write lock this very transaction holds.
-    uow.session.rollback()
+    uow.rollback()
     issuer = subject = None
     try:
         claimed = _exchange(uow).peek(subject_token)
