@@ -109,3 +109,28 @@ def test_the_client_commands_start_without_loading_the_database_layer():
              "sorted(m for m in sys.modules if m.startswith(('tokensmith.usecases', 'tokensmith.db'))))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[] []"
+
+
+def test_kubectls_exec_plugin_answers_from_its_cache_without_loading_http_rich_or_yaml(tmp_path):
+    """kubectl runs ``tokensmith kube-credential`` on every call; with a cached credential it only reads two
+    files and prints JSON, so it loads neither the HTTP client, rich nor YAML (~0.25 s of CPU a call)."""
+    from datetime import UTC, datetime, timedelta
+
+    config = tmp_path / "config" / "tokensmith" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('url = "http://127.0.0.1:9"\ntoken = "tsm_login"\n')  # port 9: nothing may be asked
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    seed = ("import sys, datetime; from tokensmith.cli.exec_credential import _cache_file, _write_cached; "
+            f"_write_cached(_cache_file('http://127.0.0.1:9', 'prod', 'tsm_login'), 'tsm_cached', "
+            f"datetime.datetime.fromisoformat({expires.isoformat()!r}))")
+    subprocess.run([sys.executable, "-c", seed], env=env, check=True)
+    probe = ("import sys\nfrom tokensmith.cli.main import main\nsys.argv = ['tokensmith', 'kube-credential', "
+             "'--cluster', 'prod']\ntry:\n    main()\nfinally:\n    print(sorted({m.split('.')[0] for m, module in "
+             "sys.modules.items() if module is not None} & {'httpx', 'rich', 'yaml', 'sqlalchemy'}), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == {
+        "token": "tsm_cached", "expirationTimestamp": (expires - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert result.stderr.strip() == "[]"

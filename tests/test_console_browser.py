@@ -35,7 +35,7 @@ def server(tmp_path_factory, browser) -> Iterator[ServerProcess]:
     try:
         proc.start()
     except TimeoutError:  # a heavily loaded machine: give a still-running server more time
-        wait_for_http(f"{proc.url}/openapi.json", timeout=120, process=proc.process)
+        wait_for_http(proc.ready_url, timeout=120, process=proc.process)
     yield proc
     proc.stop()
 

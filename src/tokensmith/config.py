@@ -9,8 +9,10 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tokensmith.net.outbound import IPNetwork, parse_networks
+if TYPE_CHECKING:  # imported where settings are read: the CLI's client commands use write_private_file only
+    from tokensmith.net.outbound import IPNetwork
 
 SECRET_KEY_FILE = "secret-key"  # noqa: S105 - a file name
 DATABASE_FILE = "tokensmith.db"
@@ -92,6 +94,8 @@ class Settings:
         data_dir = Path(env.get("TOKENSMITH_DATA_DIR", "./.tokensmith")).resolve()
         database_url = env.get("TOKENSMITH_DATABASE_URL") or f"sqlite:///{data_dir / DATABASE_FILE}"
         proxies = tuple(p.strip() for p in env.get("TOKENSMITH_TRUSTED_PROXIES", "").split(",") if p.strip())
+        from tokensmith.net.outbound import parse_networks
+
         log_format = env.get("TOKENSMITH_LOG_FORMAT", "text").strip().lower()
         if log_format not in ("text", "json"):
             raise ValueError("TOKENSMITH_LOG_FORMAT must be 'text' or 'json'")

@@ -19,12 +19,21 @@ from tokensmith.protocols import HeaderTimeoutH11Protocol, HeaderTimeoutHttpTool
 log = logging.getLogger("tokensmith")
 
 
+# What run() prepared, for build_app when uvicorn calls it in the same process (one worker): preparing
+# again there only repeated the migration check and, after a first start, the stale-password check's
+# argon2 verification, ~0.5 s of every start.
+_prepared: Bootstrap | None = None
+
+
 def build_app() -> FastAPI:
     """Factory used by uvicorn (also with several workers): every worker prepares idempotently."""
+    global _prepared
     settings = Settings.from_env()
     logs.configure(settings.log_format, settings.log_level)  # again: --workers N spawns fresh processes
-    boot = prepare(settings)
-    _announce_first_start(settings, boot)
+    boot, _prepared = _prepared, None
+    if boot is None:
+        boot = prepare(settings)
+        _announce_first_start(settings, boot)
     return create_app(settings, boot.database, boot.secret_key, background_worker=True, freeze_heap=True)
 
 
@@ -54,9 +63,12 @@ def run(host: str, port: int, workers: int = 1, tls_cert: Path | None = None, tl
     # The data directory, migrations and first admin, once, before any worker starts: with
     # --workers N every worker would otherwise race to migrate and to create the first organization
     # (one lost on its UNIQUE name and died at start). Each worker still prepares, finding it done.
+    global _prepared
     boot = prepare(settings)
     _announce_first_start(settings, boot)
-    boot.database.dispose()
+    boot.database.dispose()  # no connection of this process's is used by a worker; one worker reconnects
+    if workers == 1:  # uvicorn calls build_app here, in this process
+        _prepared = boot
     uvicorn.run(
         "tokensmith.server:build_app", factory=True, host=host, port=port, workers=workers,
         proxy_headers=False, server_header=False, log_config=None, log_level=settings.log_level.lower(),

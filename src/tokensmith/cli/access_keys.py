@@ -1,17 +1,19 @@
 """``tokensmith access-key create|list|delete`` and ``tokensmith admin reencrypt``."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tokensmith import durations
 from tokensmith.cli import datadir
 from tokensmith.cli.client import ApiClient, CliError
-from tokensmith.cli.output import err, out, print_json, when
+from tokensmith.cli.output import err, new_table, out, print_json, when
 from tokensmith.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(help="Create, list and delete S3 access keys for object storage.", no_args_is_help=True)
 PATH = "/v1/object-storage/access-keys"
@@ -31,8 +33,8 @@ def parse_duration(text: str) -> int:
         raise CliError(f"{exc.detail}, or 'permanent'", 2) from None
 
 
-def keys_table(keys: list[dict[str, Any]]) -> Table:
-    table = Table(title="Access keys")
+def keys_table(keys: list[dict[str, Any]]) -> "Table":
+    table = new_table(title="Access keys")
     for column in ("Name", "Access key id", "Kind", "Created", "Expires"):
         table.add_column(column)
     for k in keys:

@@ -4,16 +4,15 @@ Revoking a webhook credential is what an operator does when an API server's host
 compromised; it should not need database access, so these commands use the caller's login.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tokensmith.cli.client import ApiClient, CliError
-from tokensmith.cli.output import out, print_json, when
+from tokensmith.cli.output import new_table, out, print_json, when
 
 app = typer.Typer(help="Your organization's clusters (admins add and remove them) and their webhook credentials.",
                   no_args_is_help=True)
@@ -32,7 +31,7 @@ def list_clusters(as_json: JsonFlag = False) -> None:
     if not items:
         out.print("No clusters yet. An admin adds one with: tokensmith cluster create NAME --server URL --ca-file F")
         return
-    table = Table(title="Clusters")
+    table = new_table(title="Clusters")
     for column in ("Name", "ID", "Server", "Region"):
         table.add_column(column)
     for c in items:
@@ -110,7 +109,7 @@ def list_credentials(cluster: ClusterArg, as_json: JsonFlag = False) -> None:
     if not items:
         out.print(f"No webhook credentials for {cluster}. Mint one with: tokensmith admin cluster webhook-config")
         return
-    table = Table(title=f"Webhook credentials of {cluster}")
+    table = new_table(title=f"Webhook credentials of {cluster}")
     for column in ("ID", "Hint", "Created", "Last used"):
         table.add_column(column)
     for c in items:

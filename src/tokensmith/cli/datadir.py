@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
-
 from tokensmith.cli.client import CliError
 from tokensmith.cli.output import err
 from tokensmith.config import DATABASE_FILE, SECRET_KEY_FILE, Settings
@@ -69,10 +67,12 @@ def copy_progress(what: str, unit: str = "pages") -> Iterator[Callable[[int, int
 
     ``unit="pages"``: SQLite pages, shown as bytes (4 KiB pages by default); otherwise a count.
     """
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
+
     columns: list[Any] = [TextColumn(what), BarColumn()]
     columns.append(DownloadColumn() if unit == "pages" else MofNCompleteColumn())
     size = 4096 if unit == "pages" else 1
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+    with Progress(*columns, console=err.console, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(what, total=None)
 
         def advance(done: int, total: int) -> None:

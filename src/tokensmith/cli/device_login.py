@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import httpx
 
-from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
+from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError, tls_for
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.output import err, out
 
@@ -39,7 +39,7 @@ def _post(http: httpx.Client, path: str, data: dict[str, str]) -> tuple[int, dic
 def login_with_browser(url: str, *, scopes: list[str] | None = None, device_name: str | None = None,
                        sleep: Callable[[float], None] = time.sleep) -> str:
     """Run the device flow against ``url``; store and return the token on approval, CliError otherwise."""
-    http = httpx.Client(base_url=url.rstrip("/"), timeout=15.0)
+    http = httpx.Client(base_url=url.rstrip("/"), timeout=15.0, verify=tls_for(url))
     request = {"client_id": CLIENT_ID, "device_name": device_name or f"tokensmith CLI on {socket.gethostname()}"}
     if scopes:
         request["scope"] = " ".join(scopes)

@@ -1,6 +1,6 @@
 """``tokensmith service-account ...`` and ``tokensmith trust-policy ...``, over the REST API (admins)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
 import json
 import shutil
@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tokensmith.cli.client import ApiClient, CliError
-from tokensmith.cli.output import err, out, print_json, when
+from tokensmith.cli.output import err, new_table, out, print_json, when
 
 service_account_app = typer.Typer(help="Service accounts: non-human principals that own tokens (admins).",
                                   no_args_is_help=True)
@@ -44,7 +43,7 @@ def list_accounts(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(items)
         return
-    table = Table(title="Service accounts")
+    table = new_table(title="Service accounts")
     for column in ("Name", "ID", "Admin", "Disabled", "Created"):
         table.add_column(column)
     for a in items:
@@ -154,7 +153,7 @@ def list_policies(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(items)
         return
-    table = Table(title="Trust policies")
+    table = new_table(title="Trust policies")
     for column in ("Name", "Service account", "Issuer", "Audience", "Subject", "Scopes"):
         table.add_column(column)
     for p in items:

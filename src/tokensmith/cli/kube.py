@@ -4,7 +4,7 @@ Kubeconfigs are built here, client-side, from the secret the user holds and ``GE
 the server never sees a secret again after creating it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
 import getpass
 import sys
@@ -13,14 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from typer import _click  # typer vendors click: TyperGroup.parse_args takes its Context
 from typer.core import TyperGroup
 
 from tokensmith import secrets
 from tokensmith.cli import exec_credential
-from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError
+from tokensmith.cli.client import NOT_LOGGED_IN, ApiClient, CliError, tls_for
 from tokensmith.cli.config import ClientConfig
 from tokensmith.cli.friendly import friendly
 from tokensmith.cli.output import err, out, print_json
@@ -148,12 +147,14 @@ def kubeconfig_build(
 
 
 def _token_state(url: str | None) -> Callable[[str], TokenState]:
+    import httpx
+
     def state(secret: str) -> TokenState:
         if not url:
             return TokenState("unchecked")
         try:
             response = httpx.get(f"{url.rstrip('/')}/v1/whoami", headers={"Authorization": f"Bearer {secret}"},
-                                 timeout=15.0)
+                                 timeout=15.0, verify=tls_for(url))
         except httpx.HTTPError:
             return TokenState("unchecked")
         if response.status_code == 200:
@@ -171,13 +172,15 @@ def _token_state(url: str | None) -> Callable[[str], TokenState]:
 
 def _grants(url: str, secret: str, me: dict[str, Any]) -> frozenset[str]:
     """How the clusters a token grants can appear in a kubeconfig: entry names, names, ids, servers."""
+    import httpx
+
     org = me["organization"]["name"]
     grants: set[str] = set()
     for granted in me["token"]["clusters"]:
         grants |= {kubeconfig.cluster_name(org, granted["name"]), granted["name"], granted["id"]}
         try:  # the server URL too, for hand-named entries; needs clusters:read, which the token may lack
             answer = httpx.get(f"{url.rstrip('/')}/v1/clusters/{granted['id']}",
-                               headers={"Authorization": f"Bearer {secret}"}, timeout=15.0)
+                               headers={"Authorization": f"Bearer {secret}"}, timeout=15.0, verify=tls_for(url))
         except httpx.HTTPError:
             continue
         if answer.status_code == 200:

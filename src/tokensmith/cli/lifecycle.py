@@ -1,6 +1,6 @@
 """CLI commands for the token lifecycle: rotate, scan, leak reporters and the audit export."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
 import json
 import os
@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
 
 from tokensmith import secrets
 from tokensmith.cli import datadir
@@ -76,6 +75,8 @@ def scan(
     as_json: JsonFlag = False,
 ) -> None:
     """Find tokensmith secrets in files, offline. Exit 0: none found; 1: found; 2: a path does not exist."""
+    from rich.progress import Progress
+
     from tokensmith.cli.config import ClientConfig
     from tokensmith.leaks.scan import iter_files, scan_file
 
@@ -83,7 +84,7 @@ def scan(
         if not path.exists():
             raise CliError(f"{path}: no such file or directory", 2)
     # Progress only for a person watching a large tree; never in pipes, logs or CI output.
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+    with Progress(console=err.console, transient=True, disable=not err.is_terminal) as progress:
         walking = progress.add_task("finding files", total=None)
         files = iter_files(paths)
         progress.remove_task(walking)

@@ -4,7 +4,7 @@ Exit codes: 0 success, 1 the request failed (or `scan` found secrets, `kubeconfi
 2 bad usage, 3 not logged in or not authorized, 4 `serve`: the port is already in use.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
 import sys
 from collections.abc import Iterator
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from tokensmith import durations
 from tokensmith.cli import access_keys, clusters, datadir, federation, helpfmt, org  # noqa: F401 (helpfmt: flags without <bool>)
@@ -331,6 +330,8 @@ def token_list(
     else:
         table = tokens_table(items, own_token_id(client), wide=wide, owners=all_org)
         if wide:
+            from rich.console import Console
+
             Console(highlight=False, width=max(out.width, 250)).print(table)
         else:
             out.print(table)
@@ -401,7 +402,7 @@ def admin_options(
 
 
 @contextmanager
-def _operator_unit() -> Iterator[UnitOfWork]:
+def _operator_unit() -> Iterator["UnitOfWork"]:
     """A unit of work on the server's own database, for the operator at this terminal (audited as such)."""
     from tokensmith.clock import SystemClock
     from tokensmith.config import Settings
@@ -515,5 +516,9 @@ from tokensmith.cli import lifecycle as _lifecycle  # noqa: E402, F401
 
 
 def main() -> None:
+    # This process is the tokensmith command, never httpx's own: without httpx's command line (httpx._main,
+    # which its package imports when it can), importing httpx skips click, rich's syntax highlighting and
+    # pygments, ~0.1 s of CPU in every command that talks to the server. httpx then defines a stub main().
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     # The same name (in usage lines and shell completion) whether run as `tokensmith` or `python -m tokensmith`.
     app(prog_name="tokensmith")

@@ -4,15 +4,14 @@ The direct-database ``tokensmith admin`` commands stay for bootstrap and recover
 caller's login, so the server's rules and audit apply.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in a module that declares commands: see tokensmith/cli/__init__.py.
 
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tokensmith.cli.client import ApiClient
-from tokensmith.cli.output import err, out, print_json, when
+from tokensmith.cli.output import err, new_table, out, print_json, when
 
 vpc_app = typer.Typer(help="Your organization's VPCs (admins add and remove them).", no_args_is_help=True)
 user_app = typer.Typer(help="Your organization's users (admins).", no_args_is_help=True)
@@ -44,7 +43,7 @@ def list_vpcs(as_json: JsonFlag = False) -> None:
     if not items:
         out.print("No VPCs yet. An admin adds one with: tokensmith vpc create NAME --region R --cidr 10.0.0.0/16")
         return
-    table = Table(title="VPCs")
+    table = new_table(title="VPCs")
     table.add_column("ID", no_wrap=True)
     for column in ("Name", "Region", "CIDR", "Created"):
         table.add_column(column)
@@ -80,7 +79,7 @@ def list_users(as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(items)
         return
-    table = Table(title="Users")
+    table = new_table(title="Users")
     table.add_column("ID", no_wrap=True)
     for column in ("User name", "Role", "State", "Created"):
         table.add_column(column)

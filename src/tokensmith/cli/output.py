@@ -2,21 +2,58 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from tokensmith import durations
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class LazyConsole:
+    """A rich ``Console`` made on its first use. Importing rich costs every CLI process ~50 ms of CPU, and
+    kubectl's ``kube-credential`` calls (answered from the cache, on every kubectl run) print nothing
+    through it. A real process resolves stdout, the terminal and its colours when it first prints, as a
+    Console made at import would: nothing replaces them in between."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+
+    @functools.cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self.console.print(*objects, **options)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.console.is_terminal
+
+    @property
+    def width(self) -> int:
+        return self.console.width
+
+
+out = LazyConsole()
+err = LazyConsole(stderr=True)
+
+
+def new_table(**options: Any) -> Table:
+    """A rich ``Table``; rich is imported by the commands that print one (see ``LazyConsole``)."""
+    from rich.table import Table
+
+    return Table(**options)
 
 
 def print_json(data: Any) -> None:
-    out.print_json(json.dumps(data))
+    out.console.print_json(json.dumps(data))
 
 
 def when(value: str | None, empty: str = "never") -> str:
@@ -46,7 +83,7 @@ def tokens_table(
     Borderless, as ``kubectl get`` and ``gh`` print lists, so the columns keep the width.
     """
     mine = any(t["id"] == own_id for t in tokens)
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold",
+    table = new_table(box=None, pad_edge=False, show_edge=False, header_style="bold",
                   caption="* the token this CLI signs in with" if mine else None, caption_justify="left")
     longest = max(len(t["id"]) for t in tokens) + (2 if mine else 0) if tokens else 0
     table.add_column("ID", no_wrap=True, min_width=longest)

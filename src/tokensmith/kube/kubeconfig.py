@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tokensmith import durations, secrets
+
+# yaml is imported by render and parse: kubectl's exec plugin (``tokensmith kube-credential``, on every
+# kubectl call) uses this module's names but never reads or writes YAML, and the import costs ~30 ms.
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def build(clusters: Sequence[ClusterEntry], secret: str, org: str, token_public_
 
 
 def render(config: dict[str, Any]) -> str:
+    import yaml
+
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
@@ -105,6 +108,8 @@ class KubeconfigError(ValueError):
 
 def parse(text: str, source: str = "kubeconfig") -> dict[str, Any]:
     """A kubeconfig document from YAML text; KubeconfigError if it is not one. Empty text is an empty config."""
+    import yaml
+
     try:
         document = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
