@@ -259,3 +259,28 @@ def test_an_exchange_already_running_when_it_is_slow_is_awaited_not_run_again():
 
     assert asyncio.run(door.run(slow)).startswith("token-exchange")
     assert len(calls) == 1
+
+
+def test_a_cancelled_request_whose_exchange_still_waits_is_not_run_anywhere():
+    door = exchange_door.TokenExchangeDoor(app=None, threads=1, spill_after=0.05)  # type: ignore[arg-type]
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def hold() -> None:
+        started.set()
+        release.wait(30)
+
+    async def cancelled() -> None:
+        stuck = asyncio.ensure_future(door.run(hold))  # holds the door's one thread
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+        waiting = asyncio.ensure_future(door.run(_on_thread, calls))
+        await asyncio.sleep(0.01)  # queued behind ``hold``
+        waiting.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.sleep(0.1)  # past spill_after: nothing may pick it up now
+        release.set()
+        await stuck
+
+    asyncio.run(cancelled())
+    assert calls == []

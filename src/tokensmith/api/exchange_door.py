@@ -112,8 +112,9 @@ class TokenExchangeDoor:
         try:
             return await asyncio.wrap_future(queued, loop=loop)
         except asyncio.CancelledError:
-            if not spilled:
-                raise  # the request itself was cancelled
+            task = asyncio.current_task()
+            if not spilled or (task is not None and task.cancelling()):
+                raise  # the request itself was cancelled (perhaps just as the exchange spilled)
         finally:
             timer.cancel()
         return await run_in_threadpool(fn, *args)

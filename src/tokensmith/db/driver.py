@@ -38,11 +38,12 @@ class DriverStatement:
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
-        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+        self._plans: dict[tuple[str, str, str, tuple[str, ...]], _Plan] = {}
 
     def _plan(self, connection: Connection, names: tuple[str, ...]) -> _Plan:
         dialect = connection.dialect
-        key = (dialect.name, names)
+        # By driver and paramstyle too: two drivers of one database (psycopg, psycopg2) bind differently.
+        key = (dialect.name, dialect.driver, dialect.paramstyle, names)
         plan = self._plans.get(key)
         if plan is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=list(names))

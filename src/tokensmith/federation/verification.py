@@ -57,8 +57,8 @@ class Unverified:
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
-    signing_input: bytes = b""
-    signature: bytes = b""
+    signing_input: bytes
+    signature: bytes
 
     @property
     def issuer(self) -> str:
