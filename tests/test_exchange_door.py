@@ -12,6 +12,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
 import pytest
@@ -227,25 +229,33 @@ def test_an_exchange_runs_on_the_doors_own_threads():
     assert asyncio.run(door.run(_on_thread, calls)).startswith("token-exchange")
 
 
-def test_an_exchange_waiting_for_the_doors_busy_threads_runs_on_the_shared_pool():
+@asynccontextmanager
+async def _busy_door() -> AsyncIterator[exchange_door.TokenExchangeDoor]:
+    """A door whose one thread is held until the block ends (spill_after 0.05 s)."""
     door = exchange_door.TokenExchangeDoor(app=None, threads=1, spill_after=0.05)  # type: ignore[arg-type]
     started, release = threading.Event(), threading.Event()
-    calls: list[str] = []
 
     def hold() -> None:
         started.set()
         release.wait(30)
 
-    async def both() -> str:
-        stuck = asyncio.ensure_future(door.run(hold))  # holds the door's one thread
-        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
-        try:
-            return await door.run(_on_thread, calls)
-        finally:
-            release.set()
-            await stuck
+    stuck = asyncio.ensure_future(door.run(hold))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+    try:
+        yield door
+    finally:
+        release.set()
+        await stuck
 
-    assert not asyncio.run(both()).startswith("token-exchange")
+
+def test_an_exchange_waiting_for_the_doors_busy_threads_runs_on_the_shared_pool():
+    calls: list[str] = []
+
+    async def waiting() -> str:
+        async with _busy_door() as door:
+            return await door.run(_on_thread, calls)
+
+    assert not asyncio.run(waiting()).startswith("token-exchange")
     assert len(calls) == 1
 
 
@@ -262,25 +272,16 @@ def test_an_exchange_already_running_when_it_is_slow_is_awaited_not_run_again():
 
 
 def test_a_cancelled_request_whose_exchange_still_waits_is_not_run_anywhere():
-    door = exchange_door.TokenExchangeDoor(app=None, threads=1, spill_after=0.05)  # type: ignore[arg-type]
-    started, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
-    def hold() -> None:
-        started.set()
-        release.wait(30)
-
     async def cancelled() -> None:
-        stuck = asyncio.ensure_future(door.run(hold))  # holds the door's one thread
-        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
-        waiting = asyncio.ensure_future(door.run(_on_thread, calls))
-        await asyncio.sleep(0.01)  # queued behind ``hold``
-        waiting.cancel()  # the client went away
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        await asyncio.sleep(0.1)  # past spill_after: nothing may pick it up now
-        release.set()
-        await stuck
+        async with _busy_door() as door:
+            waiting = asyncio.ensure_future(door.run(_on_thread, calls))
+            await asyncio.sleep(0.01)  # queued behind the held thread
+            waiting.cancel()  # the client went away
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await asyncio.sleep(0.1)  # past spill_after: nothing may pick it up now
 
     asyncio.run(cancelled())
     assert calls == []
